@@ -1,0 +1,42 @@
+"""kfac_ref: a from-scratch NumPy/CuPy reference implementation of K-FAC.
+
+J. Martens and R. Grosse, "Optimizing Neural Networks with Kronecker-factored Approximate
+Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
+
+* §2.1 network, backward pass: :mod:`kfac_ref.mlp`, :mod:`kfac_ref.activations`,
+  :mod:`kfac_ref.outputs`; vec/θ convention: :mod:`kfac_ref.vec`
+* §2.2 exact Fisher, Fisher-vector products: :mod:`kfac_ref.fisher`
+* §3 Kronecker factors Ā, G and F̃: :mod:`kfac_ref.factors`
+* §4 F̆⁻¹, F̂⁻¹ (Ψ, Σ), Appendix B: :mod:`kfac_ref.inverse`
+* backends: :mod:`kfac_ref.backend`
+"""
+
+from .backend import Backend, get_array_module, get_backend, to_numpy
+from .errors import (
+    BackendError,
+    ConfigError,
+    DataError,
+    KFACError,
+    NonFiniteError,
+    ShapeError,
+    TooLargeError,
+)
+from .mlp import MLP, Forward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "Backend",
+    "BackendError",
+    "ConfigError",
+    "DataError",
+    "Forward",
+    "KFACError",
+    "NonFiniteError",
+    "ShapeError",
+    "TooLargeError",
+    "get_array_module",
+    "get_backend",
+    "to_numpy",
+]

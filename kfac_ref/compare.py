@@ -1,0 +1,122 @@
+"""Side-by-side dense comparison of F with F̃, F̆, F̂ and of their inverses, for small nets.
+
+User-facing: :func:`compare_fisher` returns plain data (NumPy arrays and floats) that a user can
+print, tabulate or plot; nothing here trains or draws. Errors are relative Frobenius norms,
+‖X − Y‖_F / ‖Y‖_F, per layer-pair block (k, l) of the θ ordering (:mod:`kfac_ref.vec`) and over
+the whole matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy
+
+from .backend import to_numpy
+from .factors import kronecker_factors
+from .fisher import approximate_fisher, exact_fisher
+from .inverse import spd_inverse
+from .mlp import MLP
+from .vec import layer_offsets
+
+APPROXIMATIONS = {"F_tilde": "full", "F_breve": "block_diagonal", "F_hat": "block_tridiagonal"}
+
+
+def relative_error(X: Any, Y: Any) -> float:
+    """‖X − Y‖_F / ‖Y‖_F (inf when Y = 0 and X ≠ 0, 0 when both are 0)."""
+    num = float(numpy.linalg.norm(to_numpy(X) - to_numpy(Y)))
+    den = float(numpy.linalg.norm(to_numpy(Y)))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else float("inf")
+    return num / den
+
+
+def block_relative_errors(X: Any, Y: Any, shapes: Sequence[tuple[int, int]]) -> numpy.ndarray:
+    """ℓ×ℓ array of relative Frobenius errors of block (k, l) of X against the same block of Y."""
+    X, Y = to_numpy(X), to_numpy(Y)
+    off = layer_offsets(shapes)
+    L = len(shapes)
+    out = numpy.zeros((L, L))
+    for k in range(L):
+        for l in range(L):
+            sk, sl = slice(off[k], off[k + 1]), slice(off[l], off[l + 1])
+            out[k, l] = relative_error(X[sk, sl], Y[sk, sl])
+    return out
+
+
+def block_mean_abs(X: Any, shapes: Sequence[tuple[int, int]]) -> numpy.ndarray:
+    """ℓ×ℓ array of the mean absolute entry of each block (the small panel of Figure 3)."""
+    X = numpy.abs(to_numpy(X))
+    off = layer_offsets(shapes)
+    L = len(shapes)
+    return numpy.array(
+        [[X[off[k] : off[k + 1], off[l] : off[l + 1]].mean() for l in range(L)] for k in range(L)]
+    )
+
+
+@dataclass
+class FisherComparison:
+    """Dense F and its approximations, their inverses, and the errors (all on the host).
+
+    ``matrices`` maps "F", "F_tilde", "F_breve", "F_hat" to (P, P) arrays; ``inverses`` the same
+    keys to their inverses (with γ > 0, of the damped matrices, see :func:`compare_fisher`).
+    ``errors[name]`` is the whole-matrix relative error vs F, ``block_errors[name]`` the ℓ×ℓ
+    per-layer-pair errors; ``inverse_errors`` / ``inverse_block_errors`` compare the inverses
+    with F̃⁻¹ (key "vs_F_tilde") and with F⁻¹ (key "vs_F").
+    """
+
+    matrices: dict[str, numpy.ndarray]
+    inverses: dict[str, numpy.ndarray]
+    errors: dict[str, float]
+    block_errors: dict[str, numpy.ndarray]
+    inverse_errors: dict[str, dict[str, float]] = field(default_factory=dict)
+    inverse_block_errors: dict[str, dict[str, numpy.ndarray]] = field(default_factory=dict)
+    gamma: float = 0.0
+
+    def table(self) -> str:
+        """A plain-text table of the whole-matrix relative errors."""
+        rows = [f"{'matrix':<8} {'‖·−F‖/‖F‖':>12} {'‖inv−F̃⁻¹‖/‖F̃⁻¹‖':>18} {'‖inv−F⁻¹‖/‖F⁻¹‖':>17}"]
+        for name in APPROXIMATIONS:
+            ie = self.inverse_errors.get(name, {})
+            rows.append(
+                f"{name:<8} {self.errors[name]:>12.4g} {ie.get('vs_F_tilde', float('nan')):>18.4g}"
+                f" {ie.get('vs_F', float('nan')):>17.4g}"
+            )
+        return "\n".join(rows)
+
+
+def compare_fisher(
+    mlp: MLP, weights: Sequence[Any], X: Any, gamma: float = 0.0, max_bytes: int | None = None
+) -> FisherComparison:
+    """Exact F vs F̃ (§3), F̆ (§4.2), F̂ (§4.3), and their inverses, with relative errors.
+
+    With γ > 0 every approximation uses the factored Tikhonov damping of §6.3, which adds the
+    block-diagonal matrix Δ = F̆(γ) − F̆(0) to F̃. Errors of the matrices are against the undamped
+    F; the inverse of F is taken of F + Δ, so inverses of equally damped matrices are compared.
+    """
+    shapes = mlp.shapes
+    factors = kronecker_factors(mlp, weights, X, method="exact")
+    F = to_numpy(exact_fisher(mlp, weights, X, max_bytes=max_bytes))
+    mats = {"F": F}
+    for name, structure in APPROXIMATIONS.items():
+        mats[name] = to_numpy(approximate_fisher(mlp, weights, X, structure, gamma, factors, max_bytes))
+    undamped_breve = to_numpy(approximate_fisher(mlp, weights, X, "block_diagonal", 0.0, factors, max_bytes))
+    F_damped = F + (mats["F_breve"] - undamped_breve)
+    invs = {"F": spd_inverse(F_damped, "F")}
+    for name in APPROXIMATIONS:
+        invs[name] = spd_inverse(mats[name], name)
+    errors = {name: relative_error(mats[name], F) for name in APPROXIMATIONS}
+    block_errors = {name: block_relative_errors(mats[name], F, shapes) for name in APPROXIMATIONS}
+    inv_err = {
+        name: {"vs_F_tilde": relative_error(invs[name], invs["F_tilde"]), "vs_F": relative_error(invs[name], invs["F"])}
+        for name in APPROXIMATIONS
+    }
+    inv_block = {
+        name: {
+            "vs_F_tilde": block_relative_errors(invs[name], invs["F_tilde"], shapes),
+            "vs_F": block_relative_errors(invs[name], invs["F"], shapes),
+        }
+        for name in APPROXIMATIONS
+    }
+    return FisherComparison(mats, invs, errors, block_errors, inv_err, inv_block, gamma)

@@ -1,0 +1,212 @@
+"""The Fisher F (§2.2), its dense approximations F̃, F̆, F̂ (§3, §4), and Fisher-vector products.
+
+F = E_x E_{y ~ P(y|x,θ)}[Dθ Dθᵀ] with y drawn from the **model**; for the matching losses of
+:mod:`kfac_ref.outputs` this equals the generalized Gauss–Newton matrix E_x[Jᵀ F_R J] with
+J = ∂s_ℓ/∂θ. The empirical Fisher (training targets instead of model samples) is a different
+matrix and is only offered under its own name, :func:`empirical_fisher`.
+
+Dense matrices are in the θ ordering of :mod:`kfac_ref.vec` and are meant for small networks:
+each function estimates its memory first and raises :class:`TooLargeError` before allocating.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .backend import get_array_module
+from .damping import damped_factors
+from .errors import ConfigError, ShapeError, TooLargeError
+from .factors import KroneckerFactors, kronecker_factors
+from .inverse import block_tridiagonal_inverse
+from .mlp import MLP
+from .vec import layer_offsets, per_case_vec_grad
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+STRUCTURES = ("full", "block_diagonal", "block_tridiagonal")
+
+
+def check_dense_size(n_params: int, itemsize: int, max_bytes: int | None, copies: int = 3) -> None:
+    """Refuse (:class:`TooLargeError`) before building a dense P×P matrix that would not fit.
+
+    ``copies`` counts the P×P work arrays the computation holds at once.
+    """
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    need = copies * n_params * n_params * itemsize
+    if need > limit:
+        raise TooLargeError(
+            f"a dense Fisher for {n_params} parameters needs about {need / 2**20:.0f} MiB "
+            f"({copies} × {n_params}² × {itemsize} bytes), over the limit of {limit / 2**20:.0f} MiB; "
+            "use a smaller network or pass a larger max_bytes"
+        )
+
+
+def per_case_gradients(mlp: MLP, fwd: Any, g: Sequence[Any]) -> Any:
+    """Per-case Dθ = [vec(g_1 ā_0ᵀ); …] for one backward pass, shape (n, P)."""
+    xp = get_array_module(fwd.abar[0])
+    return xp.concatenate([per_case_vec_grad(a, g_k) for a, g_k in zip(fwd.abar, g)], axis=1)
+
+
+def _outer_mean(mlp: MLP, weights: Sequence[Any], X: Any, ds_list_fn, denom_per_case: int) -> Any:
+    """(1/(n·denom)) Σ over cases and backward passes of Dθ Dθᵀ, accumulated pass by pass."""
+    xp = get_array_module(X)
+    fwd = mlp.forward(weights, X)
+    F = xp.zeros((mlp.n_params, mlp.n_params), dtype=X.dtype)
+    for ds in ds_list_fn(fwd):
+        J = per_case_gradients(mlp, fwd, mlp.backward(weights, fwd, ds))
+        F += J.T @ J
+    return F / (X.shape[0] * denom_per_case)
+
+
+def _prepare(mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None, Y: Any = None) -> None:
+    mlp.check_weights(weights)
+    mlp.check_inputs(X, Y)
+    check_dense_size(mlp.n_params, X.dtype.itemsize, max_bytes)
+
+
+def exact_fisher(mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None = None) -> Any:
+    """Dense F = (1/n) Σ_x E_{y~model}[Dθ Dθᵀ] = (1/n) Σ_x Jᵀ F_R J, exactly (§2.2).
+
+    The expectation over y is exact: with F_R = C Cᵀ, backpropagating each column of C gives
+    per-case vectors whose outer products sum to Jᵀ F_R J (d_ℓ backward passes).
+    X has shape (n_examples, d_0); the result is (P, P) in the θ order of :mod:`kfac_ref.vec`.
+    """
+    _prepare(mlp, weights, X, max_bytes)
+
+    def columns(fwd):
+        C = mlp.output.fisher_sqrt(fwd.output)
+        return (C[:, :, j] for j in range(C.shape[2]))
+
+    return _outer_mean(mlp, weights, X, columns, 1)
+
+
+def monte_carlo_fisher(
+    mlp: MLP, weights: Sequence[Any], X: Any, n_samples: int, rng: Any = None, max_bytes: int | None = None
+) -> Any:
+    """Monte Carlo F: mean of Dθ Dθᵀ over ``n_samples`` targets y ~ P(y|x, θ) per case (§2.2, §5)."""
+    _prepare(mlp, weights, X, max_bytes)
+    if n_samples < 1:
+        raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
+    rng = rng if rng is not None else get_array_module(X).random.default_rng(0)
+
+    def samples(fwd):
+        out = fwd.output
+        return (mlp.output.ds(out, mlp.output.sample(out, rng)) for _ in range(n_samples))
+
+    return _outer_mean(mlp, weights, X, samples, n_samples)
+
+
+def empirical_fisher(mlp: MLP, weights: Sequence[Any], X: Any, Y: Any, max_bytes: int | None = None) -> Any:
+    """The *empirical* Fisher (1/n) Σ Dθ Dθᵀ with the training targets Y — not the Fisher of §2.2."""
+    _prepare(mlp, weights, X, max_bytes, Y)
+    return _outer_mean(mlp, weights, X, lambda fwd: [mlp.output.ds(fwd.output, Y)], 1)
+
+
+# --------------------------------------------------------------------- F̃, F̆, F̂ dense
+def damped_diagonal(factors: KroneckerFactors, gamma: float) -> tuple[list[Any], list[Any]]:
+    """The diagonal factors with factored Tikhonov damping γ (§6.3) applied (γ = 0: unchanged)."""
+    A_diag, G_diag = factors.diagonal()
+    pairs = [damped_factors(A, G, gamma) for A, G in zip(A_diag, G_diag)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _block_slices(factors: KroneckerFactors) -> list[slice]:
+    shapes = [(factors.G[k][k].shape[0], factors.A_bar[k][k].shape[0]) for k in range(factors.n_layers)]
+    off = layer_offsets(shapes)
+    return [slice(off[k], off[k + 1]) for k in range(factors.n_layers)]
+
+
+def dense_F_tilde(factors: KroneckerFactors, gamma: float = 0.0, structure: str = "full") -> Any:
+    """Dense F̃ (all blocks Ā_{k,l} ⊗ G_{k,l}, §3) or F̆ (its diagonal blocks only, §4.2).
+
+    With γ > 0 the diagonal blocks are the damped (Ā + πγI) ⊗ (G + γ/π I) (§6.3).
+    """
+    if structure not in ("full", "block_diagonal"):
+        raise ConfigError(f"dense_F_tilde builds 'full' or 'block_diagonal', not {structure!r}")
+    xp = get_array_module(factors.G[0][0])
+    sl = _block_slices(factors)
+    P = sl[-1].stop
+    F = xp.zeros((P, P), dtype=factors.G[0][0].dtype)
+    A_diag, G_diag = damped_diagonal(factors, gamma)
+    L = factors.n_layers
+    for k in range(L):
+        F[sl[k], sl[k]] = xp.kron(A_diag[k], G_diag[k])
+        if structure == "full":
+            for l in range(L):
+                if l != k:
+                    F[sl[k], sl[l]] = xp.kron(factors.A_bar[k][l], factors.G[k][l])
+    return F
+
+
+def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
+    """Dense F̂ = Ξ⁻¹ Λ⁻¹ Ξ⁻ᵀ (§4.3), the matrix whose inverse Ξᵀ Λ Ξ is block-tridiagonal.
+
+    Built densely from Ψ_{k,k+1} = Ψ^Ā_k ⊗ Ψ^G_k and Σ_{k|k+1} = F̃_{k,k} − Ψ F̃_{k+1,k+1} Ψᵀ
+    (no Appendix-B eigendecompositions), so it can check the efficient path.
+    """
+    xp = get_array_module(factors.G[0][0])
+    A_diag, G_diag = damped_diagonal(factors, gamma)
+    A_off, G_off = factors.off_diagonal()
+    inv = block_tridiagonal_inverse(A_diag, G_diag, A_off, G_off)
+    sl = _block_slices(factors)
+    P, L = sl[-1].stop, factors.n_layers
+    Xi = xp.eye(P, dtype=A_diag[0].dtype)
+    Lambda_inv = xp.zeros((P, P), dtype=A_diag[0].dtype)
+    for k in range(L):
+        F_kk = xp.kron(A_diag[k], G_diag[k])
+        if k < L - 1:
+            Psi = xp.kron(inv.psi_A[k], inv.psi_G[k])
+            Xi[sl[k], sl[k + 1]] = -Psi
+            F_next = xp.kron(A_diag[k + 1], G_diag[k + 1])
+            Lambda_inv[sl[k], sl[k]] = F_kk - Psi @ F_next @ Psi.T
+        else:
+            Lambda_inv[sl[k], sl[k]] = F_kk
+    Xi_inv = xp.linalg.inv(Xi)
+    F_hat = Xi_inv @ Lambda_inv @ Xi_inv.T
+    return 0.5 * (F_hat + F_hat.T)
+
+
+def approximate_fisher(
+    mlp: MLP,
+    weights: Sequence[Any],
+    X: Any,
+    structure: str = "full",
+    gamma: float = 0.0,
+    factors: KroneckerFactors | None = None,
+    max_bytes: int | None = None,
+) -> Any:
+    """Dense F̃ (``"full"``, §3), F̆ (``"block_diagonal"``, §4.2) or F̂ (``"block_tridiagonal"``, §4.3).
+
+    The factors are exact expectations over the model's predictive distribution unless
+    ``factors`` is given; ``gamma`` > 0 applies factored Tikhonov damping (§6.3) to the diagonal
+    factors (the off-diagonal ones are never damped).
+    """
+    if structure not in STRUCTURES:
+        raise ConfigError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
+    _prepare(mlp, weights, X, max_bytes)
+    if factors is None:
+        factors = kronecker_factors(mlp, weights, X, method="exact")
+    if structure == "block_tridiagonal":
+        return dense_F_hat(factors, gamma)
+    return dense_F_tilde(factors, gamma, structure)
+
+
+# -------------------------------------------------------------- Fisher-vector products
+def fisher_vector_product(
+    mlp: MLP, weights: Sequence[Any], X: Any, V: Sequence[Any], fwd: Any = None
+) -> list[Any]:
+    """F v = (1/n) Σ_x Jᵀ F_R J v on the batch X, without forming F (§2.2, §6 and §7).
+
+    Forward-mode R-operator for J v (R s_i = V_i ā_{i-1} + W_i R ā_{i-1}), the output Fisher F_R,
+    then the ordinary backward pass for Jᵀ. ``V`` has the shapes of ``weights``; so has the result.
+    Pass ``fwd`` (the forward pass on X) to reuse it.
+    """
+    if len(V) != len(weights) or any(v.shape != W.shape for v, W in zip(V, weights)):
+        raise ShapeError("the direction V must have one matrix per layer, shaped like the weights")
+    if fwd is None:
+        fwd = mlp.forward(weights, X)
+    Rs = fwd.abar[0] @ V[0].T
+    for k in range(1, mlp.n_layers):
+        Ra = fwd.dphi[k - 1] * Rs  # R a_k = φ'(s_k) ⊙ R s_k; R of the bias coordinate is 0
+        Rs = fwd.abar[k] @ V[k].T + Ra @ weights[k][:, :-1].T
+    u = mlp.output.fisher_vp(fwd.output, Rs)
+    return mlp.weight_gradients(fwd, mlp.backward(weights, fwd, u))
