@@ -1,0 +1,719 @@
+"""The three autoencoder data sets of the experiments: MNIST, CURVES, FACES (spec §10–§11).
+
+This module is at the edge of the package: it does I/O (a cache directory, downloads, ``.mat``
+and ``.npz`` files) and logging, and hands the math host arrays.
+
+Conventions (one place): every loader returns a :class:`Dataset` whose ``X_train`` / ``X_test``
+are float64 NumPy arrays with **one case per row** (shape ``(n, d)``), pixels in the order they are
+stored on disk (row-major 28×28 for MNIST IDX and for CURVES). The authors' MATLAB code holds
+cases in columns (``indata`` is ``d × n``); the loaders transpose where the file needs it.
+
+Cache directory: :func:`default_data_dir` (``$KFAC_REF_DATA_DIR``, else
+``$XDG_CACHE_HOME/kfac_ref``, else ``~/.cache/kfac_ref``); every loader takes ``data_dir=`` to
+override it.
+
+* MNIST (§11): the four original IDX ``.gz`` files, fetched from the first mirror in
+  :data:`MNIST_MIRRORS` that serves them (override with ``mirrors=`` or
+  ``$KFAC_REF_MNIST_MIRRORS``), MD5-checked against :data:`MNIST_MD5`, or the authors'
+  ``mnist_all.mat``.
+* CURVES (§11): generated here, deterministically from a seed (:func:`make_curves`), and cached as
+  ``.npz``; the authors' ``digs3pts_1.mat`` is used instead when present.
+* FACES (§11): only the authors' ``newfaces_rot_single.mat`` (not generated, not downloaded).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+
+from .errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_ENV_VAR = "KFAC_REF_DATA_DIR"
+MIRRORS_ENV_VAR = "KFAC_REF_MNIST_MIRRORS"
+DATASET_NAMES = ("mnist", "curves", "faces")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One data set of §11: training and test cases as rows of float64 host arrays.
+
+    ``X_train: (n_train, d)``, ``X_test: (n_test, d)``; ``y_train`` / ``y_test`` are int64 labels
+    of shape ``(n,)`` (MNIST) or ``None`` (the autoencoders' targets are the inputs).
+    ``source`` says where the numbers came from (a file, or the generator and its seed).
+    """
+
+    name: str
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    source: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Cache directory and small file helpers
+# --------------------------------------------------------------------------------------------
+
+
+def default_data_dir() -> Path:
+    """The cache directory (§11): ``$KFAC_REF_DATA_DIR``, ``$XDG_CACHE_HOME/kfac_ref`` or
+    ``~/.cache/kfac_ref``, in that order. Not created here."""
+    explicit = os.environ.get(DATA_DIR_ENV_VAR)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "kfac_ref"
+    return Path.home() / ".cache" / "kfac_ref"
+
+
+def _resolve_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    """``data_dir`` if given, else :func:`default_data_dir`."""
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+def _md5(path: Path) -> str:
+    """Hex MD5 digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _loadmat(path: Path) -> dict[str, Any]:
+    """``scipy.io.loadmat`` with every failure reported as a :class:`DataError` naming the file."""
+    try:
+        return scipy.io.loadmat(str(path))
+    except NotImplementedError as exc:  # MATLAB v7.3 (HDF5) files
+        raise DataError(
+            f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported ({exc}); "
+            "re-save it with `save -v7`."
+        ) from exc
+    except (OSError, ValueError, TypeError, scipy.io.matlab.MatReadError) as exc:
+        raise DataError(f"{path}: not a readable .mat file ({exc}).") from exc
+
+
+def _mat_variable(mat: dict[str, Any], key: str, path: Path) -> np.ndarray:
+    """The variable ``key`` of a loaded .mat file, or a :class:`DataError` listing what is there."""
+    if key not in mat:
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"{path}: variable {key!r} not found; the file holds {found}.")
+    return np.asarray(mat[key])
+
+
+def _as_float_rows(A: np.ndarray, d: int, path: Path, key: str) -> np.ndarray:
+    """``A`` as a float64 ``(n, d)`` array (cases in rows), or a :class:`DataError`."""
+    if A.ndim != 2 or A.shape[1] != d:
+        raise DataError(f"{path}: variable {key!r} has shape {A.shape}; expected (n, {d}).")
+    return np.ascontiguousarray(A, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST (§11): IDX files, checksums, mirrors, resumable downloads
+# --------------------------------------------------------------------------------------------
+
+#: The four original MNIST files and their published MD5 checksums.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+#: Public copies of the IDX files, tried in order (base URLs; the file name is appended).
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://raw.githubusercontent.com/fgnt/mnist/master/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+MNIST_MAT_NAME = "mnist_all.mat"
+DOWNLOAD_TIMEOUT_S = 60.0
+_CHUNK = 1 << 16
+_IDX_UBYTE = 0x08
+_MNIST_SIDE = 28
+
+
+def _mnist_mirrors(mirrors: Sequence[str] | None) -> tuple[str, ...]:
+    """Mirrors to try: the argument, else ``$KFAC_REF_MNIST_MIRRORS`` (comma-separated), else
+    :data:`MNIST_MIRRORS`."""
+    if mirrors is not None:
+        return tuple(mirrors)
+    env = os.environ.get(MIRRORS_ENV_VAR, "")
+    from_env = tuple(m.strip() for m in env.split(",") if m.strip())
+    return from_env or MNIST_MIRRORS
+
+
+def _mirror_url(base: str, name: str) -> str:
+    """``base`` joined with a file name."""
+    return base.rstrip("/") + "/" + name
+
+
+def _http_fetch(url: str, part: Path) -> None:
+    """Download ``url`` into ``part``, resuming an existing partial ``part`` with a Range request.
+
+    A server that answers a Range request with the whole file (status 200) is handled by
+    rewriting ``part`` from the start. HTTP 416 (nothing left to send) leaves ``part`` as it is
+    for the caller's checksum to judge.
+    """
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "kfac_ref"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and have:
+            return
+        raise
+    with response:
+        resumed = bool(have) and response.status == 206 and _range_start(response) == have
+        if have and not resumed:
+            log.info("%s ignored the Range request; downloading the whole file", url)
+        with part.open("ab" if resumed else "wb") as f:
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                f.write(block)
+
+
+def _range_start(response: Any) -> int | None:
+    """First byte position of a 206 response's ``Content-Range: bytes a-b/n`` header."""
+    value = response.headers.get("Content-Range", "")
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _download_verified(name: str, md5: str, directory: Path, mirrors: Sequence[str]) -> Path:
+    """Fetch ``name`` from the first mirror that serves bytes with the expected MD5.
+
+    The bytes go to ``<name>.part`` and are renamed (``os.replace``) to ``<name>`` only after the
+    checksum matches, so a final name never holds a partial or corrupt file. A corrupt download
+    is deleted; a resumed one that fails the checksum is retried once from scratch.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final, part = directory / name, directory / (name + ".part")
+    failures: list[str] = []
+    for base in mirrors:
+        url = _mirror_url(base, name)
+        for _attempt in range(2):
+            resuming = part.exists() and part.stat().st_size > 0
+            try:
+                log.info("downloading %s%s", url, " (resuming)" if resuming else "")
+                _http_fetch(url, part)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                failures.append(f"{url}: {exc}")
+                break
+            actual = _md5(part)
+            if actual == md5:
+                os.replace(part, final)
+                return final
+            part.unlink()
+            failures.append(f"{url}: MD5 {actual}, expected {md5}")
+            if not resuming:
+                break
+    raise _download_failed(name, md5, directory, mirrors, failures)
+
+
+def _download_failed(
+    name: str, md5: str, directory: Path, mirrors: Sequence[str], failures: list[str]
+) -> DataError:
+    """The :class:`DataError` for a file that no mirror delivered intact."""
+    corrupt = any("MD5" in f for f in failures)
+    what = "checksum mismatch (corrupt download)" if corrupt else "download failed"
+    return DataError(
+        f"MNIST file {name}: {what}. Expected MD5 {md5}. Cache directory searched: {directory}. "
+        f"Mirrors tried: {list(mirrors)}. Details: " + "; ".join(failures or ["no mirrors given"])
+    )
+
+
+def _cached_ok(path: Path, md5: str) -> bool:
+    """Whether ``path`` is a file with MD5 ``md5``."""
+    return path.is_file() and _md5(path) == md5
+
+
+def _mnist_file(name: str, directory: Path, download: bool, mirrors: Sequence[str]) -> Path:
+    """Path to a checksum-valid copy of MNIST file ``name``, downloaded if not cached intact
+    (callers check the cache first with :func:`_cached_ok`)."""
+    md5 = MNIST_MD5[name]
+    final = directory / name
+    if final.is_file():
+        actual = _md5(final)
+        if not download:
+            raise DataError(
+                f"MNIST file {final}: MD5 {actual}, expected {md5} (corrupt), and download=False."
+            )
+        log.warning("%s has MD5 %s, expected %s; downloading it again", final, actual, md5)
+    elif not download:
+        raise DataError(
+            f"MNIST file {name} not found; directory searched: {directory} "
+            f"(download=False). Mirrors that serve it: {list(mirrors)}."
+        )
+    return _download_verified(name, md5, directory, mirrors)
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    """File contents, gunzipped when the file starts with the gzip magic bytes."""
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt gzip stream ({exc}).") from exc
+
+
+def read_idx(path: str | os.PathLike[str], ndim: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (MNIST format, optionally gzipped) into uint8.
+
+    Header: two zero bytes, type code 0x08 (ubyte), the number of dimensions, then one big-endian
+    int32 per dimension; then the data, row-major. Raises :class:`DataError` naming the file on
+    a wrong magic number, a wrong number of dimensions or a wrong data length.
+    """
+    path = Path(path)
+    raw = _read_maybe_gzip(path)
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != _IDX_UBYTE or raw[3] != ndim:
+        raise DataError(
+            f"{path}: not an IDX ubyte file with {ndim} dimensions (magic number "
+            f"{raw[:4].hex() or 'missing'}, expected 0000{_IDX_UBYTE:02x}{ndim:02x})."
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: IDX header truncated ({len(raw)} bytes).")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: IDX dims {dims} need {expected} data bytes, file has {len(raw) - header}."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _mnist_split(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One MNIST split from its IDX files: ``X (n, 784)`` in [0, 1] float64, ``y (n,)`` int64."""
+    img = read_idx(images, 3)
+    lab = read_idx(labels, 1)
+    if img.shape[1:] != (_MNIST_SIDE, _MNIST_SIDE):
+        raise DataError(f"{images}: images are {img.shape[1:]}, expected (28, 28).")
+    if img.shape[0] != lab.shape[0]:
+        raise DataError(
+            f"{images} has {img.shape[0]} images but {labels} has {lab.shape[0]} labels."
+        )
+    if lab.size and lab.max() > 9:
+        raise DataError(f"{labels}: label {int(lab.max())} outside 0..9.")
+    X = img.reshape(img.shape[0], -1).astype(np.float64) / 255.0
+    return X, lab.astype(np.int64)
+
+
+def load_mnist_mat(path: str | os.PathLike[str]) -> Dataset:
+    """MNIST from the authors' ``mnist_all.mat`` (§11): ``train0..train9``, ``test0..test9``.
+
+    Each variable is a uint8 array with one 784-pixel case per row. Cases are concatenated in
+    digit order (as the authors' ``KFAC_demo``/``nnet_demo`` do), labelled by the digit, and
+    divided by 255.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found.")
+    mat = _loadmat(path)
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in ("train", "test"):
+        blocks = [
+            _as_float_rows(_mat_variable(mat, f"{split}{d}", path), 784, path, f"{split}{d}")
+            for d in range(10)
+        ]
+        y = np.concatenate([np.full(len(b), d, dtype=np.int64) for d, b in enumerate(blocks)])
+        parts[split] = (np.concatenate(blocks) / 255.0, y)
+    return Dataset(
+        "mnist",
+        parts["train"][0],
+        parts["test"][0],
+        parts["train"][1],
+        parts["test"][1],
+        source=str(path),
+    )
+
+
+def load_mnist(
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Dataset:
+    """MNIST (§11): 60,000 / 10,000 cases, pixels / 255 in [0, 1], shape ``(n, 784)``.
+
+    Order of sources: ``path`` (an ``mnist_all.mat``); the four IDX files in the data directory
+    if all are there and checksum-valid (no network); ``mnist_all.mat`` in the data directory;
+    else the IDX files are downloaded (``download=True``) from ``mirrors``.
+    """
+    if path is not None:
+        return load_mnist_mat(path)
+    directory = _resolve_dir(data_dir)
+    names = list(MNIST_MD5)
+    intact = {n: _cached_ok(directory / n, MNIST_MD5[n]) for n in names}
+    if not all(intact.values()) and (directory / MNIST_MAT_NAME).is_file():
+        return load_mnist_mat(directory / MNIST_MAT_NAME)
+    urls = _mnist_mirrors(mirrors)
+    files = {
+        n: directory / n if intact[n] else _mnist_file(n, directory, download, urls) for n in names
+    }
+    X_train, y_train = _mnist_split(files[names[0]], files[names[1]])
+    X_test, y_test = _mnist_split(files[names[2]], files[names[3]])
+    return Dataset("mnist", X_train, X_test, y_train, y_test, source=str(directory))
+
+
+# --------------------------------------------------------------------------------------------
+# CURVES (§11): a deterministic generator, its .npz cache, or the authors' digs3pts_1.mat
+# --------------------------------------------------------------------------------------------
+
+CURVES_MAT_NAME = "digs3pts_1.mat"
+CURVES_SIDE = 28
+CURVES_VERSION = 1  # bump when make_curves changes, so stale caches are not reused
+CURVE_MARGIN = 2.0  # control points lie in [margin, side - 1 - margin]² (pixel centres 0..27)
+CURVE_MIN_SEPARATION = 5.0  # pixels between consecutive control points
+CURVE_MAX_TURN_COS = -0.5  # cos of the turn at the middle point ≥ −0.5: turns of at most 120°
+CURVE_RADIUS = 2.5  # pixels: intensity (1 - (d/R)²)³ falls to 0 at distance R from the curve
+CURVE_SAMPLES_PER_SEGMENT = 64
+_RENDER_CHUNK = 512
+
+
+def _draw_control_points(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, 3, 2)`` control points (x, y), uniform in the margin box, consecutive points at
+    least :data:`CURVE_MIN_SEPARATION` apart and a turn of at most 120° at the middle point (so
+    the curve does not fold back into a hairpin). Rejected cases are redrawn, all at once."""
+    lo, hi = CURVE_MARGIN, CURVES_SIDE - 1 - CURVE_MARGIN
+    P = rng.uniform(lo, hi, size=(n, 3, 2))
+    while True:
+        D = np.diff(P, axis=1)  # (n, 2, 2): P₁ − P₀, P₂ − P₁
+        gaps = np.linalg.norm(D, axis=2)  # (n, 2)
+        cos = np.einsum("nk,nk->n", D[:, 0], D[:, 1]) / np.maximum(gaps.prod(axis=1), 1e-12)
+        bad = np.flatnonzero((gaps.min(axis=1) < CURVE_MIN_SEPARATION) | (cos < CURVE_MAX_TURN_COS))
+        if bad.size == 0:
+            return P
+        P[bad] = rng.uniform(lo, hi, size=(bad.size, 3, 2))
+
+
+def natural_spline_3pts(P: np.ndarray, per_segment: int) -> np.ndarray:
+    """Points on the natural cubic spline through 3 control points, chord-length parametrized.
+
+    ``P: (n, 3, 2)``. Knots t₀ = 0, t₁ = h₀, t₂ = h₀ + h₁ with hᵢ = ‖Pᵢ₊₁ − Pᵢ‖; second
+    derivatives M₀ = M₂ = 0 (natural ends) and M₁ = 3 [(P₂−P₁)/h₁ − (P₁−P₀)/h₀] / (h₀ + h₁).
+    On segment i, with u ∈ [0, 1] and s = t − tᵢ = u hᵢ:
+    S = Mᵢ (hᵢ−s)³/(6hᵢ) + Mᵢ₊₁ s³/(6hᵢ) + (Pᵢ − Mᵢhᵢ²/6)(1−u) + (Pᵢ₊₁ − Mᵢ₊₁hᵢ²/6) u.
+    Returns ``(n, 2·per_segment, 2)``; each segment is sampled at ``per_segment`` points from
+    u = 0 to u = 1 inclusive, so P₀, P₁, P₂ are among the samples.
+    """
+    h = np.linalg.norm(np.diff(P, axis=1), axis=2)[:, :, None, None]  # (n, 2, 1, 1)
+    M1 = 3.0 * ((P[:, 2] - P[:, 1]) / h[:, 1, 0] - (P[:, 1] - P[:, 0]) / h[:, 0, 0])
+    M1 = M1 / (h[:, 0, 0] + h[:, 1, 0])  # (n, 2)
+    zero = np.zeros_like(M1)
+    M_left = np.stack([zero, M1], axis=1)[:, :, None, :]  # Mᵢ per segment, (n, 2, 1, 2)
+    M_right = np.stack([M1, zero], axis=1)[:, :, None, :]  # Mᵢ₊₁
+    u = np.linspace(0.0, 1.0, per_segment)[None, None, :, None]
+    s = u * h
+    S = (M_left * (h - s) ** 3 + M_right * s**3) / (6.0 * h)
+    S = S + (P[:, :2, None, :] - M_left * h**2 / 6.0) * (1.0 - u)
+    S = S + (P[:, 1:, None, :] - M_right * h**2 / 6.0) * u
+    return S.reshape(P.shape[0], 2 * per_segment, 2)
+
+
+def _min_sq_distance(C: np.ndarray, side: int) -> np.ndarray:
+    """Squared distance from every pixel centre to the nearest curve sample.
+
+    ``C: (b, K, 2)`` samples (x = column, y = row); returns ``(b, side, side)``, the running
+    minimum over k of (row − y_k)² + (col − x_k)², one broadcast add per sample.
+    """
+    grid = np.arange(side, dtype=np.float32)
+    dx2 = np.ascontiguousarray(((grid - C[:, :, 0, None]) ** 2).transpose(1, 0, 2))
+    dy2 = np.ascontiguousarray(((grid - C[:, :, 1, None]) ** 2).transpose(1, 0, 2))
+    d2 = dy2[0][:, :, None] + dx2[0][:, None, :]
+    tmp = np.empty_like(d2)
+    for k in range(1, C.shape[1]):
+        np.add(dy2[k][:, :, None], dx2[k][:, None, :], out=tmp)
+        np.minimum(d2, tmp, out=d2)
+    return d2
+
+
+def render_curves(C: np.ndarray, side: int = CURVES_SIDE) -> np.ndarray:
+    """Images of curves: intensity (1 − d²/R²)³ for d < R, else 0, d the pixel–curve distance.
+
+    ``C: (n, K, 2)`` densely sampled curve points in pixel coordinates (x = column, y = row,
+    pixel centres at integers). Returns ``(n, side²)`` float64 in [0, 1], row-major, computed in
+    float32 chunks of :data:`_RENDER_CHUNK` images.
+    """
+    n = C.shape[0]
+    out = np.empty((n, side * side), dtype=np.float64)
+    C32 = C.astype(np.float32)
+    r2 = np.float32(CURVE_RADIUS**2)
+    for start in range(0, n, _RENDER_CHUNK):
+        d2 = _min_sq_distance(C32[start : start + _RENDER_CHUNK], side)
+        intensity = np.clip(1.0 - d2 / r2, 0.0, 1.0) ** 3
+        out[start : start + _RENDER_CHUNK] = intensity.reshape(len(d2), -1)
+    return out
+
+
+def make_curves(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` synthetic CURVES images (§11), ``(n, 784)`` float64 in [0, 1]; pure given ``rng``.
+
+    What the sources say. Spec §11: 28×28 images of curves drawn through 3 random points (cubic
+    spline), pixel intensities from the curve's distance, 20,000 / 10,000 cases. Hinton &
+    Salakhutdinov (2006), Science 313:504, Supporting Online Material (a copy found by search at
+    docplayer.net/21164867): calls the set "the synthetic curves" and fine-tunes on it for 200
+    epochs; the construction parameters were not in the retrievable excerpt. Martens' HF demo
+    (``nnet_demo_2.m``) and K-FAC demo (``KFAC_demo_2.m``): "this dataset (by Ruslan
+    Salakhutdinov) is available here: www.cs.toronto.edu/~jmartens/digs3pts_1.mat".
+
+    Our procedure (the parameters are our choices, module constants above): 3 control points
+    uniform in [2, 25]², consecutive points ≥ 5 px apart, turning by at most 120° at the middle
+    one (no hairpins); the natural cubic spline through
+    them (chord-length knots, :func:`natural_spline_3pts`), sampled at 128 points (spacing well
+    under 1 px); intensity (1 − d²/R²)³ for pixel-to-curve distance d < R = 2.5 px, else 0
+    (:func:`render_curves`), so a stroke is about 3 px wide with a smooth edge and the
+    background is exactly 0. Draws from ``rng`` only, so equal generator states give equal
+    images.
+    """
+    if n < 0:
+        raise ConfigError(f"make_curves: n must be >= 0, got {n}.")
+    P = _draw_control_points(n, rng)
+    return render_curves(natural_spline_3pts(P, CURVE_SAMPLES_PER_SEGMENT))
+
+
+def _curves_cache_path(directory: Path, seed: int, n_train: int, n_test: int) -> Path:
+    """Cache file name, keyed by generator version, seed and sizes."""
+    return directory / f"curves_v{CURVES_VERSION}_seed{seed}_train{n_train}_test{n_test}.npz"
+
+
+def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """Write a compressed ``.npz`` to a temporary file in the same directory, then
+    ``os.replace`` it onto ``path`` (readers never see a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_curves_cache(path: Path, n_train: int, n_test: int) -> Dataset | None:
+    """The cached CURVES arrays if ``path`` holds them with the right shapes, else ``None``."""
+    try:
+        with np.load(path) as z:
+            X_train, X_test = z["X_train"], z["X_test"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        log.warning("ignoring unreadable CURVES cache %s (%s)", path, exc)
+        return None
+    d = CURVES_SIDE**2
+    if X_train.shape != (n_train, d) or X_test.shape != (n_test, d):
+        log.warning(
+            "ignoring CURVES cache %s with shapes %s, %s", path, X_train.shape, X_test.shape
+        )
+        return None
+    return Dataset(
+        "curves", X_train.astype(np.float64), X_test.astype(np.float64), source=str(path)
+    )
+
+
+def build_curves(seed: int = 0, n_train: int = 20000, n_test: int = 10000) -> Dataset:
+    """CURVES generated from ``seed``: independent streams for the training and test sets
+    (``SeedSequence(seed).spawn(2)``), so the test set does not depend on ``n_train``.
+
+    Images are rounded to float32 (as cached) and returned as float64, so a fresh build and a
+    cached one are identical.
+    """
+    ss_train, ss_test = np.random.SeedSequence(seed).spawn(2)
+    X_train = make_curves(n_train, np.random.default_rng(ss_train)).astype(np.float32)
+    X_test = make_curves(n_test, np.random.default_rng(ss_test)).astype(np.float32)
+    return Dataset(
+        "curves",
+        X_train.astype(np.float64),
+        X_test.astype(np.float64),
+        source=f"make_curves v{CURVES_VERSION}, seed {seed}",
+    )
+
+
+def load_curves_mat(path: str | os.PathLike[str]) -> Dataset:
+    """The authors' ``digs3pts_1.mat`` (§11): ``bdata`` (training) and ``bdatatest`` (test),
+    one 784-pixel case per row (the MATLAB demos transpose them: ``indata = tmp.bdata'``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found.")
+    mat = _loadmat(path)
+    X_train = _as_float_rows(_mat_variable(mat, "bdata", path), 784, path, "bdata")
+    X_test = _as_float_rows(_mat_variable(mat, "bdatatest", path), 784, path, "bdatatest")
+    return Dataset("curves", X_train, X_test, source=str(path))
+
+
+def load_curves(
+    data_dir: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    n_train: int = 20000,
+    n_test: int = 10000,
+) -> Dataset:
+    """CURVES (§11): ``(n, 784)`` images in [0, 1]; no network needed.
+
+    Order of sources: ``path`` (a ``digs3pts_1.mat``); ``digs3pts_1.mat`` in the data directory;
+    the ``.npz`` cache for (seed, n_train, n_test); else :func:`build_curves`, whose result is
+    written to that cache atomically.
+    """
+    if path is not None:
+        return load_curves_mat(path)
+    directory = _resolve_dir(data_dir)
+    if (directory / CURVES_MAT_NAME).is_file():
+        return load_curves_mat(directory / CURVES_MAT_NAME)
+    cache = _curves_cache_path(directory, seed, n_train, n_test)
+    if cache.is_file():
+        cached = _load_curves_cache(cache, n_train, n_test)
+        if cached is not None:
+            return cached
+    log.info("generating CURVES (seed %d, %d + %d images)", seed, n_train, n_test)
+    data = build_curves(seed, n_train, n_test)
+    _save_npz_atomic(
+        cache, X_train=data.X_train.astype(np.float32), X_test=data.X_test.astype(np.float32)
+    )
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# FACES (§11): the authors' newfaces_rot_single.mat only
+# --------------------------------------------------------------------------------------------
+
+FACES_MAT_NAME = "newfaces_rot_single.mat"
+FACES_VARIABLE = "newfaces_single"
+FACES_URL = "http://www.cs.toronto.edu/~jmartens/newfaces_rot_single.mat"
+FACES_PIXELS = 625
+
+
+def faces_split(n_total: int) -> tuple[slice, slice]:
+    """The authors' FACES split: the first 25/40 of the cases train, the last 10/40 test.
+
+    From ``KFAC_demo_2.m`` / ``nnet_demo_2.m``: ``trainsize = (total/40)*25``,
+    ``testsize = (total/40)*10``, ``indata = newfaces_single(:, 1:trainsize)``,
+    ``intest = newfaces_single(:, (end-testsize+1):end)``; for 165,600 cases: 103,500 and
+    41,400 (the 5/40 in between are unused).
+    """
+    block = n_total // 40
+    return slice(0, 25 * block), slice(n_total - 10 * block, n_total)
+
+
+def _faces_missing(missing: Path) -> DataError:
+    """The error for a missing FACES file: what it is, where it comes from, where we looked."""
+    return DataError(
+        f"{missing} not found. FACES needs the authors' file {FACES_MAT_NAME} (variable {FACES_VARIABLE!r}: 25×25 = "
+        f"{FACES_PIXELS} pixels × 165600 images, Olivetti faces with rotations and scalings), "
+        "distributed with Martens' HF / K-FAC code pages at the University of Toronto "
+        f"({FACES_URL}). It is not generated or downloaded by kfac_ref. Directories searched: "
+        f"[{missing.parent}]. Put the file there (or in the data directory) or pass path=."
+    )
+
+
+def load_faces(
+    path: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Dataset:
+    """FACES (§11) from ``newfaces_rot_single.mat``: ``(103500, 625)`` / ``(41400, 625)``.
+
+    The file holds ``newfaces_single``, 625 × 165,600 with one case per **column** (the authors'
+    code indexes ``newfaces_single(:, 1:trainsize)``); it is transposed to one case per row and
+    split by :func:`faces_split`. Values are kept as stored (real-valued; the FACES autoencoder
+    has linear outputs and squared error, §10). Pixel order within a case is left as stored.
+    """
+    directory = _resolve_dir(data_dir)
+    file = Path(path) if path is not None else directory / FACES_MAT_NAME
+    if not file.is_file():
+        raise _faces_missing(file)
+    mat = _loadmat(file)
+    A = _mat_variable(mat, FACES_VARIABLE, file)
+    if A.ndim != 2 or A.shape[0] != FACES_PIXELS:
+        raise DataError(
+            f"{file}: {FACES_VARIABLE!r} has shape {A.shape}; expected "
+            f"({FACES_PIXELS}, n) with one case per column."
+        )
+    if A.shape[1] != 165600:
+        log.warning(
+            "%s holds %d cases, not 165600; splitting 25/40 : 10/40 anyway", file, A.shape[1]
+        )
+    train, test = faces_split(A.shape[1])
+    X_train = np.ascontiguousarray(A[:, train].T, dtype=np.float64)
+    X_test = np.ascontiguousarray(A[:, test].T, dtype=np.float64)
+    return Dataset("faces", X_train, X_test, source=str(file))
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch and preprocessing
+# --------------------------------------------------------------------------------------------
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "mnist": load_mnist,
+    "curves": load_curves,
+    "faces": load_faces,
+}
+
+
+def load_dataset(name: str, **kwargs: Any) -> Dataset:
+    """Load one of the §11 data sets by name: ``"mnist"``, ``"curves"`` or ``"faces"``.
+
+    Keyword arguments go to the loader. An unknown name raises :class:`ConfigError`.
+    """
+    key = str(name).strip().lower()
+    if key not in _LOADERS:
+        raise ConfigError(f"unknown data set {name!r}; choose one of {list(DATASET_NAMES)}.")
+    return _LOADERS[key](**kwargs)
+
+
+def _area_matrix(side_in: int, side_out: int) -> np.ndarray:
+    """``(side_out, side_in)`` area-averaging weights along one axis.
+
+    Output pixel o covers input coordinates [o·s, (o+1)·s) with s = side_in / side_out; entry
+    (o, i) is the overlap of that interval with input pixel [i, i+1), divided by s, so each row
+    sums to 1.
+    """
+    s = side_in / side_out
+    lo = np.arange(side_out)[:, None] * s
+    i = np.arange(side_in)[None, :]
+    overlap = np.clip(np.minimum(lo + s, i + 1) - np.maximum(lo, i), 0.0, None)
+    return overlap / s
+
+
+def downscale_images(X: np.ndarray, side_in: int, side_out: int) -> np.ndarray:
+    """Area-averaging down-scaling of square images, e.g. MNIST 28×28 → 16×16 (§12, Figs. 2–3).
+
+    ``X: (n, side_in²)`` row-major images; returns ``(n, side_out²)`` float64 with
+    Y = A X Aᵀ per image, A from :func:`_area_matrix`. Constant images stay constant and the
+    mean intensity of every image is preserved.
+    """
+    if not 0 < side_out <= side_in:
+        raise ConfigError(
+            f"downscale_images: need 0 < side_out <= side_in, got {side_out}, {side_in}."
+        )
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != side_in * side_in:
+        raise ConfigError(
+            f"downscale_images: X has shape {X.shape}; expected (n, {side_in * side_in})."
+        )
+    A = _area_matrix(side_in, side_out)
+    images = X.reshape(-1, side_in, side_in)
+    Y = np.einsum("oi,nij,pj->nop", A, images, A, optimize=True)
+    return Y.reshape(X.shape[0], side_out * side_out)

@@ -1,0 +1,303 @@
+"""The deep-autoencoder experiments of §13 (orchestration edge: data, loop, logs, checkpoints).
+
+One run = one data set × one method. The loop draws mini-batches, calls the optimizer's pure
+``step``, keeps the iterate average, evaluates the training-set reconstruction error at a fixed
+interval and writes a JSON-lines log and a checkpoint atomically, so a run can stop at any point
+and ``resume`` to the same numbers an uninterrupted run gives (every random draw of iteration k
+comes from a generator seeded by (seed, k)).
+
+Errors plotted in the paper: squared reconstruction error per case (summed over pixels,
+averaged over cases) of the training set; reported as the minimum of the averaged and the raw
+iterate's error, as in the authors' code (spec §12).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy
+
+from . import io
+from .backend import Backend, get_backend, to_numpy
+from .config import KFACConfig, SGDConfig
+from .errors import ConfigError, KFACError
+from .mlp import MLP
+from .optimizer import KFAC
+from .schedules import iterate_average, minibatch_size
+from .sgd import SGDMomentum
+
+log = logging.getLogger(__name__)
+
+#: Architectures of §13 (spec §10): logistic hidden units, linear code layer.
+AUTOENCODERS: dict[str, dict[str, Any]] = {
+    "curves": {
+        "layers": [784, 400, 200, 100, 50, 25, 6, 25, 50, 100, 200, 400, 784],
+        "output": "bernoulli",
+        "sgd_batch": 250,
+    },
+    "mnist": {
+        "layers": [784, 1000, 500, 250, 30, 250, 500, 1000, 784],
+        "output": "bernoulli",
+        "sgd_batch": 500,
+    },
+    "faces": {
+        "layers": [625, 2000, 1000, 500, 30, 500, 1000, 2000, 625],
+        "output": "gaussian",
+        "sgd_batch": 500,
+    },
+}
+METHODS = ("kfac-blockdiag", "kfac-tridiag", "sgd-momentum")
+
+
+def autoencoder(name: str, layers: Sequence[int] | None = None) -> MLP:
+    """The §13 autoencoder for data set ``name`` (or custom ``layers`` with the same rules)."""
+    if name not in AUTOENCODERS:
+        raise ConfigError(f"unknown data set {name!r}; choose one of {', '.join(AUTOENCODERS)}")
+    sizes = list(layers) if layers is not None else AUTOENCODERS[name]["layers"]
+    hidden = sizes[1:-1]
+    code = hidden.index(min(hidden))
+    acts = ["linear" if i == code else "logistic" for i in range(len(hidden))]
+    return MLP(sizes, acts, AUTOENCODERS[name]["output"])
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run; saved beside its log as ``config.json``."""
+
+    dataset: str = "curves"
+    method: str = "kfac-tridiag"
+    iters: int = 1000
+    seed: int = 0
+    backend: str | None = None
+    dtype: str = "float32"
+    eval_every: int = 25
+    n_train: int | None = None  # first n_train training cases (None: all)
+    n_test: int | None = None
+    layers: list[int] | None = None  # None: the paper's architecture
+    m1: int = 1000  # first mini-batch size of K-FAC's exponential schedule (§13 [code])
+    k_full: int = 500  # iteration at which the mini-batch is the whole training set
+    sgd_batch: int | None = None  # None: 250 (CURVES) / 500 (MNIST, FACES) (spec §12)
+    sgd_lr: float = 0.05
+    sgd_mu_max: float = 0.99
+    average_start: int = 200  # iterate averaging from this iteration ([code])
+    average_decay: float = 0.99
+    checkpoint_every: int = 50
+    data_dir: str | None = None
+    kfac: dict[str, Any] = field(default_factory=dict)  # KFACConfig overrides
+
+    def __post_init__(self) -> None:
+        if self.dataset not in AUTOENCODERS:
+            raise ConfigError(f"unknown data set {self.dataset!r}; choose one of {', '.join(AUTOENCODERS)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        for name in ("iters", "eval_every", "m1", "k_full", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def same_run_as(self, other: RunConfig) -> bool:
+        """True when ``other`` continues this run (everything equal except ``iters``)."""
+        a, b = self.to_json(), other.to_json()
+        a.pop("iters"), b.pop("iters")
+        a.pop("backend"), b.pop("backend")
+        a.pop("data_dir"), b.pop("data_dir")
+        return a == b
+
+
+def make_optimizer(cfg: RunConfig, mlp: MLP, backend: Backend) -> KFAC | SGDMomentum:
+    """The optimizer object of ``cfg.method`` with the paper's defaults."""
+    eta = 1e-5  # ℓ2 weight cost of §13 for all three data sets
+    if cfg.method == "sgd-momentum":
+        return SGDMomentum(mlp, SGDConfig(lr=cfg.sgd_lr, mu_max=cfg.sgd_mu_max, eta=eta), backend)
+    structure = "block_diagonal" if cfg.method == "kfac-blockdiag" else "block_tridiagonal"
+    options = {"eta": eta, **cfg.kfac, "structure": structure}
+    return KFAC(mlp, KFACConfig(**options), backend)
+
+
+def batch_size(cfg: RunConfig, k: int, n_total: int) -> int:
+    """K-FAC: exponentially growing m_k (§13); SGD: a fixed size (spec §12)."""
+    if cfg.method == "sgd-momentum":
+        size = cfg.sgd_batch or AUTOENCODERS[cfg.dataset]["sgd_batch"]
+        return min(size, n_total)
+    return minibatch_size(k, min(cfg.m1, n_total), n_total, cfg.k_full)
+
+
+def reconstruction_error(mlp: MLP, weights: Sequence[Any], X: Any, chunk: int = 5000) -> float:
+    """Mean over cases of the squared error ‖x − x̂‖² summed over pixels (the paper's plots)."""
+    total = 0.0
+    for start in range(0, X.shape[0], chunk):
+        Xc = X[start : start + chunk]
+        pred = mlp.output.predict(mlp.forward(weights, Xc).output)
+        total += float(((pred - Xc) ** 2).sum())
+    return total / X.shape[0]
+
+
+def _iteration_seed(seed: int, k: int) -> int:
+    return (seed * 1_000_003 + k) % (2**63)
+
+
+@dataclass
+class RunState:
+    k: int
+    weights: list[Any]
+    average: list[Any]
+    opt_state: Any
+    elapsed: float
+    records: list[dict[str, Any]]
+
+
+def _checkpoint_payload(cfg: RunConfig, opt: Any, st: RunState) -> dict[str, Any]:
+    return {
+        "config": cfg.to_json(),
+        "k": st.k,
+        "weights": [to_numpy(W) for W in st.weights],
+        "average": [to_numpy(W) for W in st.average],
+        "opt_state": opt.state_dict(st.opt_state),
+        "elapsed": st.elapsed,
+        "records": st.records,
+    }
+
+
+def _restore(payload: dict[str, Any], opt: Any, backend: Backend) -> RunState:
+    return RunState(
+        k=int(payload["k"]),
+        weights=[backend.asarray(W) for W in payload["weights"]],
+        average=[backend.asarray(W) for W in payload["average"]],
+        opt_state=opt.load_state_dict(payload["opt_state"]),
+        elapsed=float(payload["elapsed"]),
+        records=list(payload["records"]),
+    )
+
+
+def _evaluate(cfg: RunConfig, mlp: MLP, st: RunState, X_train: Any, X_test: Any) -> dict[str, float]:
+    raw = reconstruction_error(mlp, st.weights, X_train)
+    avg = reconstruction_error(mlp, st.average, X_train)
+    use_avg = avg <= raw
+    best = st.average if use_avg else st.weights
+    out = {"train_error": min(raw, avg), "train_error_raw": raw, "train_error_avg": avg}
+    if X_test is not None and X_test.shape[0]:
+        out["test_error"] = reconstruction_error(mlp, best, X_test)
+    return out
+
+
+def load_run_data(cfg: RunConfig, backend: Backend) -> tuple[Any, Any]:
+    """Training and test inputs of ``cfg.dataset`` on the backend (first n_train / n_test rows)."""
+    from .data import load_dataset
+
+    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
+    X_train = ds.X_train[: cfg.n_train] if cfg.n_train else ds.X_train
+    X_test = ds.X_test[: cfg.n_test] if cfg.n_test is not None else ds.X_test
+    return backend.asarray(X_train), backend.asarray(X_test)
+
+
+def run_experiment(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    data: tuple[Any, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``cfg.method`` on ``cfg.dataset``; write ``config.json``, ``log.jsonl``,
+    ``checkpoint.pkl`` and, when finished, ``result.json`` under ``out_dir``. Returns the log.
+
+    Args:
+        resume: continue from ``out_dir/checkpoint.pkl`` (same configuration; ``iters`` may grow).
+        overwrite: start afresh even if ``out_dir`` holds a run.
+        data: (X_train, X_test) host or backend arrays, instead of loading ``cfg.dataset``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    ckpt_path, log_path = out / "checkpoint.pkl", out / "log.jsonl"
+    if ckpt_path.exists() and not (resume or overwrite):
+        raise ConfigError(f"{out} already holds a run; pass resume=True (--resume) or overwrite=True (--overwrite)")
+    backend = get_backend(cfg.backend, cfg.dtype)
+    mlp = autoencoder(cfg.dataset, cfg.layers)
+    if data is None:
+        X_train, X_test = load_run_data(cfg, backend)
+    else:
+        X_train, X_test = (backend.asarray(d) if d is not None else None for d in data)
+    mlp.check_inputs(X_train)
+    opt = make_optimizer(cfg, mlp, backend)
+
+    if resume and ckpt_path.exists():
+        payload = io.load_checkpoint(ckpt_path)
+        saved = RunConfig(**payload["config"])
+        if not saved.same_run_as(cfg):
+            raise ConfigError(f"cannot resume {out}: its config.json differs from this run's options")
+        st = _restore(payload, opt, backend)
+        log.info("resuming %s at iteration %d", out, st.k)
+    else:
+        weights = mlp.init_sparse(cfg.seed, backend)
+        st = RunState(0, weights, [W.copy() for W in weights], opt.init_state(weights), 0.0, [])
+    io.write_text_atomic(out / "config.json", json.dumps(cfg.to_json(), indent=2))
+
+    n = X_train.shape[0]
+    bar = tqdm(total=cfg.iters, initial=st.k, disable=not progress, desc=f"{cfg.dataset}/{cfg.method}")
+    try:
+        while st.k < cfg.iters:
+            k = st.k + 1
+            m = batch_size(cfg, k, n)
+            idx = numpy.random.default_rng([cfg.seed, k]).choice(n, size=m, replace=False)
+            Xb = X_train[backend.xp.asarray(idx)]
+            rng = backend.rng(_iteration_seed(cfg.seed, k))
+            t0 = time.perf_counter()
+            weights, opt_state, info = opt.step(st.weights, st.opt_state, Xb, Xb, rng)
+            average = iterate_average(st.average, weights, k, cfg.average_start, cfg.average_decay)
+            backend.synchronize()
+            elapsed = st.elapsed + time.perf_counter() - t0
+            st = RunState(k, weights, average, opt_state, elapsed, st.records)
+            record = {"iteration": k, "time": elapsed, **{key: _scalar(v) for key, v in info.items()}}
+            record["iteration"], record["batch_size"] = k, m
+            if k % cfg.eval_every == 0 or k == cfg.iters or k == 1:
+                record.update(_evaluate(cfg, mlp, st, X_train, X_test))
+                bar.set_postfix(train_error=f"{record['train_error']:.4g}")
+            st.records.append(record)
+            bar.update(1)
+            if k % cfg.checkpoint_every == 0 or k == cfg.iters:
+                io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st))
+                io.write_jsonl_atomic(log_path, st.records)
+    except KFACError:
+        io.write_jsonl_atomic(log_path, st.records)
+        raise
+    finally:
+        bar.close()
+    io.write_jsonl_atomic(log_path, st.records)
+    final = next(r for r in reversed(st.records) if "train_error" in r)
+    io.write_text_atomic(
+        out / "result.json",
+        json.dumps({"config": cfg.to_json(), "iterations": st.k, "time": st.elapsed, **{
+            k: final[k] for k in ("train_error", "train_error_raw", "train_error_avg", "test_error") if k in final
+        }}, indent=2),
+    )
+    return st.records
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, (int, str)) or v is None:
+        return v
+    f = float(to_numpy(v))
+    return f if math.isfinite(f) else float("nan")
+
+
+def finished_log(cfg: RunConfig, out_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The log of a finished run of ``cfg`` in ``out_dir``, or None (absent, unfinished, other config)."""
+    out = Path(out_dir)
+    try:
+        result = json.loads((out / "result.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    saved = RunConfig(**result["config"])
+    if not saved.same_run_as(cfg) or result["iterations"] < cfg.iters:
+        return None
+    return [r for r in io.read_jsonl(out / "log.jsonl") if r["iteration"] <= cfg.iters]

@@ -1,0 +1,139 @@
+"""The experiment runner, its log/checkpoint/resume, the CLI and the autoencoder figure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kfac_ref import io
+from kfac_ref.cli import main as cli_main
+from kfac_ref.errors import ConfigError, DataError, NonFiniteError
+from kfac_ref.experiments import RunConfig, autoencoder, reconstruction_error, run_experiment
+
+LAYERS = [16, 10, 3, 10, 16]
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    rng = np.random.default_rng(0)
+    basis = rng.random((3, 16))
+    codes = rng.random((96, 3))
+    X = 1.0 / (1.0 + np.exp(-4.0 * (codes @ basis - 0.75)))
+    return X[:64], X[64:]
+
+
+def tiny_config(**kw):
+    base = dict(dataset="curves", method="kfac-tridiag", iters=12, layers=LAYERS, m1=16, k_full=8,
+                eval_every=4, checkpoint_every=5, dtype="float64", average_start=6, kfac={"T3": 2, "T2": 4})
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_autoencoder_architecture_follows_the_paper():
+    mlp = autoencoder("mnist")
+    assert mlp.layer_sizes == (784, 1000, 500, 250, 30, 250, 500, 1000, 784)
+    names = [a.name for a in mlp.activations]
+    assert names == ["logistic"] * 3 + ["linear"] + ["logistic"] * 3
+    assert mlp.output.name == "bernoulli"
+    assert autoencoder("faces").output.name == "gaussian"
+    assert [a.name for a in autoencoder("curves").activations].count("linear") == 1
+
+
+def test_reconstruction_error_is_mean_summed_squared_error():
+    mlp = autoencoder("curves", [4, 2, 4])
+    W = mlp.init_gaussian(0)
+    X = np.random.default_rng(1).random((7, 4))
+    pred = mlp.output.predict(mlp.forward(W, X).output)
+    expected = ((pred - X) ** 2).sum(axis=1).mean()
+    assert reconstruction_error(mlp, W, X, chunk=3) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["kfac-blockdiag", "kfac-tridiag", "sgd-momentum"])
+def test_run_writes_log_and_result_and_learns(tmp_path, tiny_data, method):
+    cfg = tiny_config(method=method, sgd_lr=0.5)
+    records = run_experiment(cfg, tmp_path, data=tiny_data, progress=False)
+    assert [r["iteration"] for r in records] == list(range(1, 13))
+    assert io.read_jsonl(tmp_path / "log.jsonl") == json.loads(json.dumps(records))
+    result = json.loads((tmp_path / "result.json").read_text())
+    evals = [r for r in records if "train_error" in r]
+    assert [r["iteration"] for r in evals] == [1, 4, 8, 12]
+    assert result["train_error"] == evals[-1]["train_error"]
+    assert evals[-1]["train_error"] < evals[0]["train_error"]
+    assert all(r["time"] >= 0 for r in records)
+    assert records[-1]["time"] >= records[0]["time"]
+
+
+def test_resumed_run_is_identical_to_uninterrupted(tmp_path, tiny_data):
+    full = run_experiment(tiny_config(), tmp_path / "a", data=tiny_data, progress=False)
+    run_experiment(tiny_config(iters=7), tmp_path / "b", data=tiny_data, progress=False)
+    resumed = run_experiment(tiny_config(), tmp_path / "b", data=tiny_data, resume=True, progress=False)
+    drop = ("time",)
+    strip = [[{k: v for k, v in r.items() if k not in drop} for r in recs] for recs in (full, resumed)]
+    assert strip[0] == strip[1]
+    a, b = io.load_checkpoint(tmp_path / "a" / "checkpoint.pkl"), io.load_checkpoint(tmp_path / "b" / "checkpoint.pkl")
+    for Wa, Wb in zip(a["weights"] + a["average"], b["weights"] + b["average"]):
+        np.testing.assert_array_equal(Wa, Wb)
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_data):
+    run_experiment(tiny_config(iters=5), tmp_path, data=tiny_data, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_experiment(tiny_config(iters=5), tmp_path, data=tiny_data, progress=False)
+    with pytest.raises(ConfigError, match="differs"):
+        run_experiment(tiny_config(iters=9, seed=3), tmp_path, data=tiny_data, resume=True, progress=False)
+
+
+def test_non_finite_stops_with_log_and_last_checkpoint_intact(tmp_path, tiny_data, monkeypatch):
+    from kfac_ref.optimizer import KFAC
+
+    real_step = KFAC.step
+
+    def failing_step(self, weights, state, X, Y, rng):
+        new = real_step(self, weights, state, X, Y, rng)
+        if new[2]["k"] == 8:
+            raise NonFiniteError("iteration 8: the update δ is not finite")
+        return new
+
+    monkeypatch.setattr(KFAC, "step", failing_step)
+    with pytest.raises(NonFiniteError, match="iteration 8"):
+        run_experiment(tiny_config(), tmp_path, data=tiny_data, progress=False)
+    assert [r["iteration"] for r in io.read_jsonl(tmp_path / "log.jsonl")] == list(range(1, 8))
+    assert io.load_checkpoint(tmp_path / "checkpoint.pkl")["k"] == 5
+    assert not (tmp_path / "result.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_nan_in_data_is_refused(tmp_path, tiny_data):
+    X = tiny_data[0].copy()
+    X[3, 2] = np.nan
+    with pytest.raises(NonFiniteError, match="NaN"):
+        run_experiment(tiny_config(), tmp_path, data=(X, None), progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "checkpoint.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="corrupt"):
+        io.load_checkpoint(tmp_path / "checkpoint.pkl")
+
+
+def test_cli_train_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KFAC_REF_DATA_DIR", str(tmp_path / "data"))
+    args = ["train", "--dataset", "curves", "--layers", "784", "8", "3", "8", "784", "--n-train", "40",
+            "--n-test", "20", "--m1", "20", "--k-full", "4", "--iters", "4", "--eval-every", "2",
+            "--dtype", "float64", "--no-progress", "--out", str(tmp_path / "run")]
+    assert cli_main(args) == 0
+    assert "training error" in capsys.readouterr().out
+    assert len(io.read_jsonl(tmp_path / "run" / "log.jsonl")) == 4
+    assert cli_main(args) == 2  # refuses to overwrite
+    assert "already holds a run" in capsys.readouterr().err
+    args[args.index("--iters") + 1] = "6"
+    assert cli_main([*args, "--resume"]) == 0
+    assert len(io.read_jsonl(tmp_path / "run" / "log.jsonl")) == 6
+
+
+def test_cli_compare_prints_errors(capsys):
+    assert cli_main(["compare", "--layers", "5", "4", "3", "3", "--cases", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "F_hat" in out and "F_breve" in out
