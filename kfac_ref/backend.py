@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy
 
-from .errors import BackendError
+from .errors import BackendError, ConfigError
 
 BACKEND_ENV_VAR = "KFAC_REF_BACKEND"
 KNOWN_BACKENDS = ("numpy", "cupy")
@@ -86,7 +86,7 @@ def get_backend(name: str | None = None, dtype: str | Any = "float64") -> Backen
 
     Raises:
         BackendError: unknown name, or CuPy requested where it is unusable.
-        ValueError: a dtype other than float32/float64.
+        ConfigError: a dtype other than float32/float64 (a ValueError).
     """
     if name is None:
         name = os.environ.get(BACKEND_ENV_VAR, "numpy") or "numpy"
@@ -96,7 +96,7 @@ def get_backend(name: str | None = None, dtype: str | Any = "float64") -> Backen
     xp = numpy if name == "numpy" else _import_cupy()
     dtype_name = numpy.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if dtype_name not in KNOWN_DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(KNOWN_DTYPES)}")
+        raise ConfigError(f"unsupported dtype {dtype!r}; choose one of {', '.join(KNOWN_DTYPES)}")
     return Backend(name=name, xp=xp, dtype=getattr(xp, dtype_name))
 
 

@@ -1,11 +1,18 @@
-"""Damping (§6): factored Tikhonov damping of the Kronecker factors (§6.3).
+"""Damping (§6): factored Tikhonov damping of the Kronecker factors (§6.3), the
+Levenberg–Marquardt rule for λ (§6.5) and the γ candidates (§6.6).
 
 The damped diagonal block is (Ā_{i-1,i-1} + π_i γ I) ⊗ (G_{i,i} + (γ/π_i) I), with the
 trace-norm choice π_i = √[(tr(Ā_{i-1,i-1}) / (d_{i-1}+1)) / (tr(G_{i,i}) / d_i)].
+
+λ is the Tikhonov strength of the quadratic model M(δ) = ½ δᵀ(F + (λ+η) I)δ + ∇hᵀδ + h(θ); every
+T1 iterations it follows the reduction ratio ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)): λ ← ω1 λ if
+ρ > 3/4, λ ← λ/ω1 if ρ < 1/4, with ω1 = (19/20)^{T1}. Every T2 iterations γ moves to whichever of
+{ω2 γ, γ, γ/ω2}, ω2 = (√(19/20))^{T2}, gives the update with the lowest M(δ).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .backend import get_array_module
@@ -39,3 +46,64 @@ def damped_factors(A_ii: Any, G_ii: Any, gamma: float, pi: Any = None) -> tuple[
     if pi is None:
         pi = pi_trace_norm(A_ii, G_ii)
     return add_diag(A_ii, pi * gamma), add_diag(G_ii, gamma / pi)
+
+
+# ----------------------------------------------------------- §6.5 Levenberg–Marquardt rule
+LM_BASE = 19.0 / 20.0  # §6.5 and [code] ``drop = 19/20``
+RHO_LOW = 0.25  # §6.5: ρ < 1/4 → raise λ
+RHO_HIGH = 0.75  # §6.5: ρ > 3/4 → lower λ
+
+
+def omega1(T1: int, base: float = LM_BASE) -> float:
+    """ω1 = (19/20)^{T1} (§6.5): the per-adjustment λ factor, compensating for adjusting only
+    every T1 iterations ([code] ``drop^lambda_adj_interval``)."""
+    return base**T1
+
+
+def omega2(T2: int, base: float = LM_BASE) -> float:
+    """ω2 = (√(19/20))^{T2} (§6.6; [code] ``sqrt(drop)^gamma_adj_interval``): γ ~ √λ in scale."""
+    return math.sqrt(base) ** T2
+
+
+def reduction_ratio(h_new: float, h_old: float, model_change: float) -> float:
+    """ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)) (§6.5), both on the current mini-batch.
+
+    ``model_change`` = M(δ) − M(0) ≤ 0 from :func:`kfac_ref.rescale.rescale`. When it is 0
+    (no predicted decrease, e.g. a zero gradient) ρ is NaN, which :func:`update_lambda` treats as
+    a failed step, as [code] does.
+    """
+    if model_change == 0.0 or not math.isfinite(model_change):
+        return math.nan
+    return (h_new - h_old) / model_change
+
+
+def update_lambda(
+    lam: float, rho: float, omega1: float, lam_min: float = 0.0, lam_max: float = math.inf
+) -> float:
+    """The Levenberg–Marquardt rule (§6.5): ρ > 3/4 → ω1 λ; ρ < 1/4 (or NaN, [code]) → λ/ω1.
+
+    The result is clamped to [lam_min, lam_max] ([code] ``lambda_min = 0``, ``lambda_max = Inf``).
+    """
+    if math.isnan(rho) or rho < RHO_LOW:
+        lam = lam / omega1
+    elif rho > RHO_HIGH:
+        lam = lam * omega1
+    return min(max(lam, lam_min), lam_max)
+
+
+# ------------------------------------------------------------------ §6.6 γ candidates
+def gamma_candidates(
+    gamma: float, omega2: float, gamma_min: float | None = None, gamma_max: float | None = None
+) -> tuple[float, float, float]:
+    """(ω2 γ, γ, γ/ω2), the three γ tried every T2 iterations (§6.6).
+
+    As in [code], the outer two are clamped: max(ω2 γ, gamma_min) and min(γ/ω2, gamma_max)
+    (``None`` = no bound); γ itself is kept as it is.
+    """
+    lo = omega2 * gamma
+    hi = gamma / omega2
+    if gamma_min is not None:
+        lo = max(lo, gamma_min)
+    if gamma_max is not None:
+        hi = min(hi, gamma_max)
+    return (lo, gamma, hi)

@@ -196,17 +196,13 @@ def fisher_vector_product(
 ) -> list[Any]:
     """F v = (1/n) Σ_x Jᵀ F_R J v on the batch X, without forming F (§2.2, §6 and §7).
 
-    Forward-mode R-operator for J v (R s_i = V_i ā_{i-1} + W_i R ā_{i-1}), the output Fisher F_R,
-    then the ordinary backward pass for Jᵀ. ``V`` has the shapes of ``weights``; so has the result.
-    Pass ``fwd`` (the forward pass on X) to reuse it.
+    Forward-mode R-operator for J v (:meth:`MLP.jvp`: R s_i = V_i ā_{i-1} + W_i R ā_{i-1}), the
+    output Fisher F_R, then the ordinary backward pass for Jᵀ. ``V`` has the shapes of
+    ``weights``; so has the result. Pass ``fwd`` (the forward pass on X) to reuse it.
     """
     if len(V) != len(weights) or any(v.shape != W.shape for v, W in zip(V, weights)):
         raise ShapeError("the direction V must have one matrix per layer, shaped like the weights")
     if fwd is None:
         fwd = mlp.forward(weights, X)
-    Rs = fwd.abar[0] @ V[0].T
-    for k in range(1, mlp.n_layers):
-        Ra = fwd.dphi[k - 1] * Rs  # R a_k = φ'(s_k) ⊙ R s_k; R of the bias coordinate is 0
-        Rs = fwd.abar[k] @ V[k].T + Ra @ weights[k][:, :-1].T
-    u = mlp.output.fisher_vp(fwd.output, Rs)
+    u = mlp.output.fisher_vp(fwd.output, mlp.jvp(weights, fwd, V))
     return mlp.weight_gradients(fwd, mlp.backward(weights, fwd, u))

@@ -36,6 +36,15 @@ def _check_finite(name: str, M: Any) -> None:
         raise NonFiniteError(f"{name} contains NaN or infinite entries")
 
 
+def _try_cholesky(la: Any, M: Any) -> Any:
+    """Lower Cholesky factor of M, or None where M is not numerically positive definite."""
+    try:
+        L = la.cholesky(M)
+    except Exception:  # numpy.linalg.LinAlgError; cupy returns NaN instead of raising
+        return None
+    return L if bool(get_array_module(L).isfinite(L).all()) else None
+
+
 def spd_cholesky(M: Any, name: str = "matrix") -> Any:
     """Lower Cholesky factor of a symmetric positive-definite M.
 
@@ -47,22 +56,17 @@ def spd_cholesky(M: Any, name: str = "matrix") -> Any:
     la = linalg_for(M)
     _check_finite(name, M)
     M = symmetrize(M)
-    try:
-        L = la.cholesky(M)
-        if bool(xp.isfinite(L).all()):
-            return L
-    except Exception:  # numpy.linalg.LinAlgError / cupy returns NaN instead of raising
-        pass
+    L = _try_cholesky(la, M)
+    if L is not None:
+        return L
     scale = float(xp.trace(M)) / M.shape[0] or 1.0
     jitter = 1e-10 * scale
     for _ in range(4):
-        try:
-            L = la.cholesky(M + jitter * xp.eye(M.shape[0], dtype=M.dtype))
-            if bool(xp.isfinite(L).all()):
-                warnings.warn(f"{name} was not positive definite; added jitter {jitter:.3g}", RuntimeWarning, stacklevel=2)
-                return L
-        except Exception:
-            pass
+        L = _try_cholesky(la, M + jitter * xp.eye(M.shape[0], dtype=M.dtype))
+        if L is not None:
+            # outside any try: a warning turned into an error must reach the caller
+            warnings.warn(f"{name} was not positive definite; added jitter {jitter:.3g}", RuntimeWarning, stacklevel=2)
+            return L
         jitter *= 100.0
     raise NonFiniteError(f"{name} is not positive definite even with jitter {jitter / 100:.3g}; increase damping")
 
@@ -138,7 +142,8 @@ def kron_sum_inverse(A: Any, B: Any, C: Any, D: Any, sign: int = -1) -> KronSumI
         s2 = xp.clip(s2, 0.0, 1.0)
     denom = 1.0 + sign * (s2[:, None] * s1[None, :])
     if sign < 0:
-        tiny = xp.finfo(denom.dtype).eps
+        # s₁, s₂ carry round-off of order √dim·ε even when 1 − s₂s₁ is exactly 0 mathematically
+        tiny = 4.0 * xp.finfo(denom.dtype).eps * max(A.shape[0], B.shape[0]) ** 0.5
         if bool((denom <= tiny).any()):
             raise NonFiniteError(
                 "Σ_{i|i+1} is singular (1 − s₁s₂ = 0 in Appendix B): the factors are exactly "

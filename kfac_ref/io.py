@@ -52,9 +52,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as it reads back from a JSON log: NaN/inf → None, NumPy scalars → Python."""
+    return {k: _json_safe(v) for k, v in record.items()}
+
+
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Write one JSON object per line, atomically."""
-    lines = [json.dumps({k: _json_safe(v) for k, v in r.items()}) for r in records]
+    """Write one JSON object per line, atomically (NaN and ±inf are written as null)."""
+    lines = [json.dumps(jsonable(r)) for r in records]
     write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
 
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy
 
 from .activations import Activation, get_activation
-from .backend import Backend, get_array_module, get_backend
+from .backend import KNOWN_DTYPES, Backend, get_array_module, get_backend
 from .errors import ConfigError, NonFiniteError, ShapeError
 from .outputs import OutputDistribution, get_output
 from .vec import weights_to_theta
@@ -110,11 +110,20 @@ class MLP:
             if tuple(W.shape) != shape:
                 raise ShapeError(f"W_{i} has shape {tuple(W.shape)}; expected {shape} = (d_{i}, d_{i-1}+1)")
 
+    def check_input_shape(self, X: Any) -> None:
+        """Raise :class:`ShapeError` unless X is (n, d_0), :class:`ConfigError` unless float32/64.
+
+        Checks shapes and dtype only (no pass over the data, no GPU synchronization).
+        """
+        if X.ndim != 2 or X.shape[1] != self.layer_sizes[0]:
+            raise ShapeError(f"X has shape {tuple(X.shape)}; expected (n_examples, {self.layer_sizes[0]})")
+        if numpy.dtype(X.dtype).name not in KNOWN_DTYPES:
+            raise ConfigError(f"X has dtype {numpy.dtype(X.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}")
+
     def check_inputs(self, X: Any, Y: Any | None = None) -> None:
         """Raise :class:`ShapeError` / :class:`NonFiniteError` for malformed X (and targets Y)."""
         xp = get_array_module(X)
-        if X.ndim != 2 or X.shape[1] != self.layer_sizes[0]:
-            raise ShapeError(f"X has shape {tuple(X.shape)}; expected (n_examples, {self.layer_sizes[0]})")
+        self.check_input_shape(X)
         if X.shape[0] == 0:
             raise ShapeError("X has no rows")
         if not bool(xp.isfinite(X).all()):
@@ -162,6 +171,8 @@ class MLP:
     # ------------------------------------------------------------- forward/backward
     def forward(self, weights: Sequence[Any], X: Any) -> Forward:
         """Forward pass (§2.1): every ā_{i-1} and s_i for the batch X of shape (n, d_0)."""
+        self.check_weights(weights)
+        self.check_input_shape(X)
         abar, s, dphi = [_append_one(X)], [], []
         for k, W in enumerate(weights):
             s_k = abar[k] @ W.T
@@ -184,6 +195,18 @@ class MLP:
             da = g[k] @ weights[k][:, :-1]  # Da_{k} = W_{k+1}ᵀ g_{k+1}, bias row dropped
             g[k - 1] = da * fwd.dphi[k - 1]
         return g
+
+    def jvp(self, weights: Sequence[Any], fwd: Forward, V: Sequence[Any]) -> Any:
+        """J v = R s_ℓ, the forward-mode R-operator (§2.2), per case, shape (n, d_ℓ).
+
+        R s_i = V_i ā_{i-1} + W_i R ā_{i-1} with R ā_{i-1} = [φ'(s_{i-1}) ⊙ R s_{i-1}; 0]; ``V`` has
+        the shapes of ``weights`` and ``fwd`` is the forward pass at ``weights``.
+        """
+        Rs = fwd.abar[0] @ V[0].T
+        for k in range(1, self.n_layers):
+            Ra = fwd.dphi[k - 1] * Rs  # R a_k = φ'(s_k) ⊙ R s_k; R of the bias coordinate is 0
+            Rs = fwd.abar[k] @ V[k].T + Ra @ weights[k][:, :-1].T
+        return Rs
 
     @staticmethod
     def weight_gradients(fwd: Forward, g: Sequence[Any]) -> list[Any]:

@@ -1,0 +1,222 @@
+"""Configuration of the optimizers: :class:`KFACConfig` (§5–§8) and :class:`SGDConfig` (spec §12).
+
+Every default names its source: a section of the paper (arXiv:1503.05671, "§"), the spec's
+corrections ("spec §12"), or the authors' released MATLAB code ("[code]": ``nnet_train_2.m``,
+``KFAC_train_3``). Options left at ``None`` are derived from the others; read the resolved value
+from the ``*_value`` properties, which recompute it, so ``dataclasses.replace(cfg, T1=10)`` gives
+the matching ω1.
+
+Where the paper and the released code differ (see :class:`KFACConfig`), the default is the paper's
+and ``constants="code"`` selects the code's value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .damping import omega1, omega2
+from .errors import ConfigError
+
+STRUCTURES = ("block_diagonal", "block_tridiagonal")
+CONSTANT_SETS = ("paper", "code")
+STATS_METHODS = ("sample", "exact")
+MOMENTUM_SCHEDULES = ("sutskever", "constant")
+
+TAU2_PAPER = 1.0 / 4.0  # spec §12: τ2 = 1/4 of the mini-batch for the exact-Fisher products
+TAU2_CODE = 1.0  # [code] ``ratio_BV = 1`` ("a value below 1 is dangerous")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _fraction(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+        raise ConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _nonnegative(name: str, value: object) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be a finite number ≥ 0, got {value!r}")
+
+
+@dataclass
+class KFACConfig:
+    """Meta-parameters of K-FAC (§5–§8, Algorithm 2) with the paper's names.
+
+    Paper vs released code. The two agree on ω1 = (19/20)^T1 (code: ``drop^lambda_adj_interval``),
+    ω2 = (√(19/20))^T2 (code: ``sqrt(drop)^gamma_adj_interval``), λ0 = 150, γ0 = √(λ0+η),
+    ε_k = min(1 − 1/k, 0.95), τ1 = 1/8, T1 = 5, T2 = T3 = 20 and the recompute at k ≤ 3. They
+    differ in:
+
+    * τ2, the share of the mini-batch for the exact-Fisher products of §6–§7: the paper's 1/4
+      (spec §12, default) vs the code's 1 (``constants="code"``, or set ``tau2``).
+    * γ bounds: the paper states none; the code clamps the two outer γ candidates to
+      [√η, 1] (the upper bound "completely arbitrary"). The paper is silent, so the code's
+      bounds are the default; ``gamma_min=0`` / ``gamma_max=None`` switch them off.
+    * π_i: the code uses the trace-norm choice of §6.3 (as the spec), while a comment in it
+      says the paper's runs used a Frobenius-norm variant; only the trace norm is implemented.
+    * The code restarts ε_k's counter k when a run is resumed; here k is the iteration number,
+      so resuming is exact.
+
+    Attributes:
+        structure: ``"block_diagonal"`` (F̆, §4.2) or ``"block_tridiagonal"`` (F̂, §4.3).
+        eta: ℓ2 weight cost η in h(θ) (§13: 1e-5 for all three autoencoders).
+        lam0: initial λ (§6.5, [code] ``initlambda = 150`` for the autoencoders).
+        gamma0: initial γ; ``None`` → √(λ0 + η) (§6.6, [code] ``initgamma``).
+        T1: iterations between λ adjustments (§6.5, [code] ``lambda_adj_interval = 5``).
+        T2: iterations between γ searches (§6.6, [code] ``gamma_adj_interval = 20``).
+        T3: iterations between inverse recomputations (§8, [code]
+            ``refreshInvApprox_interval = 20``); T2 must be a multiple of T3 (spec §12).
+        omega1: λ factor; ``None`` → (19/20)^T1 (§6.5).
+        omega2: γ factor; ``None`` → (√(19/20))^T2 (§6.6).
+        constants: ``"paper"`` or ``"code"``: which source sets options left at ``None`` where
+            the two differ (only τ2 at present).
+        tau1: share of the mini-batch for the factor statistics (§5, [code] ``ratio_sample``).
+        tau2: share for the exact-Fisher products of §6–§7; ``None`` → 1/4 (paper) or 1 (code).
+        max_stat_decay: cap of the statistics' decay ε_k (§5, [code] ``maxfade_stats = 0.95``).
+        gamma_min: lower clamp of the γ candidates; ``None`` → √η ([code] ``gamma_min``);
+            0 disables it.
+        gamma_max: upper clamp of the γ candidates ([code] ``gamma_max = 1``, "completely
+            arbitrary"); ``None`` disables it.
+        lam_min, lam_max: bounds of λ ([code] ``lambda_min = 0``, ``lambda_max = Inf``).
+        use_momentum: re-scale with the previous update δ₀ (§7, [code] ``useMomentum = 1``);
+            False gives μ = 0 always.
+        inverse_recompute_first: recompute the inverses at every k ≤ this (spec §12, [code]
+            ``iter <= 3``).
+        linalg_float64: build the damped inverses (Cholesky, Appendix-B eigendecompositions) in
+            float64 when training in float32, then cast them back. The factors' spectra span
+            many decades (a saturated unit's row of Ā, an almost-dead G direction) while the
+            damping πγ, γ/π can be as small as √η·π ≈ 3e-3·π; in float32 (ε ≈ 6e-8) the
+            Cholesky of such a factor can fail, and the Appendix-B denominators 1 − s₁s₂ of
+            nearly dependent layers lose all their digits. The authors' code inverts in double
+            too (``minv = conv(inv(double(mat)))``). The O(d³) work happens once per T3 steps,
+            so the cost is small. No effect when training in float64.
+        stats_method: ``"sample"`` (one target per case drawn from the model, §5, the paper) or
+            ``"exact"`` (the expectation over the model's targets computed exactly with d_ℓ
+            backward passes; a test hook for comparing with dense matrices).
+    """
+
+    structure: str = "block_diagonal"  # §4.2; "block_tridiagonal" is §4.3
+    eta: float = 1e-5  # §13
+    lam0: float = 150.0  # §6.5, [code] initlambda
+    gamma0: float | None = None  # §6.6: √(λ0 + η)
+    T1: int = 5  # §6.5
+    T2: int = 20  # §6.6
+    T3: int = 20  # §8
+    omega1: float | None = None  # §6.5: (19/20)^T1
+    omega2: float | None = None  # §6.6: (√(19/20))^T2
+    constants: str = "paper"  # where paper and code differ, whose values fill the Nones
+    tau1: float = 1.0 / 8.0  # §5, [code] ratio_sample
+    tau2: float | None = None  # spec §12: 1/4 (paper); [code] ratio_BV = 1
+    max_stat_decay: float = 0.95  # §5, [code] maxfade_stats
+    gamma_min: float | None = None  # [code] gamma_min = √η
+    gamma_max: float | None = 1.0  # [code] gamma_max = 1 ("completely arbitrary")
+    lam_min: float = 0.0  # [code] lambda_min
+    lam_max: float = math.inf  # [code] lambda_max
+    use_momentum: bool = True  # §7, [code] useMomentum
+    inverse_recompute_first: int = 3  # spec §12, [code] iter <= 3
+    linalg_float64: bool = True  # see the docstring; [code] inverts in double
+    stats_method: str = "sample"  # §5; "exact" is a test hook
+
+    def __post_init__(self) -> None:
+        _choice("structure", self.structure, STRUCTURES)
+        _choice("constants", self.constants, CONSTANT_SETS)
+        _choice("stats_method", self.stats_method, STATS_METHODS)
+        _nonnegative("eta", self.eta)
+        if not (isinstance(self.lam0, (int, float)) and math.isfinite(self.lam0) and self.lam0 > 0):
+            raise ConfigError(f"lam0 must be a finite number > 0, got {self.lam0!r}")
+        for name in ("T1", "T2", "T3"):
+            _positive_int(name, getattr(self, name))
+        if self.T2 % self.T3 != 0:
+            raise ConfigError(
+                f"T2 must be a multiple of T3 (the γ search needs fresh inverses), got T2={self.T2}, T3={self.T3}"
+            )
+        _fraction("tau1", self.tau1)
+        if self.tau2 is not None:
+            _fraction("tau2", self.tau2)
+        for name in ("omega1", "omega2"):
+            w = getattr(self, name)
+            if w is not None and not (isinstance(w, (int, float)) and 0.0 < w < 1.0):
+                raise ConfigError(f"{name} must be in (0, 1), got {w!r}")
+        if not (isinstance(self.max_stat_decay, (int, float)) and 0.0 <= self.max_stat_decay < 1.0):
+            raise ConfigError(f"max_stat_decay must be in [0, 1), got {self.max_stat_decay!r}")
+        if self.gamma0 is not None and not (math.isfinite(self.gamma0) and self.gamma0 > 0):
+            raise ConfigError(f"gamma0 must be a finite number > 0, got {self.gamma0!r}")
+        if self.gamma_min is not None:
+            _nonnegative("gamma_min", self.gamma_min)
+        if self.gamma_max is not None and not (self.gamma_max > 0):
+            raise ConfigError(f"gamma_max must be > 0 or None, got {self.gamma_max!r}")
+        _nonnegative("lam_min", self.lam_min)
+        if not self.lam_max > self.lam_min:
+            raise ConfigError(f"lam_max must exceed lam_min, got {self.lam_max!r} ≤ {self.lam_min!r}")
+        if not isinstance(self.inverse_recompute_first, int) or self.inverse_recompute_first < 0:
+            raise ConfigError(f"inverse_recompute_first must be an integer ≥ 0, got {self.inverse_recompute_first!r}")
+
+    # ------------------------------------------------------------- resolved values
+    @property
+    def omega1_value(self) -> float:
+        """ω1 = (19/20)^T1 unless given (§6.5)."""
+        return self.omega1 if self.omega1 is not None else omega1(self.T1)
+
+    @property
+    def omega2_value(self) -> float:
+        """ω2 = (√(19/20))^T2 unless given (§6.6)."""
+        return self.omega2 if self.omega2 is not None else omega2(self.T2)
+
+    @property
+    def gamma0_value(self) -> float:
+        """γ0 = √(λ0 + η) unless given (§6.6)."""
+        return self.gamma0 if self.gamma0 is not None else math.sqrt(self.lam0 + self.eta)
+
+    @property
+    def tau2_value(self) -> float:
+        """τ2: the paper's 1/4 or the code's 1 (``constants``) unless given."""
+        if self.tau2 is not None:
+            return self.tau2
+        return TAU2_PAPER if self.constants == "paper" else TAU2_CODE
+
+    @property
+    def gamma_min_value(self) -> float:
+        """Lower clamp of the γ candidates: √η unless given ([code])."""
+        return self.gamma_min if self.gamma_min is not None else math.sqrt(self.eta)
+
+    @property
+    def gamma_max_value(self) -> float:
+        """Upper clamp of the γ candidates (``inf`` when disabled)."""
+        return self.gamma_max if self.gamma_max is not None else math.inf
+
+
+@dataclass
+class SGDConfig:
+    """SGD with Nesterov momentum, the paper's baseline (§13, spec §12).
+
+    Attributes:
+        lr: the fixed learning rate ε (tuned per problem in the paper).
+        mu_max: cap of the momentum schedule (Sutskever et al. 2013 use up to 0.999).
+        eta: ℓ2 weight cost η (§13).
+        nesterov: Nesterov's accelerated gradient (spec §12) or classical momentum.
+        momentum_schedule: ``"sutskever"``: μ_t = min(1 − 2^{−1−log2(⌊t/250⌋+1)}, μ_max)
+            (spec §12); ``"constant"``: μ_t = μ_max.
+    """
+
+    lr: float = 0.01
+    mu_max: float = 0.99
+    eta: float = 1e-5  # §13
+    nesterov: bool = True  # spec §12
+    momentum_schedule: str = "sutskever"  # spec §12 (Sutskever et al. 2013)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.mu_max, (int, float)) and 0.0 <= self.mu_max < 1.0):
+            raise ConfigError(f"mu_max must be in [0, 1), got {self.mu_max!r}")
+        _nonnegative("eta", self.eta)
+        _choice("momentum_schedule", self.momentum_schedule, MOMENTUM_SCHEDULES)

@@ -1,0 +1,103 @@
+"""The baseline of the experiments: SGD with Nesterov momentum (§13, spec §12).
+
+Sutskever et al. (2013)'s form of Nesterov's accelerated gradient, with a fixed learning rate ε
+and the momentum schedule μ_k of :func:`kfac_ref.schedules.sutskever_momentum`:
+
+    v_k = μ_k v_{k−1} − ε ∇h(θ_{k−1} + μ_k v_{k−1}),    θ_k = θ_{k−1} + v_k
+
+(classical momentum evaluates the gradient at θ_{k−1} instead). h includes (η/2)‖θ‖². The
+interface matches :class:`kfac_ref.optimizer.KFAC` so the experiment runner treats both alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .backend import Backend, to_numpy
+from .config import SGDConfig
+from .errors import ConfigError, NonFiniteError
+from .mlp import MLP
+from .optimizer import require_finite, require_finite_scalar
+from .rescale import inner
+from .schedules import sutskever_momentum
+
+STATE_FORMAT = "kfac_ref.SGDState/1"
+
+
+@dataclass
+class SGDState:
+    """Iterations done and the velocity v (shaped like the weights; None before the first step)."""
+
+    k: int
+    velocity: list[Any] | None = None
+
+
+def momentum(k: int, config: SGDConfig) -> float:
+    """μ_k for iteration k: the Sutskever et al. schedule at t = k, or μ_max when constant."""
+    if config.momentum_schedule == "constant":
+        return config.mu_max
+    return sutskever_momentum(k, config.mu_max)
+
+
+class SGDMomentum:
+    """SGD with (Nesterov) momentum, same interface as :class:`~kfac_ref.optimizer.KFAC`."""
+
+    def __init__(self, mlp: MLP, config: SGDConfig, backend: Backend) -> None:
+        self.mlp = mlp
+        self.config = config
+        self.backend = backend
+
+    def init_state(self, weights: Sequence[Any]) -> SGDState:
+        """k = 0 and zero velocity."""
+        self.mlp.check_weights(weights)
+        return SGDState(k=0, velocity=[self.backend.xp.zeros_like(W) for W in weights])
+
+    def step(
+        self, weights: Sequence[Any], state: SGDState, X: Any, Y: Any, rng: Any = None
+    ) -> tuple[list[Any], SGDState, dict[str, float]]:
+        """One momentum step on (X, Y); ``rng`` is unused (SGD is deterministic given the batch).
+
+        ``info``: k, batch_size, loss (h where the gradient was taken: θ + μ v for Nesterov),
+        lr, mu, grad_norm, delta_norm.
+        """
+        cfg = self.config
+        k = state.k + 1
+        self.mlp.check_weights(weights)
+        require_finite(k, "the weights θ", weights)
+        try:
+            self.mlp.check_inputs(X, Y)
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"iteration {k}: {exc}") from None
+        mu = momentum(k, cfg)
+        v = state.velocity if state.velocity is not None else [self.backend.xp.zeros_like(W) for W in weights]
+        at = [W + mu * u for W, u in zip(weights, v)] if cfg.nesterov else list(weights)
+        h, grads, _ = self.mlp.loss_and_grad(at, X, Y, cfg.eta)
+        h = require_finite_scalar(k, "the loss h(θ)", h)
+        require_finite(k, "the gradient ∇h", grads)
+        v_new = [mu * u - cfg.lr * g for u, g in zip(v, grads)]
+        new_weights = [W + u for W, u in zip(weights, v_new)]
+        require_finite(k, "the new weights", new_weights)
+        info = {
+            "k": k,
+            "batch_size": X.shape[0],
+            "loss": h,
+            "lr": cfg.lr,
+            "mu": mu,
+            "grad_norm": math.sqrt(inner(grads, grads)),
+            "delta_norm": math.sqrt(inner(v_new, v_new)),
+        }
+        return new_weights, SGDState(k=k, velocity=v_new), info
+
+    def state_dict(self, state: SGDState) -> dict[str, Any]:
+        """Host NumPy arrays and Python scalars (for checkpoints)."""
+        vel = None if state.velocity is None else [to_numpy(u) for u in state.velocity]
+        return {"format": STATE_FORMAT, "k": int(state.k), "velocity": vel}
+
+    def load_state_dict(self, d: dict[str, Any]) -> SGDState:
+        """The :class:`SGDState` of :meth:`state_dict`'s output, on this optimizer's backend."""
+        if d.get("format") != STATE_FORMAT:
+            raise ConfigError(f"not an SGD state (format {d.get('format')!r}, expected {STATE_FORMAT!r})")
+        vel = None if d["velocity"] is None else [self.backend.asarray(u) for u in d["velocity"]]
+        return SGDState(k=int(d["k"]), velocity=vel)

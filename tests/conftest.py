@@ -1,0 +1,166 @@
+"""Shared fixtures for the tests of the mathematical core (§2–§4, §6.3, §10).
+
+Everything here is float64 and seeded. Tiny networks (2–5 weight layers, uneven widths) come
+from the session fixture ``make_net``; the independent oracles (finite differences of the
+network output and of the loss, dense F_R from closed forms written with SciPy) come from
+``oracle``. Both are session-scoped so hypothesis tests may use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.special
+
+from kfac_ref.mlp import MLP
+from kfac_ref.vec import theta_to_weights, weights_to_theta
+
+ACTIVATIONS = ("logistic", "tanh", "linear", "relu")
+OUTPUTS = ("bernoulli", "gaussian", "softmax")
+
+# (layer sizes, hidden activation) of the parametrized ``tiny_net``: 2 to 5 weight layers,
+# uneven widths, every activation and every output.
+TINY_SIZES = {
+    "logistic": (4, 6, 3, 5, 3),
+    "tanh": (5, 3, 4, 3),
+    "linear": (3, 5, 4, 2, 3, 4),
+    "relu": (4, 6, 3),
+}
+
+
+@dataclass
+class Net:
+    """A seeded tiny network with its weights, inputs X (n, d_0) and targets Y (n, d_ℓ)."""
+
+    mlp: MLP
+    weights: list[np.ndarray]
+    X: np.ndarray
+    Y: np.ndarray
+
+    @property
+    def theta(self) -> np.ndarray:
+        return weights_to_theta(self.weights)
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return self.mlp.shapes
+
+    def weights_of(self, theta: np.ndarray) -> list[np.ndarray]:
+        return theta_to_weights(theta, self.shapes)
+
+
+def make_targets(output: str, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """Training targets of the right kind: {0,1} for bernoulli, reals for gaussian, one-hot rows."""
+    if output == "bernoulli":
+        return (rng.random((n, d)) < 0.5).astype(np.float64)
+    if output == "gaussian":
+        return rng.standard_normal((n, d))
+    return np.eye(d)[rng.integers(0, d, size=n)]
+
+
+def build_net(
+    sizes: tuple[int, ...],
+    activations: str | list[str],
+    output: str,
+    seed: int = 0,
+    n: int = 16,
+    scale: float = 1.0,
+) -> Net:
+    """A float64 network with dense Gaussian weights (biases included), inputs N(0, 1)."""
+    mlp = MLP(sizes, activations, output)
+    weights = mlp.init_gaussian(seed=seed, scale=scale)
+    rng = np.random.default_rng(seed + 1000)
+    X = rng.standard_normal((n, sizes[0]))
+    return Net(mlp, weights, X, make_targets(output, n, sizes[-1], rng))
+
+
+# ------------------------------------------------------------------ independent oracles
+def fd_gradient(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central finite differences of a scalar function f at the vector x."""
+    grad = np.empty_like(x)
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = eps
+        grad[j] = (float(f(x + e)) - float(f(x - e))) / (2 * eps)
+    return grad
+
+
+def fd_output_jacobian(net: Net, eps: float = 1e-5) -> np.ndarray:
+    """J = ∂s_ℓ/∂θ per case by central differences of the network output: (n, d_ℓ, P)."""
+    theta = net.theta
+    cols = []
+    for j in range(theta.size):
+        e = np.zeros_like(theta)
+        e[j] = eps
+        plus = net.mlp.forward(net.weights_of(theta + e), net.X).output
+        minus = net.mlp.forward(net.weights_of(theta - e), net.X).output
+        cols.append((plus - minus) / (2 * eps))
+    return np.stack(cols, axis=2)
+
+
+def fd_output_jvp(net: Net, v: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """J v per case (n, d_ℓ) by a central difference of the output along θ-direction v."""
+    theta = net.theta
+    plus = net.mlp.forward(net.weights_of(theta + eps * v), net.X).output
+    minus = net.mlp.forward(net.weights_of(theta - eps * v), net.X).output
+    return (plus - minus) / (2 * eps)
+
+
+def dense_output_fisher(output: str, s: np.ndarray) -> np.ndarray:
+    """F_R per case, (n, d, d), from closed forms written independently with SciPy (§2.2)."""
+    n, d = s.shape
+    if output == "bernoulli":
+        p = scipy.special.expit(s)
+        return np.einsum("ni,ij->nij", p * (1 - p), np.eye(d))
+    if output == "gaussian":
+        return np.broadcast_to(np.eye(d), (n, d, d)).copy()
+    p = scipy.special.softmax(s, axis=1)
+    return np.einsum("ni,ij->nij", p, np.eye(d)) - p[:, :, None] * p[:, None, :]
+
+
+def gauss_newton_oracle(net: Net, eps: float = 1e-5) -> np.ndarray:
+    """(1/n) Σ Jᵀ F_R J with J by finite differences and F_R from closed forms (§2.2)."""
+    J = fd_output_jacobian(net, eps)
+    s = net.mlp.forward(net.weights, net.X).output
+    F_R = dense_output_fisher(net.mlp.output.name, s)
+    return np.einsum("nip,nij,njq->pq", J, F_R, J) / net.X.shape[0]
+
+
+def rel_err(X: Any, Y: Any) -> float:
+    """‖X − Y‖_F / ‖Y‖_F."""
+    return float(np.linalg.norm(np.asarray(X) - np.asarray(Y)) / np.linalg.norm(np.asarray(Y)))
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="session")
+def make_net():
+    """Factory ``make_net(sizes, activations, output, seed=0, n=16, scale=1.0) -> Net``."""
+    return build_net
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """Independent oracles: finite differences, closed-form F_R, the Gauss–Newton F, rel_err."""
+    return SimpleNamespace(
+        fd_gradient=fd_gradient,
+        fd_output_jacobian=fd_output_jacobian,
+        fd_output_jvp=fd_output_jvp,
+        dense_output_fisher=dense_output_fisher,
+        gauss_newton=gauss_newton_oracle,
+        make_targets=make_targets,
+        rel_err=rel_err,
+    )
+
+
+@pytest.fixture(
+    params=[(a, o) for a in ACTIVATIONS for o in OUTPUTS], ids=lambda p: f"{p[0]}-{p[1]}"
+)
+def tiny_net(request) -> Net:
+    """Every hidden activation × every output, on 2–5 weight layers with uneven widths."""
+    act, out = request.param
+    seed = ACTIVATIONS.index(act) * 10 + OUTPUTS.index(out)
+    return build_net(TINY_SIZES[act], act, out, seed=seed, n=12)
