@@ -29,13 +29,20 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import numpy
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+if __name__ == "__main__" and "--threads" in sys.argv:  # must precede the import of NumPy
+    n_threads = sys.argv[sys.argv.index("--threads") + 1]
+    for var in THREAD_VARS:
+        os.environ[var] = n_threads
 
-from kfac_ref import MLP, get_backend
-from kfac_ref.config import KFACConfig
-from kfac_ref.optimizer import KFAC
+import numpy  # noqa: E402
+
+from kfac_ref import MLP, get_backend  # noqa: E402
+from kfac_ref.config import KFACConfig  # noqa: E402
+from kfac_ref.optimizer import KFAC  # noqa: E402
 
 LAYERS = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 ACTIVATIONS = ["logistic"] * 3 + ["linear"] + ["logistic"] * 3
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (under a minute on 2 cores)")
     parser.add_argument("--json", metavar="PATH", help="save the measurements as JSON")
+    parser.add_argument("--threads", type=int, help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS)")
     args = parser.parse_args(argv)
 
     backend = get_backend(args.backend, args.dtype)
@@ -131,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     g = statistics.median(grad_t)
     results: dict[str, Any] = {
         "device": f"{platform.machine()}, {os.cpu_count()} CPUs" if args.backend == "numpy" else "GPU",
+        "blas_threads": {var: os.environ.get(var) for var in THREAD_VARS},
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "backend": args.backend,
         "dtype": args.dtype,
         "batch": args.batch,

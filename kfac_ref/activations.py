@@ -6,18 +6,17 @@ Each activation maps s_i to a_i = φ_i(s_i). ``derivative`` is written in terms 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from .backend import get_array_module
+from .backend import get_array_module, special_for
 from .errors import ConfigError
 
 
 def _logistic(s: Any) -> Any:
-    xp = get_array_module(s)
-    # exp of a non-positive number only: no overflow for large |s|
-    e = xp.exp(-xp.abs(s))
-    return xp.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    """σ(s) = 1/(1+e^{−s}), exact to the last bit in both tails (SciPy's / cupyx's ``expit``)."""
+    return special_for(s).expit(s)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,17 @@ class Linalg:
         return self.xp.linalg.inv(A)
 
 
+def special_for(*arrays: Any) -> ModuleType:
+    """``scipy.special`` or ``cupyx.scipy.special``, whichever matches ``arrays``."""
+    if get_array_module(*arrays) is numpy:
+        import scipy.special
+
+        return scipy.special
+    import cupyx.scipy.special  # pragma: no cover - needs a GPU
+
+    return cupyx.scipy.special  # pragma: no cover
+
+
 _LINALG: dict[str, Linalg] = {}
 
 

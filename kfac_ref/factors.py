@@ -13,8 +13,9 @@ targets. :func:`kronecker_factors` computes G either by sampling or exactly: E_y
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .backend import get_array_module
 from .errors import ConfigError

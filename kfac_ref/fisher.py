@@ -11,7 +11,8 @@ each function estimates its memory first and raises :class:`TooLargeError` befor
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .backend import get_array_module
 from .damping import damped_factors
@@ -43,7 +44,7 @@ def check_dense_size(n_params: int, itemsize: int, max_bytes: int | None, copies
 def per_case_gradients(mlp: MLP, fwd: Any, g: Sequence[Any]) -> Any:
     """Per-case Dθ = [vec(g_1 ā_0ᵀ); …] for one backward pass, shape (n, P)."""
     xp = get_array_module(fwd.abar[0])
-    return xp.concatenate([per_case_vec_grad(a, g_k) for a, g_k in zip(fwd.abar, g)], axis=1)
+    return xp.concatenate([per_case_vec_grad(a, g_k) for a, g_k in zip(fwd.abar, g, strict=True)], axis=1)
 
 
 def _outer_mean(mlp: MLP, weights: Sequence[Any], X: Any, ds_list_fn, denom_per_case: int) -> Any:
@@ -105,7 +106,7 @@ def empirical_fisher(mlp: MLP, weights: Sequence[Any], X: Any, Y: Any, max_bytes
 def damped_diagonal(factors: KroneckerFactors, gamma: float) -> tuple[list[Any], list[Any]]:
     """The diagonal factors with factored Tikhonov damping γ (§6.3) applied (γ = 0: unchanged)."""
     A_diag, G_diag = factors.diagonal()
-    pairs = [damped_factors(A, G, gamma) for A, G in zip(A_diag, G_diag)]
+    pairs = [damped_factors(A, G, gamma) for A, G in zip(A_diag, G_diag, strict=True)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -200,7 +201,7 @@ def fisher_vector_product(
     output Fisher F_R, then the ordinary backward pass for Jᵀ. ``V`` has the shapes of
     ``weights``; so has the result. Pass ``fwd`` (the forward pass on X) to reuse it.
     """
-    if len(V) != len(weights) or any(v.shape != W.shape for v, W in zip(V, weights)):
+    if len(V) != len(weights) or any(v.shape != W.shape for v, W in zip(V, weights, strict=True)):
         raise ShapeError("the direction V must have one matrix per layer, shaped like the weights")
     if fwd is None:
         fwd = mlp.forward(weights, X)

@@ -17,8 +17,9 @@ paper's Ψ_{i,i+1} with i = k+1), Σ_{k|k+1} = Ā_{k,k} ⊗ G_{k,k} − (Ψ^Ā �
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .backend import get_array_module, linalg_for
 from .errors import NonFiniteError
@@ -99,7 +100,7 @@ def block_diagonal_inverse(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> Bloc
 
 def apply_block_diagonal_inverse(inv: BlockDiagonalInverse, V: Sequence[Any]) -> list[Any]:
     """(F̆⁻¹ v)_k = vec(G_{k,k}⁻¹ V_k Ā_{k,k}⁻¹) (§4.2)."""
-    return [G_inv @ V_k @ A_inv for A_inv, G_inv, V_k in zip(inv.A_inv, inv.G_inv, V)]
+    return [G_inv @ V_k @ A_inv for A_inv, G_inv, V_k in zip(inv.A_inv, inv.G_inv, V, strict=True)]
 
 
 # ----------------------------------------------------------------------- Appendix B
@@ -213,7 +214,7 @@ def apply_xi(inv: BlockTridiagonalInverse, V: Sequence[Any]) -> list[Any]:
 
 def apply_lambda(inv: BlockTridiagonalInverse, U: Sequence[Any]) -> list[Any]:
     """z = Λ u: z_k = Σ_{k|k+1}⁻¹ u_k (Appendix B), z_ℓ = Σ_ℓ⁻¹ u_ℓ (§4.3)."""
-    Z = [apply_kron_sum_inverse(S, U_k) for S, U_k in zip(inv.sigma_cond, U[:-1])]
+    Z = [apply_kron_sum_inverse(S, U_k) for S, U_k in zip(inv.sigma_cond, U[:-1], strict=True)]
     return Z + apply_block_diagonal_inverse(inv.sigma_last, [U[-1]])
 
 

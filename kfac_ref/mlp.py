@@ -10,8 +10,9 @@ distribution's natural parameter, and the loss is computed from it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy
 
@@ -106,7 +107,7 @@ class MLP:
         """Raise :class:`ShapeError` unless ``weights`` has this network's shapes."""
         if len(weights) != self.n_layers:
             raise ShapeError(f"expected {self.n_layers} weight matrices, got {len(weights)}")
-        for i, (W, shape) in enumerate(zip(weights, self.shapes), start=1):
+        for i, (W, shape) in enumerate(zip(weights, self.shapes, strict=True), start=1):
             if tuple(W.shape) != shape:
                 raise ShapeError(f"W_{i} has shape {tuple(W.shape)}; expected {shape} = (d_{i}, d_{i-1}+1)")
 
@@ -212,7 +213,7 @@ class MLP:
     def weight_gradients(fwd: Forward, g: Sequence[Any]) -> list[Any]:
         """Mini-batch mean of DW_i = g_i ā_{i-1}ᵀ: ``g[k].T @ abar[k] / n`` (§2.1)."""
         n = fwd.abar[0].shape[0]
-        return [g_k.T @ abar_k / n for g_k, abar_k in zip(g, fwd.abar)]
+        return [g_k.T @ abar_k / n for g_k, abar_k in zip(g, fwd.abar, strict=True)]
 
     # ----------------------------------------------------------------- objective
     def loss(self, weights: Sequence[Any], X: Any, Y: Any, eta: float = 0.0) -> Any:
@@ -236,7 +237,7 @@ class MLP:
         g = self.backward(weights, fwd, self.output.ds(fwd.output, Y))
         grads = self.weight_gradients(fwd, g)
         if eta:
-            grads = [dW + eta * W for dW, W in zip(grads, weights)]
+            grads = [dW + eta * W for dW, W in zip(grads, weights, strict=True)]
         return h, grads, fwd
 
     def theta(self, weights: Sequence[Any]) -> Any:

@@ -21,8 +21,9 @@ what it returns is finite. The only randomness is the generator passed to :meth:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any
 
 from .backend import Backend, get_array_module, to_numpy
 from .config import KFACConfig
@@ -48,7 +49,7 @@ from .statistics import (
     update_stats,
 )
 
-CurvatureInverse = Union[BlockDiagonalInverse, BlockTridiagonalInverse]
+CurvatureInverse = BlockDiagonalInverse | BlockTridiagonalInverse
 STATE_FORMAT = "kfac_ref.KFACState/1"
 
 
@@ -79,7 +80,7 @@ def curvature_inverse(
     """
     dtype = stats.A_diag[0].dtype
     work = linalg_dtype or dtype
-    pairs = [damped_factors(A, G, gamma) for A, G in zip(_cast(stats.A_diag, work), _cast(stats.G_diag, work))]
+    pairs = [damped_factors(A, G, gamma) for A, G in zip(_cast(stats.A_diag, work), _cast(stats.G_diag, work), strict=True)]
     A_diag, G_diag = [p[0] for p in pairs], [p[1] for p in pairs]
     if structure == "block_diagonal":
         inv = block_diagonal_inverse(A_diag, G_diag)
@@ -234,7 +235,7 @@ class KFAC:
             raise NonFiniteError(f"iteration {k}: the quadratic model M(δ) is not finite for any γ in {gammas}")
         gamma, inverse, best = min(finite, key=lambda c: c[2].model_change)  # first of equals
         require_finite(k, "the update δ", best.delta)
-        new_weights = [W + d for W, d in zip(weights, best.delta)]
+        new_weights = [W + d for W, d in zip(weights, best.delta, strict=True)]
         require_finite(k, "the new weights θ + δ", new_weights)
 
         # 5. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule (§6.5).
@@ -327,7 +328,7 @@ class KFAC:
             inverse = BlockTridiagonalInverse(
                 psi_A=dev(i["psi_A"]),
                 psi_G=dev(i["psi_G"]),
-                sigma_cond=[KronSumInverse(*t) for t in zip(dev(i["K1"]), dev(i["K2"]), dev(i["denom"]))],
+                sigma_cond=[KronSumInverse(*t) for t in zip(dev(i["K1"]), dev(i["K2"]), dev(i["denom"]), strict=True)],
                 sigma_last=BlockDiagonalInverse(dev(i["A_inv_last"]), dev(i["G_inv_last"])),
             )
         return KFACState(

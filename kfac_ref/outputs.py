@@ -62,9 +62,10 @@ def _check_same_shape(s: Any, y: Any) -> None:
         raise ShapeError(f"targets have shape {tuple(y.shape)} but outputs have shape {tuple(s.shape)}")
 
 
-def _log_sigmoid(s: Any) -> Any:
+def _softplus(s: Any) -> Any:
+    """log(1 + eˢ) = max(s, 0) + log1p(e^{−|s|}), stable for large |s|."""
     xp = get_array_module(s)
-    return -xp.logaddexp(0.0, -s)
+    return xp.maximum(s, 0.0) + xp.log1p(xp.exp(-xp.abs(s)))
 
 
 class Bernoulli(OutputDistribution):
@@ -77,8 +78,8 @@ class Bernoulli(OutputDistribution):
 
     def loss(self, s: Any, y: Any) -> Any:
         _check_same_shape(s, y)
-        # −y log σ(s) − (1−y) log σ(−s), computed stably for large |s|
-        return -(y * _log_sigmoid(s) + (1.0 - y) * _log_sigmoid(-s)).sum(axis=1)
+        # −y log σ(s) − (1−y) log σ(−s) = softplus(s) − y s, stable for large |s|
+        return (_softplus(s) - y * s).sum(axis=1)
 
     def sample(self, s: Any, rng: Any) -> Any:
         p = self.predict(s)

@@ -25,8 +25,9 @@ scalar entries; it is solved on the host in float64.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy
 
@@ -47,7 +48,7 @@ class Rescaling:
 def inner(U: Sequence[Any], V: Sequence[Any]) -> float:
     """uᵀv for two vectors in list-of-matrices form (one BLAS dot per layer, summed on the host)."""
     xp = get_array_module(*U)
-    return float(sum(float(xp.vdot(u, v)) for u, v in zip(U, V)))
+    return float(sum(float(xp.vdot(u, v)) for u, v in zip(U, V, strict=True)))
 
 
 def fisher_gram(mlp: MLP, fwd: Forward, Jv: Sequence[Any]) -> numpy.ndarray:
@@ -122,7 +123,7 @@ def rescale(
     alpha = float(c[0])
     mu = float(c[1]) if len(directions) == 2 else 0.0
     if len(directions) == 2:
-        delta = [alpha * D + mu * d0 for D, d0 in zip(Delta, delta0)]
+        delta = [alpha * D + mu * d0 for D, d0 in zip(Delta, delta0, strict=True)]
     else:
         delta = [alpha * D for D in Delta]
     return Rescaling(alpha=alpha, mu=mu, model_change=change, delta=delta)

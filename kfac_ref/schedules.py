@@ -6,7 +6,8 @@ Pure functions of the iteration number k (1-based: the k-th call of ``step``).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import ConfigError
 
@@ -57,4 +58,4 @@ def iterate_average(
     c = average_decay(k, start, decay)
     if c == 0.0:
         return [W.copy() for W in weights]
-    return [c * A + (1.0 - c) * W for A, W in zip(avg, weights)]
+    return [c * A + (1.0 - c) * W for A, W in zip(avg, weights, strict=True)]

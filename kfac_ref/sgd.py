@@ -12,8 +12,9 @@ interface matches :class:`kfac_ref.optimizer.KFAC` so the experiment runner trea
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .backend import Backend, to_numpy
 from .config import SGDConfig
@@ -72,12 +73,12 @@ class SGDMomentum:
             raise NonFiniteError(f"iteration {k}: {exc}") from None
         mu = momentum(k, cfg)
         v = state.velocity if state.velocity is not None else [self.backend.xp.zeros_like(W) for W in weights]
-        at = [W + mu * u for W, u in zip(weights, v)] if cfg.nesterov else list(weights)
+        at = [W + mu * u for W, u in zip(weights, v, strict=True)] if cfg.nesterov else list(weights)
         h, grads, _ = self.mlp.loss_and_grad(at, X, Y, cfg.eta)
         h = require_finite_scalar(k, "the loss h(θ)", h)
         require_finite(k, "the gradient ∇h", grads)
-        v_new = [mu * u - cfg.lr * g for u, g in zip(v, grads)]
-        new_weights = [W + u for W, u in zip(weights, v_new)]
+        v_new = [mu * u - cfg.lr * g for u, g in zip(v, grads, strict=True)]
+        new_weights = [W + u for W, u in zip(weights, v_new, strict=True)]
         require_finite(k, "the new weights", new_weights)
         info = {
             "k": k,

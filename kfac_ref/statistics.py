@@ -14,8 +14,9 @@ Indexing follows :mod:`kfac_ref.vec`: ``A_diag[k]`` = Ā_{k,k}, ``G_diag[k]`` = 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .backend import get_array_module
 from .errors import ConfigError
@@ -63,7 +64,7 @@ def update_stats(old: FactorStats | None, new: FactorStats, eps: float) -> Facto
     def mix(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None:
         if a is None or b is None:
             return None
-        return [ema_update(x, y, eps) for x, y in zip(a, b)]
+        return [ema_update(x, y, eps) for x, y in zip(a, b, strict=True)]
 
     return FactorStats(
         A_diag=mix(old.A_diag, new.A_diag),

@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .backend import get_array_module
 from .errors import ShapeError
@@ -44,7 +45,7 @@ def theta_to_weights(theta: Any, shapes: Sequence[tuple[int, int]]) -> list[Any]
     if theta.ndim != 1 or theta.shape[0] != sum(sizes):
         raise ShapeError(f"θ has shape {tuple(theta.shape)}; expected ({sum(sizes)},) for shapes {list(shapes)}")
     out, start = [], 0
-    for size, shape in zip(sizes, shapes):
+    for size, shape in zip(sizes, shapes, strict=True):
         out.append(unvec(theta[start : start + size], shape))
         start += size
     return out

@@ -41,13 +41,11 @@ of damped block-diagonal natural-gradient steps: exact factors (kfac_ref.factors
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +63,7 @@ from kfac_ref.fisher import (
     fisher_vector_product,
 )
 from kfac_ref.inverse import apply_block_diagonal_inverse, block_diagonal_inverse
+from kfac_ref.io import atomic_path
 from kfac_ref.mlp import MLP
 from kfac_ref.vec import layer_offsets
 
@@ -389,22 +388,6 @@ def middle_matrices(net: TrainedNet, gamma: float, names: Sequence[str] = APPROX
 
 
 # ------------------------------------------------------------------------------------ output
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary file beside ``path``, moved onto it with ``os.replace`` on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def save_figure(fig: Any, out: Path, stem: str, dpi: int = 200) -> list[Path]:
     """Save ``fig`` as ``out/stem.png`` and ``out/stem.pdf`` atomically; close it."""
     import matplotlib.pyplot as plt
@@ -412,7 +395,7 @@ def save_figure(fig: Any, out: Path, stem: str, dpi: int = 200) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = out / f"{stem}.{ext}"
-        with _atomic(path) as tmp:
+        with atomic_path(path, suffix=path.suffix) as tmp:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
         paths.append(path)
     plt.close(fig)
@@ -437,7 +420,7 @@ def _jsonable(x: Any) -> Any:
 
 def save_json(path: Path, obj: dict[str, Any]) -> Path:
     """``obj`` as indented JSON (arrays as lists, NaN/inf as null), atomically."""
-    with _atomic(path) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -447,7 +430,7 @@ def save_network(path: Path, net: TrainedNet) -> Path:
     arrays = {f"W_{i + 1}": to_numpy(W) for i, W in enumerate(net.weights)}
     arrays.update(layer_sizes=np.array(net.mlp.layer_sizes), gamma=np.array(net.gamma),
                   X_cases=to_numpy(net.X_cases))
-    with _atomic(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, suffix=path.suffix) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path
 

@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from _common import save_figure  # noqa: E402
 
 from kfac_ref import io  # noqa: E402
 from kfac_ref.experiments import METHODS, RunConfig, finished_log, run_experiment  # noqa: E402
@@ -138,14 +139,7 @@ def draw(data: dict[str, dict[str, Any]], out_dir: Path, stem: str) -> list[Path
             ax.grid(True, which="both", alpha=0.3)
         axes[row, 0].legend(fontsize=8)
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out_dir / f"{stem}.{ext}"
-        with io.atomic_path(path, suffix=f".{ext}") as tmp:
-            fig.savefig(tmp, dpi=120)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, stem, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,11 +76,11 @@ def test_resumed_run_is_identical_to_uninterrupted(tmp_path, tiny_data):
         return {k: v for k, v in io.jsonable(r).items() if k != "time" and k not in evals}
 
     assert [strip(r) for r in full] == [strip(r) for r in resumed]
-    for a, b in zip(full, resumed):
+    for a, b in zip(full, resumed, strict=True):
         if "train_error" in a and "train_error" in b:
             assert a["train_error"] == b["train_error"]
     a, b = io.load_checkpoint(tmp_path / "a" / "checkpoint.pkl"), io.load_checkpoint(tmp_path / "b" / "checkpoint.pkl")
-    for Wa, Wb in zip(a["weights"] + a["average"], b["weights"] + b["average"]):
+    for Wa, Wb in zip(a["weights"] + a["average"], b["weights"] + b["average"], strict=True):
         np.testing.assert_array_equal(Wa, Wb)
 
 

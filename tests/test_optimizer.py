@@ -220,7 +220,7 @@ def test_state_dict_round_trip_resumes_exactly(small, structure):
     assert all(type(v) in (int, float, str, dict, list, type(None)) for v in saved.values())
     fresh = KFAC(mlp, cfg, BE)
     W_res, st_res = run(fresh, [w.copy() for w in W7], fresh.load_state_dict(saved), range(8, 13))
-    for a, b in zip(W_full, W_res):
+    for a, b in zip(W_full, W_res, strict=True):
         np.testing.assert_array_equal(a, b)
     assert (st_full.k, st_full.lam, st_full.gamma) == (st_res.k, st_res.lam, st_res.gamma) == (12, st_res.lam, st_res.gamma)
 
@@ -262,7 +262,7 @@ def test_non_finite_model_raises_and_leaves_weights_untouched(small):
     before = [w.copy() for w in W]
     with pytest.raises(NonFiniteError, match="iteration 1: the quadratic model"):
         opt.step(W, st, X, X, BE.rng(0))
-    for a, b in zip(W, before):
+    for a, b in zip(W, before, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -21,7 +21,7 @@ BE = get_backend("numpy", "float64")
 def test_minibatch_schedule_endpoints_and_monotone(m1, n):
     sizes = [minibatch_size(k, m1, n) for k in range(1, 601)]
     assert sizes[0] == m1 and sizes[499] == n and sizes[-1] == n
-    assert all(a <= b for a, b in zip(sizes, sizes[1:]))
+    assert all(a <= b for a, b in zip(sizes, sizes[1:], strict=False))
     assert max(sizes[:499]) < n  # reached exactly at k = 500
 
 
@@ -82,11 +82,11 @@ def test_sgd_steps_match_the_momentum_formulas(net, nesterov):
     W, v = W0, [np.zeros_like(w) for w in W0]
     for k in range(1, 4):
         mu = sutskever_momentum(k, 0.99)
-        at = [w + mu * u for w, u in zip(W, v)] if nesterov else W
-        v = [mu * u - 0.1 * g for u, g in zip(v, grad(mlp, at, X, 1e-3))]
-        W_ref = [w + u for w, u in zip(W, v)]
+        at = [w + mu * u for w, u in zip(W, v, strict=True)] if nesterov else W
+        v = [mu * u - 0.1 * g for u, g in zip(v, grad(mlp, at, X, 1e-3), strict=True)]
+        W_ref = [w + u for w, u in zip(W, v, strict=True)]
         W, st, info = opt.step(W, st, X, X, None)
-        for a, b in zip(W, W_ref):
+        for a, b in zip(W, W_ref, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-14)
         assert (info["k"], info["mu"], info["lr"], info["batch_size"]) == (k, 0.5, 0.1, 10)
 
@@ -101,7 +101,7 @@ def test_sgd_constant_momentum_and_state_round_trip(net):
     W_a, st_a, _ = opt.step(W, st, X, X)
     fresh = SGDMomentum(mlp, opt.config, BE)
     W_b, st_b, _ = fresh.step(W, fresh.load_state_dict(opt.state_dict(st)), X, X)
-    for a, b in zip(W_a + st_a.velocity, W_b + st_b.velocity):
+    for a, b in zip(W_a + st_a.velocity, W_b + st_b.velocity, strict=True):
         np.testing.assert_array_equal(a, b)
     assert st_b.k == 4
 

@@ -77,11 +77,11 @@ def test_exact_batch_statistics_equal_the_dense_factor_blocks(net, tridiagonal):
     st = batch_factor_stats(mlp, W, mlp.forward(W, X), None, tridiagonal, method="exact")
     ref = kronecker_factors(mlp, W, X, method="exact")
     A_diag, G_diag = ref.diagonal()
-    for got, want in zip(st.A_diag + st.G_diag, A_diag + G_diag):
+    for got, want in zip(st.A_diag + st.G_diag, A_diag + G_diag, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
     if tridiagonal:
         A_off, G_off = ref.off_diagonal()
-        for got, want in zip(st.A_off + st.G_off, A_off + G_off):
+        for got, want in zip(st.A_off + st.G_off, A_off + G_off, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
     else:
         assert st.A_off is None and st.G_off is None
@@ -95,9 +95,9 @@ def test_sampled_G_uses_model_targets_and_is_unbiased(net):
     fwd = mlp.forward(W, Xr)
     sampled = batch_factor_stats(mlp, W, fwd, np.random.default_rng(0), True, "sample")
     exact = batch_factor_stats(mlp, W, mlp.forward(W, X), None, True, "exact")
-    for s, e in zip(sampled.G_diag + sampled.G_off, exact.G_diag + exact.G_off):
+    for s, e in zip(sampled.G_diag + sampled.G_off, exact.G_diag + exact.G_off, strict=True):
         assert np.abs(s - e).max() < 0.05 * np.abs(e).max()
-    for s, e in zip(sampled.A_diag, exact.A_diag):  # Ā does not depend on targets
+    for s, e in zip(sampled.A_diag, exact.A_diag, strict=True):  # Ā does not depend on targets
         np.testing.assert_allclose(s, e, rtol=1e-12)
 
 
@@ -114,7 +114,7 @@ def test_subset_forward_takes_rows_of_every_cached_array(net):
     mlp, W, X = net
     idx = np.array([1, 4, 7])
     sub, full = subset_forward(mlp.forward(W, X), idx), mlp.forward(W, X[idx])
-    for a, b in zip(sub.abar + sub.s + sub.dphi, full.abar + full.s + full.dphi):
+    for a, b in zip(sub.abar + sub.s + sub.dphi, full.abar + full.s + full.dphi, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-14)
 
 
@@ -129,7 +129,7 @@ def test_optimizer_running_statistics_are_the_decaying_average(net):
         batch = batch_factor_stats(mlp, Wk, mlp.forward(Wk, X), None, True, "exact")
         est = update_stats(est, batch, stat_decay(k))
         Wk, st, _ = opt.step(Wk, st, X, Y, BE.rng(k))
-    for got, want in zip(st.stats.arrays(), est.arrays()):
+    for got, want in zip(st.stats.arrays(), est.arrays(), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
 
 
@@ -230,8 +230,8 @@ def test_rescale_without_previous_update_is_one_dimensional(net):
     a = rescale(g, D, None, _gram(mlp, W, X, [D]), 0.1)
     b = rescale(g, D, zeros, _gram(mlp, W, X, [D, zeros]), 0.1)
     FD = fisher_vector_product(mlp, W, X, D)
-    gD = sum((x * y).sum() for x, y in zip(g, D))
-    DFD = sum((x * y).sum() for x, y in zip(D, FD)) + 0.1 * sum((x * x).sum() for x in D)
+    gD = sum((x * y).sum() for x, y in zip(g, D, strict=True))
+    DFD = sum((x * y).sum() for x, y in zip(D, FD, strict=True)) + 0.1 * sum((x * x).sum() for x in D)
     assert a.mu == b.mu == 0.0
     assert a.alpha == pytest.approx(-gD / DFD, rel=1e-12) == b.alpha
     assert a.model_change == pytest.approx(-0.5 * gD**2 / DFD, rel=1e-12)
@@ -246,7 +246,7 @@ def test_rescale_parallel_directions_use_the_pseudo_inverse(net):
     one = rescale(g, D, None, _gram(mlp, W, X, [D]), 0.1)
     two = rescale(g, D, D2, _gram(mlp, W, X, [D, D2]), 0.1)
     assert two.model_change == pytest.approx(one.model_change, rel=1e-9)
-    for a, b in zip(one.delta, two.delta):
+    for a, b in zip(one.delta, two.delta, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
 
 
