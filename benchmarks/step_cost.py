@@ -73,12 +73,19 @@ def paired(fn: Callable[[], Any], gradient: Callable[[], Any], backend, reps: in
 
 
 def kfac_costs(
-    mlp: MLP, weights, X, backend, structure: str, reps: dict[str, int], gradient: Callable[[], Any], warm: bool
+    mlp: MLP,
+    weights,
+    X,
+    backend,
+    config: KFACConfig,
+    reps: dict[str, int],
+    gradient: Callable[[], Any],
+    warm: bool,
 ) -> dict[str, Any]:
     """Median seconds and step/gradient ratios of each kind of iteration, and the amortized cost."""
-    opt = KFAC(mlp, KFACConfig(structure=structure, eta=ETA), backend)
+    opt = KFAC(mlp, config, backend)
     W, st = weights, opt.init_state(weights)
-    for k in range(1, 4):  # warm-up: k ≤ 3 recompute the inverses; fills the statistics and δ₀
+    for k in range(1, 4 if warm else 2):  # fills the statistics, the inverse and δ₀
         W, st, _ = opt.step(W, st, X, X, backend.rng(k))
 
     def step_at(k: int) -> Callable[[], Any]:
@@ -120,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (under a minute on 2 cores)")
     parser.add_argument("--json", metavar="PATH", help="save the measurements as JSON")
     parser.add_argument("--threads", type=int, help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS)")
+    parser.add_argument(
+        "--float32-linalg", action="store_true",
+        help="factorize in the training dtype (KFACConfig.linalg_float64=False) instead of float64",
+    )
     args = parser.parse_args(argv)
 
     backend = get_backend(args.backend, args.dtype)
@@ -145,14 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": args.dtype,
         "batch": args.batch,
         "quick": args.quick,
+        "linalg_float64": not args.float32_linalg,
         "gradient_s": g,
         "gradient_times_s": grad_t,
     }
     for structure, key in (("block_diagonal", "blockdiag"), ("block_tridiagonal", "tridiag")):
-        results[key] = kfac_costs(mlp, weights, X, backend, structure, reps, gradient, warm=not args.quick)
+        config = KFACConfig(structure=structure, eta=ETA, linalg_float64=not args.float32_linalg)
+        results[key] = kfac_costs(mlp, weights, X, backend, config, reps, gradient, warm=not args.quick)
 
     bd, td = results["blockdiag"], results["tridiag"]
-    print(f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype}, {args.backend} ({results['device']})")
+    linalg = "float32" if args.float32_linalg else "float64"
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    print(f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} ({linalg} factorizations), "
+          f"{args.backend} ({results['device']}, BLAS threads: {threads})")
     print("seconds (median) and, in brackets, the median ratio to a gradient timed just before")
     print(f"{'':28}{'block-diag':>20}{'tridiag':>20}")
     print(f"{'gradient':28}{g:>20.4f}{g:>20.4f}")
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(kfac_blockdiag_over_gradient=r1, kfac_tridiag_over_gradient=r2,
                    kfac_blockdiag_over_gradient_no_gamma_search=bd["ratio_no_gamma_search"],
                    kfac_tridiag_over_gradient_no_gamma_search=td["ratio_no_gamma_search"])
+    results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

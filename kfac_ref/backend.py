@@ -152,6 +152,48 @@ class Linalg:
         """Dense inverse of A (dense oracles and small factors only)."""
         return self.xp.linalg.inv(A)
 
+    def spd_inverse(self, M: Any) -> Any | None:
+        """M⁻¹ for symmetric positive-definite M, or None where M is not numerically PD.
+
+        NumPy: LAPACK potrf + potri (one factorization, no triangular solves); CuPy: Cholesky
+        and a triangular solve. Only the lower triangle of M is read.
+        """
+        xp = self.xp
+        if xp is numpy:
+            potrf, potri = self._sla.lapack.get_lapack_funcs(("potrf", "potri"), (M,))
+            c, info = potrf(M, lower=True, clean=False, overwrite_a=False)
+            if info != 0:
+                return None
+            inv, info = potri(c, lower=True, overwrite_c=True)
+            if info != 0:
+                return None
+            lower = numpy.tril(inv)
+            return lower + numpy.tril(inv, -1).T
+        L = self.cholesky(M)  # pragma: no cover - needs a GPU
+        if not bool(xp.isfinite(L).all()):  # pragma: no cover
+            return None
+        L_inv = self.solve_triangular(L, xp.eye(M.shape[0], dtype=M.dtype), lower=True)  # pragma: no cover
+        return L_inv.T @ L_inv  # pragma: no cover
+
+    def generalized_eigh(self, C: Any, A: Any) -> tuple[Any, Any] | None:
+        """(s, K) with C K = A K diag(s) and Kᵀ A K = I, or None where A is not numerically PD.
+
+        NumPy: LAPACK's divide-and-conquer generalized solver (``eigh(C, A, driver="gvd")``);
+        CuPy: A = L Lᵀ, eigh(L⁻¹ C L⁻ᵀ) = E diag(s) Eᵀ, K = L⁻ᵀ E.
+        """
+        xp = self.xp
+        if xp is numpy:
+            try:
+                return self._sla.eigh(C, A, driver="gvd", check_finite=False)
+            except numpy.linalg.LinAlgError:
+                return None
+        L = self.cholesky(A)  # pragma: no cover - needs a GPU
+        if not bool(xp.isfinite(L).all()):  # pragma: no cover
+            return None
+        M = self.solve_triangular(L, self.solve_triangular(L, C, lower=True).T, lower=True)  # pragma: no cover
+        s, E = self.eigh(0.5 * (M + M.T))  # pragma: no cover
+        return s, self.solve_triangular(L, E, lower=True, trans=1)  # pragma: no cover
+
 
 def special_for(*arrays: Any) -> ModuleType:
     """``scipy.special`` or ``cupyx.scipy.special``, whichever matches ``arrays``."""

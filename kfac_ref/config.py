@@ -61,10 +61,14 @@ class KFACConfig:
     * γ bounds: the paper states none; the code clamps the two outer γ candidates to
       [√η, 1] (the upper bound "completely arbitrary"). The paper is silent, so the code's
       bounds are the default; ``gamma_min=0`` / ``gamma_max=None`` switch them off.
-    * π_i: the code uses the trace-norm choice of §6.3 (as the spec), while a comment in it
-      says the paper's runs used a Frobenius-norm variant; only the trace norm is implemented.
-    * The code restarts ε_k's counter k when a run is resumed; here k is the iteration number,
-      so resuming is exact.
+    * π_i: the code uses the trace-norm choice of §6.3 (as here); a commented-out alternative in
+      it, from the norms of the factors' eigenvalue vectors (Frobenius norms), is marked "used in
+      paper". Only the trace norm is implemented.
+    * Subsets: the code takes the first ⌈τ m⌉ cases of the (random) mini-batch; here a random
+      subset is drawn with the step's generator — the same distribution.
+    * Resuming: the code restarts ε_k's counter and recomputes the inverses at the first
+      iteration after a resume; here k is the iteration number and the inverses are part of
+      the saved state, so a resumed run repeats the uninterrupted one exactly.
 
     Attributes:
         structure: ``"block_diagonal"`` (F̆, §4.2) or ``"block_tridiagonal"`` (F̂, §4.3).

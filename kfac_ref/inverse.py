@@ -17,7 +17,7 @@ paper's Ψ_{i,i+1} with i = k+1), Σ_{k|k+1} = Ā_{k,k} ⊗ G_{k,k} − (Ψ^Ā �
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,29 @@ def _try_cholesky(la: Any, M: Any) -> Any:
     return L if bool(get_array_module(L).isfinite(L).all()) else None
 
 
+def _with_jitter(factorize: Callable[[Any], Any], M: Any, name: str) -> Any:
+    """``factorize(M)``; where it fails (returns None) because M is not numerically positive
+    definite, retry on M + jitter·I (1e-10·tr(M)/dim, then ×100, 4 tries) and warn.
+
+    ``M`` must already be symmetric and finite. Raises :class:`NonFiniteError` naming ``name``
+    when even the largest jitter fails.
+    """
+    xp = get_array_module(M)
+    out = factorize(M)
+    if out is not None:
+        return out
+    scale = float(xp.trace(M)) / M.shape[0] or 1.0
+    jitter = 1e-10 * scale
+    for _ in range(4):
+        out = factorize(M + jitter * xp.eye(M.shape[0], dtype=M.dtype))
+        if out is not None:
+            # outside any try: a warning turned into an error must reach the caller
+            warnings.warn(f"{name} was not positive definite; added jitter {jitter:.3g}", RuntimeWarning, stacklevel=3)
+            return out
+        jitter *= 100.0
+    raise NonFiniteError(f"{name} is not positive definite even with jitter {jitter / 100:.3g}; increase damping")
+
+
 def spd_cholesky(M: Any, name: str = "matrix") -> Any:
     """Lower Cholesky factor of a symmetric positive-definite M.
 
@@ -53,32 +76,16 @@ def spd_cholesky(M: Any, name: str = "matrix") -> Any:
     then ×100 up to 3 times) and warn; a matrix with NaN/inf entries raises
     :class:`NonFiniteError` naming ``name``.
     """
-    xp = get_array_module(M)
     la = linalg_for(M)
     _check_finite(name, M)
-    M = symmetrize(M)
-    L = _try_cholesky(la, M)
-    if L is not None:
-        return L
-    scale = float(xp.trace(M)) / M.shape[0] or 1.0
-    jitter = 1e-10 * scale
-    for _ in range(4):
-        L = _try_cholesky(la, M + jitter * xp.eye(M.shape[0], dtype=M.dtype))
-        if L is not None:
-            # outside any try: a warning turned into an error must reach the caller
-            warnings.warn(f"{name} was not positive definite; added jitter {jitter:.3g}", RuntimeWarning, stacklevel=2)
-            return L
-        jitter *= 100.0
-    raise NonFiniteError(f"{name} is not positive definite even with jitter {jitter / 100:.3g}; increase damping")
+    return _with_jitter(lambda X: _try_cholesky(la, X), symmetrize(M), name)
 
 
 def spd_inverse(M: Any, name: str = "matrix") -> Any:
-    """M⁻¹ for symmetric positive-definite M, through its Cholesky factor."""
-    xp = get_array_module(M)
+    """M⁻¹ for symmetric positive-definite M (one Cholesky factorization; jitter as above)."""
     la = linalg_for(M)
-    L = spd_cholesky(M, name)
-    L_inv = la.solve_triangular(L, xp.eye(M.shape[0], dtype=M.dtype), lower=True)
-    return L_inv.T @ L_inv
+    _check_finite(name, M)
+    return _with_jitter(la.spd_inverse, symmetrize(M), name)
 
 
 # ------------------------------------------------------------------ §4.2 block diagonal
@@ -118,15 +125,16 @@ class KronSumInverse:
 
 
 def generalized_eigh(C: Any, A: Any, name: str = "A") -> tuple[Any, Any]:
-    """s, K with C K = A K diag(s), Kᵀ A K = I (A SPD, C symmetric), via A = L Lᵀ (Appendix B).
+    """s, K with C K = A K diag(s), Kᵀ A K = I (A SPD, C symmetric) (Appendix B).
 
-    K = L⁻ᵀ E where L⁻¹ C L⁻ᵀ = E diag(s) Eᵀ; L⁻¹ plays the role of A^{-1/2}.
+    K plays the role of A^{-1/2} E₁ in Appendix B: with A = L Lᵀ, K = L⁻ᵀ E where
+    L⁻¹ C L⁻ᵀ = E diag(s) Eᵀ (any square root of A works, as the paper notes).
     """
     la = linalg_for(A)
-    L = spd_cholesky(A, name)
-    M = la.solve_triangular(L, la.solve_triangular(L, C, lower=True).T, lower=True)
-    s, E = la.eigh(symmetrize(M))
-    return s, la.solve_triangular(L, E, lower=True, trans=1)
+    _check_finite(name, A)
+    _check_finite(f"C paired with {name}", C)
+    C = symmetrize(C)
+    return _with_jitter(lambda X: la.generalized_eigh(C, X), symmetrize(A), name)
 
 
 def kron_sum_inverse(A: Any, B: Any, C: Any, D: Any, sign: int = -1) -> KronSumInverse:

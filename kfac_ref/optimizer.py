@@ -165,8 +165,12 @@ class KFAC:
         self.mlp.check_weights(weights)
         return KFACState(k=0, lam=float(self.config.lam0), gamma=float(self.config.gamma0_value))
 
-    def _linalg_dtype(self) -> Any:
-        return self.backend.xp.float64 if self.config.linalg_float64 else None
+    def _inverse(self, k: int, stats: FactorStats, gamma: float) -> CurvatureInverse:
+        linalg_dtype = self.backend.xp.float64 if self.config.linalg_float64 else None
+        try:
+            return curvature_inverse(stats, gamma, self.config.structure, linalg_dtype)
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}") from None
 
     # ------------------------------------------------------------------ step
     def step(
@@ -225,7 +229,7 @@ class KFAC:
         damping = state.lam + cfg.eta
         candidates: list[tuple[float, CurvatureInverse, Rescaling]] = []
         for gamma in gammas:
-            inverse = curvature_inverse(stats, gamma, cfg.structure, self._linalg_dtype()) if refresh else state.inverse
+            inverse = self._inverse(k, stats, gamma) if refresh else state.inverse
             Delta = natural_gradient_direction(inverse, grads)
             Jv = [self.mlp.jvp(weights, fwd_fisher, Delta)] + ([] if J_delta0 is None else [J_delta0])
             F_gram = fisher_gram(self.mlp, fwd_fisher, Jv)

@@ -39,7 +39,7 @@ LABELS = {
 STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2--"}
 
 #: --quick: a subset of the training set and a schedule that reaches it sooner; same code.
-QUICK = {"n_train": 2000, "n_test": 1000, "m1": 250, "k_full": 100, "iters": 200, "eval_every": 10}
+QUICK = {"n_train": 2000, "n_test": 1000, "m1": 250, "k_full": 100, "iters": 500, "eval_every": 10}
 #: SGD learning-rate grid per data set (the paper tuned it; spec §12).
 SGD_LR_GRID = {"curves": [0.02, 0.05, 0.1], "mnist": [0.01, 0.02, 0.05], "faces": [0.001, 0.002, 0.005]}
 
@@ -49,7 +49,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=["curves"], choices=["curves", "mnist", "faces"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--quick", action="store_true", help=f"small settings for a CPU: {QUICK}")
-    p.add_argument("--iters", type=int, default=None, help="iterations per run (default 1000; quick 200)")
+    p.add_argument("--iters", type=int, default=None, help="iterations per run (default 1000; quick 500)")
     p.add_argument("--n-train", type=int, default=None, help="first N training cases only")
     p.add_argument("--sgd-lr", type=float, nargs="+", default=None, help="SGD learning-rate grid")
     p.add_argument("--seed", type=int, default=0)

@@ -125,8 +125,14 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         io.load_checkpoint(tmp_path / "checkpoint.pkl")
 
 
-def test_cli_train_and_resume(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KFAC_REF_DATA_DIR", str(tmp_path / "data"))
+@pytest.fixture(scope="module")
+def curves_dir(tmp_path_factory):
+    """A data directory shared by the tests that load the real (generated) CURVES set."""
+    return tmp_path_factory.mktemp("data")
+
+
+def test_cli_train_and_resume(tmp_path, monkeypatch, capsys, curves_dir):
+    monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
     args = ["train", "--dataset", "curves", "--layers", "784", "8", "3", "8", "784", "--n-train", "40",
             "--n-test", "20", "--m1", "20", "--k-full", "4", "--iters", "4", "--eval-every", "2",
             "--dtype", "float64", "--no-progress", "--out", str(tmp_path / "run")]
@@ -144,3 +150,49 @@ def test_cli_compare_prints_errors(capsys):
     assert cli_main(["compare", "--layers", "5", "4", "3", "3", "--cases", "30"]) == 0
     out = capsys.readouterr().out
     assert "F_hat" in out and "F_breve" in out
+
+
+def _load_figure_script(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "paper_figures"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(f"paper_figures_{name}", folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves_dir, capsys):
+    monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
+    fig = _load_figure_script("autoencoders")
+    argv = ["--quick", "--iters", "3", "--n-train", "64", "--sgd-lr", "0.01", "0.05", "--no-progress",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    assert fig.main(argv) == 0
+    stem = tmp_path / "fig" / "autoencoders_curves_quick"
+    for ext in ("png", "pdf"):
+        assert stem.with_suffix(f".{ext}").stat().st_size > 1000
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plotted = json.loads(stem.with_suffix(".json").read_text())["curves"]
+    args = fig.parse_args(argv)
+    for method in ("kfac-blockdiag", "kfac-tridiag"):
+        (cfg,) = fig.run_configs(args, "curves", method)
+        log = io.read_jsonl(fig.run_dir(args, cfg) / "log.jsonl")
+        assert plotted[method]["train_error"] == [r["train_error"] for r in log if "train_error" in r]
+        assert plotted[method]["iteration"] == [1, 3]
+    sgd_finals = {}
+    for cfg in fig.run_configs(args, "curves", "sgd-momentum"):
+        log = io.read_jsonl(fig.run_dir(args, cfg) / "log.jsonl")
+        sgd_finals[cfg.sgd_lr] = log[-1]["train_error"]
+    best = min(sgd_finals, key=sgd_finals.get)
+    assert plotted["sgd-momentum"]["sgd_lr"] == best
+    assert plotted["sgd-momentum"]["train_error"][-1] == sgd_finals[best]
+    # a second call reuses the finished runs: no training, same numbers
+    monkeypatch.setattr(fig, "run_experiment", lambda *a, **k: pytest.fail("finished run was retrained"))
+    assert fig.main(argv) == 0
+    assert json.loads(stem.with_suffix(".json").read_text())["curves"] == plotted

@@ -13,7 +13,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kfac_ref import MLP, get_backend
+from kfac_ref import MLP, get_backend, to_numpy
+from kfac_ref.backend import cupy_available
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
 from kfac_ref.fisher import approximate_fisher, exact_fisher
@@ -198,6 +199,51 @@ def test_inverse_recomputed_at_k_le_3_and_every_T3(small):
         W, st, info = opt.step(W, st, X, X, BE.rng(k))
         refreshed.append(info["refreshed"])
     assert refreshed == [1, 1, 1, 1, 0, 0, 0, 1, 0]
+
+
+# ------------------------------------------------------------------- dtypes, backends
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_float32_training_keeps_float32_and_agrees_with_float64(small, structure):
+    """Factorizations in float64 (``linalg_float64``), everything else float32: three steps agree
+    with the float64 run to float32 accuracy, and no array is promoted."""
+    mlp, W, X1, X2 = small
+    be32 = get_backend("numpy", "float32")
+    cfg = exact_config(structure)
+    runs = {}
+    for be in (BE, be32):
+        opt = KFAC(mlp, cfg, be)
+        Wk = [be.asarray(w) for w in W]
+        st = opt.init_state(Wk)
+        for k, X in enumerate((X1, X2, X1), start=1):
+            Xb = be.asarray(X)
+            Wk, st, _ = opt.step(Wk, st, Xb, Xb, be.rng(k))
+        runs[be.dtype] = (Wk, st)
+    W32, st32 = runs[be32.dtype]
+    arrays = W32 + st32.stats.arrays() + st32.delta
+    assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
+    assert rel(weights_to_theta(W32), weights_to_theta(runs[BE.dtype][0])) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_cupy_steps_match_numpy(small, structure):
+    """Two steps on the GPU equal the host's to 1e-9 (exact statistics: no random draws differ)."""
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    gpu = get_backend("cupy", "float64")
+    mlp, W, X1, X2 = small
+    cfg = exact_config(structure, tau2=1.0)
+    out = []
+    for be in (BE, gpu):
+        opt = KFAC(mlp, cfg, be)
+        Wk = [be.asarray(w) for w in W]
+        st = opt.init_state(Wk)
+        for k, X in enumerate((X1, X2), start=1):
+            Wk, st, info = opt.step(Wk, st, be.asarray(X), be.asarray(X), be.rng(k))
+        out.append((np.concatenate([to_numpy(w).ravel() for w in Wk]), opt.state_dict(st), info))
+    assert rel(out[1][0], out[0][0]) < 1e-9
+    assert out[1][2]["alpha"] == pytest.approx(out[0][2]["alpha"], rel=1e-9)
+    assert isinstance(out[1][1]["stats"]["A_diag"][0], np.ndarray)  # state_dict is host data
 
 
 # ----------------------------------------------------------------- checkpoint / resume
