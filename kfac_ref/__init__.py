@@ -8,7 +8,14 @@ Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
 * §2.2 exact Fisher, Fisher-vector products: :mod:`kfac_ref.fisher`
 * §3 Kronecker factors Ā, G and F̃: :mod:`kfac_ref.factors`
 * §4 F̆⁻¹, F̂⁻¹ (Ψ, Σ), Appendix B: :mod:`kfac_ref.inverse`
-* backends: :mod:`kfac_ref.backend`
+* §5 statistics: :mod:`kfac_ref.statistics`
+* §6 damping (π_i, γ, λ, ρ): :mod:`kfac_ref.damping`
+* §7 re-scaling and momentum (α, μ): :mod:`kfac_ref.rescale`
+* §8 the optimizer: :mod:`kfac_ref.optimizer`, options :mod:`kfac_ref.config`
+* §10 invariance to affine re-parametrization: :mod:`kfac_ref.reparam`
+* §13 experiments: :mod:`kfac_ref.experiments`, :mod:`kfac_ref.schedules`, :mod:`kfac_ref.sgd`,
+  data :mod:`kfac_ref.data`; dense comparisons for small nets: :mod:`kfac_ref.compare`
+* backends: :mod:`kfac_ref.backend`; edge I/O: :mod:`kfac_ref.io`, :mod:`kfac_ref.cli`
 """
 
 from .backend import Backend, get_array_module, get_backend, to_numpy

@@ -139,6 +139,16 @@ def require_finite_scalar(k: int, what: str, x: Any) -> float:
     return v
 
 
+def check_step_inputs(mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any) -> None:
+    """Shapes and finiteness of what a step receives; errors name iteration k."""
+    mlp.check_weights(weights)
+    require_finite(k, "the weights θ", weights)
+    try:
+        mlp.check_inputs(X, Y)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"iteration {k}: {exc}") from None
+
+
 class KFAC:
     """K-FAC (Algorithm 2) for an :class:`~kfac_ref.mlp.MLP`.
 
@@ -191,12 +201,7 @@ class KFAC:
         """
         cfg = self.config
         k = state.k + 1
-        self.mlp.check_weights(weights)
-        require_finite(k, "the weights θ", weights)
-        try:
-            self.mlp.check_inputs(X, Y)
-        except NonFiniteError as exc:
-            raise NonFiniteError(f"iteration {k}: {exc}") from None
+        check_step_inputs(self.mlp, k, weights, X, Y)
         n = X.shape[0]
 
         # 1. h(θ) and ∇h on the whole mini-batch, real targets, with ηθ.

@@ -18,9 +18,9 @@ from typing import Any
 
 from .backend import Backend, to_numpy
 from .config import SGDConfig
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError
 from .mlp import MLP
-from .optimizer import require_finite, require_finite_scalar
+from .optimizer import check_step_inputs, require_finite, require_finite_scalar
 from .rescale import inner
 from .schedules import sutskever_momentum
 
@@ -65,12 +65,7 @@ class SGDMomentum:
         """
         cfg = self.config
         k = state.k + 1
-        self.mlp.check_weights(weights)
-        require_finite(k, "the weights θ", weights)
-        try:
-            self.mlp.check_inputs(X, Y)
-        except NonFiniteError as exc:
-            raise NonFiniteError(f"iteration {k}: {exc}") from None
+        check_step_inputs(self.mlp, k, weights, X, Y)
         mu = momentum(k, cfg)
         v = state.velocity if state.velocity is not None else [self.backend.xp.zeros_like(W) for W in weights]
         at = [W + mu * u for W, u in zip(weights, v, strict=True)] if cfg.nesterov else list(weights)
