@@ -196,3 +196,26 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
     monkeypatch.setattr(fig, "run_experiment", lambda *a, **k: pytest.fail("finished run was retrained"))
     assert fig.main(argv) == 0
     assert json.loads(stem.with_suffix(".json").read_text())["curves"] == plotted
+
+
+def test_time_to_error_stops_at_the_first_crossing(tmp_path, monkeypatch, curves_dir):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_error.py"
+    spec = importlib.util.spec_from_file_location("time_to_error", path)
+    tte = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tte)
+    log = [{"iteration": 1, "time": 0.5, "train_error": 9.0}, {"iteration": 2, "time": 0.9},
+           {"iteration": 3, "time": 1.4, "train_error": 2.0}, {"iteration": 6, "time": 3.0, "train_error": 1.0}]
+    assert tte.first_crossing(log, 2.5)["iteration"] == 3
+    assert tte.first_crossing(log, 0.5) is None
+    monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
+    cfg = RunConfig(dataset="curves", method="kfac-blockdiag", iters=40, layers=[784, 8, 3, 8, 784],
+                    n_train=40, n_test=0, m1=20, k_full=4, eval_every=2, checkpoint_every=2, dtype="float64")
+    first = run_experiment(RunConfig(**{**cfg.to_json(), "iters": 6}), tmp_path / "probe", progress=False)
+    target = [r for r in first if "train_error" in r][-1]["train_error"]  # reached by iteration 6
+    row = tte.time_to_target(cfg, target, tmp_path / "run")
+    assert row["reached"] and row["iteration"] <= 6 and row["final_iteration"] <= 6
+    assert row["seconds"] == pytest.approx(
+        next(r["time"] for r in io.read_jsonl(tmp_path / "run" / "log.jsonl") if r["iteration"] == row["iteration"]))
