@@ -314,6 +314,18 @@ def partially_trained_network(s: Settings, natgrad_gamma: float = 0.01, eta: flo
 
 
 # --------------------------------------------------------------------- middle-layer matrices
+def prepare(description: str, argv: Sequence[str] | None) -> tuple[Settings, TrainedNet, float, float]:
+    """Parse the options, train (or load) the network: (settings, network, γ, start time).
+
+    γ is ``--gamma`` if given, else the damping K-FAC had at its last step (as in the paper).
+    """
+    use_agg()
+    s = resolve(base_parser(description).parse_args(argv))
+    t0 = time.perf_counter()
+    net = partially_trained_network(s)
+    return s, net, (s.gamma if s.gamma is not None else net.gamma), t0
+
+
 def middle_shapes(mlp: MLP) -> list[tuple[int, int]]:
     """Shapes of W_2..W_5, the layers shown in the figures."""
     return mlp.shapes[MIDDLE_FIRST : MIDDLE_FIRST + MIDDLE_COUNT]

@@ -134,12 +134,7 @@ def draw_figure3(M: common.MiddleMatrices, inverses: dict[str, np.ndarray], nums
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train (or load) the network, compute F, F̃, F̃⁻¹, draw Figures 2–3, write JSON and NPZ."""
-    common.use_agg()
-    parser = common.base_parser(__doc__.splitlines()[0])
-    s = common.resolve(parser.parse_args(argv))
-    t0 = time.perf_counter()
-    net = common.partially_trained_network(s)
-    gamma = s.gamma if s.gamma is not None else net.gamma
+    s, net, gamma, t0 = common.prepare(__doc__.splitlines()[0], argv)
     M = common.middle_matrices(net, gamma, names=("F_tilde",))
     inverses = {name: to_numpy(spd_inverse(M.damped[name], name)) for name in ("F_tilde", "F")}
     nums2 = figure2_numbers(M, s.vmax_quantile)

@@ -84,12 +84,7 @@ def draw_comparison(mats: dict[str, np.ndarray], nums: dict[str, Any], boundarie
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train (or load) the network, compute F, F̃, F̆, F̂ and inverses, draw Figures 5–6."""
-    common.use_agg()
-    parser = common.base_parser(__doc__.splitlines()[0])
-    s = common.resolve(parser.parse_args(argv))
-    t0 = time.perf_counter()
-    net = common.partially_trained_network(s)
-    gamma = s.gamma if s.gamma is not None else net.gamma
+    s, net, gamma, t0 = common.prepare(__doc__.splitlines()[0], argv)
     M = common.middle_matrices(net, gamma)
     inverses = {name: to_numpy(spd_inverse(mat, name)) for name, mat in M.damped.items()}
     nums5 = comparison_numbers(M.undamped, M.shapes, "F_tilde", "F")
