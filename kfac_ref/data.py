@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 DATA_DIR_ENV_VAR = "KFAC_REF_DATA_DIR"
 MIRRORS_ENV_VAR = "KFAC_REF_MNIST_MIRRORS"
 DATASET_NAMES = ("mnist", "curves", "faces")
+ORIGINS = ("original", "subset", "stand-in")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class Dataset:
     ``X_train: (n_train, d)``, ``X_test: (n_test, d)``; ``y_train`` / ``y_test`` are int64 labels
     of shape ``(n,)`` (MNIST) or ``None`` (the autoencoders' targets are the inputs).
     ``source`` says where the numbers came from (a file, or the generator and its seed).
+    ``origin`` is one of :data:`ORIGINS`: ``"original"`` (the files the paper used),
+    ``"subset"`` (part of the original, e.g. only the MNIST test split) or ``"stand-in"``
+    (generated here, not the paper's data). ``label`` is one line for logs, JSON and figure
+    panels that names the data set, its origin and the number of cases, e.g.
+    ``"MNIST test split only, 10,000 cases"``.
     """
 
     name: str
@@ -64,6 +70,8 @@ class Dataset:
     y_train: np.ndarray | None = None
     y_test: np.ndarray | None = None
     source: str = ""
+    origin: str = "original"
+    label: str = ""
 
 
 # --------------------------------------------------------------------------------------------
