@@ -36,6 +36,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k-full", type=int, default=500, help="iteration at which the batch is the whole set")
     p.add_argument("--sgd-lr", type=float, default=0.05, help="SGD learning rate")
     p.add_argument("--sgd-batch", type=int, default=None, help="SGD mini-batch (default 250 CURVES, 500 others)")
+    p.add_argument("--constants", choices=["code", "paper"], default="code",
+                   help="where the paper's text and the authors' released code differ (τ2), whose "
+                        "values to use: 'code' (τ2 = 1, as the published curves) or 'paper' (τ2 = 1/4)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop once the optimizer time reaches this many seconds (default: no limit)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--data-dir", default=None, help="data directory (default $KFAC_REF_DATA_DIR or the cache)")
     p.add_argument("--kfac", action="append", default=[], metavar="NAME=VALUE",
@@ -67,7 +72,8 @@ def _run_train(args: argparse.Namespace) -> int:
         backend=args.backend, dtype=args.dtype, eval_every=args.eval_every,
         layers=args.layers, n_train=args.n_train, n_test=args.n_test, m1=args.m1, k_full=args.k_full,
         sgd_lr=args.sgd_lr, sgd_batch=args.sgd_batch, checkpoint_every=args.checkpoint_every,
-        data_dir=args.data_dir, kfac=_parse_overrides(args.kfac),
+        data_dir=args.data_dir, kfac=_parse_overrides(args.kfac), constants=args.constants,
+        max_seconds=args.max_seconds,
     )
     records = run_experiment(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                              progress=not args.no_progress)

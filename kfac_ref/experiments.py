@@ -42,16 +42,19 @@ AUTOENCODERS: dict[str, dict[str, Any]] = {
         "layers": [784, 400, 200, 100, 50, 25, 6, 25, 50, 100, 200, 400, 784],
         "output": "bernoulli",
         "sgd_batch": 250,
+        "eta": 1e-5,  # §13
     },
     "mnist": {
         "layers": [784, 1000, 500, 250, 30, 250, 500, 1000, 784],
         "output": "bernoulli",
         "sgd_batch": 500,
+        "eta": 1e-5,  # §13
     },
     "faces": {
         "layers": [625, 2000, 1000, 500, 30, 500, 1000, 2000, 625],
         "output": "gaussian",
         "sgd_batch": 500,
+        "eta": 5e-6,  # [code] with the ½‖y − s‖² loss (spec §10: the paper's loss was scaled by 2)
     },
 }
 METHODS = ("kfac-blockdiag", "kfac-tridiag", "sgd-momentum")
@@ -70,7 +73,15 @@ def autoencoder(name: str, layers: Sequence[int] | None = None) -> MLP:
 
 @dataclass
 class RunConfig:
-    """Everything that determines a run; saved beside its log as ``config.json``."""
+    """Everything that determines a run; saved beside its log as ``config.json``.
+
+    The defaults are the released code's (spec §12), which produced the published curves:
+    ``constants="code"`` (τ2 = 1: exact-Fisher products on the whole mini-batch) and the sparse
+    initialization drawing its 15 indices with replacement. ``constants="paper"`` selects the
+    paper text's τ2 = 1/4; ``sparse_init_replace=False`` draws 15 distinct indices.
+    ``max_seconds`` stops a run once its optimizer time reaches it (the figures give SGD the
+    same wall time as the slowest K-FAC run); ``iters`` stays an upper bound.
+    """
 
     dataset: str = "curves"
     method: str = "kfac-tridiag"
@@ -92,6 +103,9 @@ class RunConfig:
     checkpoint_every: int = 50
     data_dir: str | None = None
     kfac: dict[str, Any] = field(default_factory=dict)  # KFACConfig overrides
+    constants: str = "code"  # KFACConfig.constants: the released code's τ2 = 1 (spec §12)
+    sparse_init_replace: bool = True  # [code]: 15 indices per unit drawn with replacement
+    max_seconds: float | None = None  # stop when the optimizer time reaches this
 
     def __post_init__(self) -> None:
         if self.dataset not in AUTOENCODERS:
@@ -108,19 +122,22 @@ class RunConfig:
     def same_run_as(self, other: RunConfig) -> bool:
         """True when ``other`` continues this run (everything equal except ``iters``)."""
         a, b = self.to_json(), other.to_json()
-        a.pop("iters"), b.pop("iters")
-        a.pop("backend"), b.pop("backend")
-        a.pop("data_dir"), b.pop("data_dir")
+        for key in ("iters", "backend", "data_dir", "max_seconds"):
+            a.pop(key, None), b.pop(key, None)
         return a == b
+
+    def is_done(self, iterations: int, seconds: float) -> bool:
+        """True when a run at ``iterations`` after ``seconds`` of optimizer time has finished."""
+        return iterations >= self.iters or (self.max_seconds is not None and seconds >= self.max_seconds)
 
 
 def make_optimizer(cfg: RunConfig, mlp: MLP, backend: Backend) -> KFAC | SGDMomentum:
-    """The optimizer object of ``cfg.method`` with the paper's defaults."""
-    eta = 1e-5  # ℓ2 weight cost of §13 for all three data sets
+    """The optimizer object of ``cfg.method`` with the experiments' defaults (spec §10, §12)."""
+    eta = AUTOENCODERS[cfg.dataset]["eta"]  # ℓ2 weight cost η of the data set
     if cfg.method == "sgd-momentum":
         return SGDMomentum(mlp, SGDConfig(lr=cfg.sgd_lr, mu_max=cfg.sgd_mu_max, eta=eta), backend)
     structure = "block_diagonal" if cfg.method == "kfac-blockdiag" else "block_tridiagonal"
-    options = {"eta": eta, **cfg.kfac, "structure": structure}
+    options = {"eta": eta, "constants": cfg.constants, **cfg.kfac, "structure": structure}
     return KFAC(mlp, KFACConfig(**options), backend)
 
 
@@ -190,14 +207,23 @@ def _evaluate(cfg: RunConfig, mlp: MLP, st: RunState, X_train: Any, X_test: Any)
     return out
 
 
-def load_run_data(cfg: RunConfig, backend: Backend) -> tuple[Any, Any]:
-    """Training and test inputs of ``cfg.dataset`` on the backend (first n_train / n_test rows)."""
+def describe_data(label: str, origin: str, n_train: int, n_total: int) -> dict[str, Any]:
+    """What a run trained on, for its log and figure: the data set's label and origin, and the
+    number of training cases used (with "first N of M" when it is a subset of the set)."""
+    used = f"{label}; first {n_train:,} of {n_total:,} training cases" if n_train < n_total else label
+    return {"data": used, "data_origin": origin, "n_train_used": n_train}
+
+
+def load_run_data(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, dict[str, Any]]:
+    """Training and test inputs of ``cfg.dataset`` on the backend (first n_train / n_test rows),
+    and :func:`describe_data` of them."""
     from .data import load_dataset
 
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     X_train = ds.X_train[: cfg.n_train] if cfg.n_train else ds.X_train
     X_test = ds.X_test[: cfg.n_test] if cfg.n_test is not None else ds.X_test
-    return backend.asarray(X_train), backend.asarray(X_test)
+    info = describe_data(ds.label or ds.source, ds.origin, X_train.shape[0], ds.X_train.shape[0])
+    return backend.asarray(X_train), backend.asarray(X_test), info
 
 
 def run_experiment(
@@ -207,6 +233,8 @@ def run_experiment(
     overwrite: bool = False,
     progress: bool = True,
     data: tuple[Any, Any] | None = None,
+    init_weights: Sequence[Any] | None = None,
+    data_label: str = "data passed by the caller",
 ) -> list[dict[str, Any]]:
     """Train ``cfg.method`` on ``cfg.dataset``; write ``config.json``, ``log.jsonl``,
     ``checkpoint.pkl`` and, when finished, ``result.json`` under ``out_dir``. Returns the log.
@@ -215,6 +243,8 @@ def run_experiment(
         resume: continue from ``out_dir/checkpoint.pkl`` (same configuration; ``iters`` may grow).
         overwrite: start afresh even if ``out_dir`` holds a run.
         data: (X_train, X_test) host or backend arrays, instead of loading ``cfg.dataset``.
+        init_weights: θ₀ (e.g. a fixture's), instead of the sparse initialization from the seed.
+        data_label: how the log names ``data`` when it is given.
     """
     from tqdm.auto import tqdm
 
@@ -225,9 +255,10 @@ def run_experiment(
     backend = get_backend(cfg.backend, cfg.dtype)
     mlp = autoencoder(cfg.dataset, cfg.layers)
     if data is None:
-        X_train, X_test = load_run_data(cfg, backend)
+        X_train, X_test, data_info = load_run_data(cfg, backend)
     else:
         X_train, X_test = (backend.asarray(d) if d is not None else None for d in data)
+        data_info = describe_data(data_label, "given", X_train.shape[0], X_train.shape[0])
     mlp.check_inputs(X_train)
     opt = make_optimizer(cfg, mlp, backend)
 
@@ -239,14 +270,18 @@ def run_experiment(
         st = _restore(payload, opt, backend)
         log.info("resuming %s at iteration %d", out, st.k)
     else:
-        weights = mlp.init_sparse(cfg.seed, backend)
+        if init_weights is None:
+            weights = mlp.init_sparse(cfg.seed, backend, replace=cfg.sparse_init_replace)
+        else:
+            mlp.check_weights([backend.asarray(W) for W in init_weights])
+            weights = [backend.asarray(W) for W in init_weights]
         st = RunState(0, weights, [W.copy() for W in weights], opt.init_state(weights), 0.0, [])
     io.write_text_atomic(out / "config.json", json.dumps(cfg.to_json(), indent=2))
 
     n = X_train.shape[0]
     bar = tqdm(total=cfg.iters, initial=st.k, disable=not progress, desc=f"{cfg.dataset}/{cfg.method}")
     try:
-        while st.k < cfg.iters:
+        while not cfg.is_done(st.k, st.elapsed):
             k = st.k + 1
             m = batch_size(cfg, k, n)
             idx = numpy.random.default_rng([cfg.seed, k]).choice(n, size=m, replace=False)
@@ -260,12 +295,15 @@ def run_experiment(
             st = RunState(k, weights, average, opt_state, elapsed, st.records)
             record = {"iteration": k, "time": elapsed, **{key: _scalar(v) for key, v in info.items()}}
             record["iteration"], record["batch_size"] = k, m
-            if k % cfg.eval_every == 0 or k == cfg.iters or k == 1:
+            if k == 1:
+                record.update(data_info)
+            done = cfg.is_done(k, elapsed)
+            if k % cfg.eval_every == 0 or done or k == 1:
                 record.update(_evaluate(cfg, mlp, st, X_train, X_test))
                 bar.set_postfix(train_error=f"{record['train_error']:.4g}")
             st.records.append(record)
             bar.update(1)
-            if k % cfg.checkpoint_every == 0 or k == cfg.iters:
+            if k % cfg.checkpoint_every == 0 or done:
                 io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st))
                 io.write_jsonl_atomic(log_path, st.records)
     except KFACError:
@@ -277,7 +315,7 @@ def run_experiment(
     final = next(r for r in reversed(st.records) if "train_error" in r)
     io.write_text_atomic(
         out / "result.json",
-        json.dumps({"config": cfg.to_json(), "iterations": st.k, "time": st.elapsed, **{
+        json.dumps({"config": cfg.to_json(), "iterations": st.k, "time": st.elapsed, **data_info, **{
             k: final[k] for k in ("train_error", "train_error_raw", "train_error_avg", "test_error") if k in final
         }}, indent=2),
     )
@@ -299,6 +337,11 @@ def finished_log(cfg: RunConfig, out_dir: str | Path) -> list[dict[str, Any]] | 
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     saved = RunConfig(**result["config"])
-    if not saved.same_run_as(cfg) or result["iterations"] < cfg.iters:
+    if not saved.same_run_as(cfg) or not cfg.is_done(result["iterations"], result["time"]):
         return None
-    return [r for r in io.read_jsonl(out / "log.jsonl") if r["iteration"] <= cfg.iters]
+    records = io.read_jsonl(out / "log.jsonl")
+    if cfg.max_seconds is not None:
+        over = [r["iteration"] for r in records if r["time"] >= cfg.max_seconds]
+        last = min(over) if over else records[-1]["iteration"]
+        return [r for r in records if r["iteration"] <= min(last, cfg.iters)]
+    return [r for r in records if r["iteration"] <= cfg.iters]

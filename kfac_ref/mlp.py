@@ -139,13 +139,22 @@ class MLP:
 
     # ------------------------------------------------------------ initialization
     def init_sparse(
-        self, seed: int | None = 0, backend: Backend | None = None, n_nonzero: int = 15, scale: float = 1.0
+        self,
+        seed: int | None = 0,
+        backend: Backend | None = None,
+        n_nonzero: int = 15,
+        scale: float = 1.0,
+        replace: bool = True,
     ) -> list[Any]:
         """Sparse initialization of Martens (2010), as in the paper's experiments (§13).
 
-        Each unit gets ``n_nonzero`` (15 in the authors' code) incoming weights drawn from
-        N(0, scale²), the rest zero; biases are zero. Drawn on the host with ``seed`` so NumPy and
-        CuPy start from identical weights.
+        Each unit draws ``n_nonzero`` (15 in the authors' code) input indices and sets each to an
+        N(0, scale²) draw; the rest of its weights and its bias are zero. ``replace=True`` draws
+        the indices uniformly **with replacement**, as the released code does (spec §12), so a
+        unit may get fewer distinct nonzero weights (on average about 11.4 of 25 inputs, 5.6 of
+        6) and a repeated index keeps its last draw; ``replace=False`` draws ``min(n_nonzero,
+        d_{i-1})`` distinct indices. Drawn on the host with ``seed`` so NumPy and CuPy start from
+        identical weights.
         """
         backend = backend or get_backend()
         rng = numpy.random.default_rng(seed)
@@ -153,9 +162,9 @@ class MLP:
         for d_out, d_in1 in self.shapes:
             d_in = d_in1 - 1
             W = numpy.zeros((d_out, d_in1))
-            k = min(n_nonzero, d_in)
+            k = n_nonzero if replace else min(n_nonzero, d_in)
             for r in range(d_out):
-                cols = rng.choice(d_in, size=k, replace=False)
+                cols = rng.integers(0, d_in, size=k) if replace else rng.choice(d_in, size=k, replace=False)
                 W[r, cols] = scale * rng.standard_normal(k)
             weights.append(backend.asarray(W))
         return weights

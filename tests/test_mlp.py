@@ -153,15 +153,30 @@ def test_jvp_matches_finite_differences(make_net, oracle):
 
 
 # ------------------------------------------------------------------ initialization (§13)
-def test_sparse_initialization():
+def test_sparse_initialization_without_replacement():
     mlp = MLP((30, 20, 4), "logistic", "bernoulli")
-    weights = mlp.init_sparse(seed=1)
+    weights = mlp.init_sparse(seed=1, replace=False)
     for W, (d_out, d_in1) in zip(weights, mlp.shapes, strict=True):
         assert W.shape == (d_out, d_in1)
         assert (W[:, -1] == 0).all(), "biases start at zero"
         nnz = (W[:, :-1] != 0).sum(axis=1)
         assert (nnz == min(15, d_in1 - 1)).all()
-    np.testing.assert_array_equal(weights[0], mlp.init_sparse(seed=1)[0])
+    np.testing.assert_array_equal(weights[0], mlp.init_sparse(seed=1, replace=False)[0])
+
+
+def test_sparse_initialization_with_replacement_as_the_code():
+    """15 indices drawn with replacement (spec §12): E[distinct of d] = d (1 − (1 − 1/d)^15)."""
+    mlp = MLP((25, 2000, 6, 2000), ["logistic", "linear"], "bernoulli")
+    weights = mlp.init_sparse(seed=3)  # the default follows the released code
+    for W, d, expected in zip(weights[::2], (25, 6), (11.45, 5.61), strict=True):
+        nnz = (W[:, :-1] != 0).sum(axis=1)
+        assert (W[:, -1] == 0).all() and (nnz <= min(15, d)).all()
+        exact = d * (1 - (1 - 1 / d) ** 15)
+        assert abs(exact - expected) < 0.01
+        # 2000 units: the mean count's standard error is below 0.04
+        assert abs(nnz.mean() - exact) < 5 * nnz.std() / np.sqrt(len(nnz))
+    np.testing.assert_array_equal(weights[1], mlp.init_sparse(seed=3)[1])
+    assert not np.array_equal(weights[0], mlp.init_sparse(seed=3, replace=False)[0])
 
 
 def test_gaussian_initialization_scale():
