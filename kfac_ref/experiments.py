@@ -214,6 +214,15 @@ def describe_data(label: str, origin: str, n_train: int, n_total: int) -> dict[s
     return {"data": used, "data_origin": origin, "n_train_used": n_train}
 
 
+def run_data_info(cfg: RunConfig) -> dict[str, Any]:
+    """:func:`describe_data` of what ``cfg`` would train on (loads the data set, no training)."""
+    from .data import load_dataset
+
+    ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
+    n = min(cfg.n_train, ds.X_train.shape[0]) if cfg.n_train else ds.X_train.shape[0]
+    return describe_data(ds.label or ds.name.upper(), ds.origin, n, ds.X_train.shape[0])
+
+
 def load_run_data(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, dict[str, Any]]:
     """Training and test inputs of ``cfg.dataset`` on the backend (first n_train / n_test rows),
     and :func:`describe_data` of them."""
@@ -222,7 +231,7 @@ def load_run_data(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, dict[str,
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     X_train = ds.X_train[: cfg.n_train] if cfg.n_train else ds.X_train
     X_test = ds.X_test[: cfg.n_test] if cfg.n_test is not None else ds.X_test
-    info = describe_data(ds.label or ds.source, ds.origin, X_train.shape[0], ds.X_train.shape[0])
+    info = describe_data(ds.label or ds.name.upper(), ds.origin, X_train.shape[0], ds.X_train.shape[0])
     return backend.asarray(X_train), backend.asarray(X_test), info
 
 

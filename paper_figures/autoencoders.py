@@ -1,22 +1,38 @@
-"""The deep-autoencoder figure of the paper (arXiv §13, Figs. 10–11; spec §10, §12).
+"""The deep-autoencoder figures of the paper (arXiv §13, Figs. 10–11; spec §10, §12).
 
-Training error (squared reconstruction error per case, minimum of the averaged and raw
-iterates) against iterations and against seconds, log scale, for K-FAC block-diagonal, K-FAC
-block-tridiagonal (both with momentum, §7) and SGD with Nesterov momentum (the Sutskever et al.
-2013 schedule, learning rate picked from a small grid), one pair of panels per data set.
+Training error (squared reconstruction error per case, summed over pixels; the minimum of the
+averaged and raw iterates, as the released code reports) against iterations and against optimizer
+seconds, log scale, for K-FAC block-diagonal (F̆) and block-tridiagonal (F̂), both with momentum
+(§7), and SGD with Nesterov momentum (the Sutskever et al. 2013 schedule), one pair of panels per
+data set. The settings are the authors' released code's (``constants="code"``: τ2 = 1, sparse
+initialization with replacement, m₁ = 1000 growing to the whole training set at k = 500);
+``--constants paper`` gives the paper text's τ2 = 1/4.
 
-Each run is done by :func:`kfac_ref.experiments.run_experiment` in ``--runs DIR/<data>/<method>``;
-a finished run with the same settings is reused, an unfinished one is resumed. The figure is
-drawn only from the runs' logs.
+SGD's learning rate is tuned on a short grid (each rate trained for ``--sgd-tune-iters``
+iterations; the lowest training error wins) and the winner then trains for the same optimizer
+time as the slowest K-FAC run, so the time panel compares equal budgets as the paper does.
 
-    python paper_figures/autoencoders.py --quick                 # CURVES, minutes on a laptop CPU
-    python paper_figures/autoencoders.py --datasets curves mnist faces --backend cupy   # full (GPU)
+Where the authors published a run on the original data (``reference/``: their released code's
+logs for CURVES, MNIST, FACES), its training error is drawn dashed on the iterations panel and
+labelled as theirs: it used the original data set and the paper's schedule, so it lines up with
+ours only when we train on the same data (see each panel's data label).
+
+Each run is done by :func:`kfac_ref.experiments.run_experiment` under ``--runs``; a finished run
+with the same settings and the same data is reused, an unfinished one is resumed (both are said),
+and the figure is drawn only from the runs' logs.
+
+    python paper_figures/autoencoders.py --quick                    # CURVES, 2000 cases, minutes
+    python paper_figures/autoencoders.py                            # CURVES, 20,000 cases (hours on a CPU)
+    python paper_figures/autoencoders.py --datasets mnist --data-dir DIR   # MNIST (60k, or the 10k test split)
+    python paper_figures/autoencoders.py --datasets curves mnist faces --backend cupy   # all, on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,71 +45,106 @@ import matplotlib.pyplot as plt  # noqa: E402
 from _common import save_figure  # noqa: E402
 
 from kfac_ref import io  # noqa: E402
-from kfac_ref.experiments import METHODS, RunConfig, finished_log, run_experiment  # noqa: E402
+from kfac_ref.errors import NonFiniteError  # noqa: E402
+from kfac_ref.experiments import (  # noqa: E402
+    METHODS,
+    RunConfig,
+    finished_log,
+    run_data_info,
+    run_experiment,
+)
 
 LABELS = {
-    "kfac-blockdiag": "K-FAC (block-diagonal)",
-    "kfac-tridiag": "K-FAC (block-tridiagonal)",
+    "kfac-blockdiag": "K-FAC (block-diagonal F̆)",
+    "kfac-tridiag": "K-FAC (block-tridiagonal F̂)",
     "sgd-momentum": "SGD + Nesterov momentum",
 }
-STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2--"}
+STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2-"}
+REFERENCE = Path(__file__).resolve().parent / "reference"
+REFERENCE_FILES = {d: REFERENCE / f"kfac3_{d}_trace.csv" for d in ("curves", "mnist", "faces")}
 
-#: --quick: a subset of the training set and a schedule that reaches it sooner; same code.
-QUICK = {"n_train": 2000, "n_test": 1000, "m1": 250, "k_full": 100, "iters": 500, "eval_every": 10}
+#: --quick: 2000 training cases and a schedule that reaches them at k = 100 (the fidelity
+#: fixture's problem), 300 iterations; the same code and constants as the full figure.
+QUICK = {"n_train": 2000, "n_test": 1000, "m1": 250, "k_full": 100, "iters": 300, "eval_every": 10}
+FULL = {"iters": 1000, "eval_every": 25}
 #: SGD learning-rate grid per data set (the paper tuned it; spec §12).
 SGD_LR_GRID = {"curves": [0.02, 0.05, 0.1], "mnist": [0.01, 0.02, 0.05], "faces": [0.001, 0.002, 0.005]}
+SGD_TUNE_ITERS = {"quick": 150, "full": 1000}
+SGD_MAX_ITERS = 10**7  # SGD stops on its time budget, not on an iteration count
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["curves"], choices=["curves", "mnist", "faces"])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--quick", action="store_true", help=f"small settings for a CPU: {QUICK}")
-    p.add_argument("--iters", type=int, default=None, help="iterations per run (default 1000; quick 500)")
-    p.add_argument("--n-train", type=int, default=None, help="first N training cases only")
-    p.add_argument("--sgd-lr", type=float, nargs="+", default=None, help="SGD learning-rate grid")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--datasets", nargs="+", default=["curves"], choices=["curves", "mnist", "faces"],
+                   help="data sets, one row of panels each (default: curves)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                   help="methods to train and plot (default: all three)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"small settings for a laptop CPU: {QUICK} (default: the full settings {FULL})")
+    p.add_argument("--iters", type=int, default=None, help="K-FAC iterations (default 1000; quick 300)")
+    p.add_argument("--n-train", type=int, default=None, help="first N training cases only (default: all)")
+    p.add_argument("--constants", choices=["code", "paper"], default="code",
+                   help="'code': the released code's τ2 = 1 (the published curves); 'paper': τ2 = 1/4")
+    p.add_argument("--sgd-lr", type=float, nargs="+", default=None,
+                   help="SGD learning-rate grid (default per data set: " + str(SGD_LR_GRID) + ")")
+    p.add_argument("--sgd-tune-iters", type=int, default=None,
+                   help="iterations of each SGD grid run (default 1000; quick 150)")
+    p.add_argument("--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                   help="array backend (default: $KFAC_REF_BACKEND or numpy)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="training precision")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $KFAC_REF_DATA_DIR or the cache)")
     p.add_argument("--runs", default="runs", help="directory of the training runs (reused when finished)")
     p.add_argument("--out", default="figures_out", help="directory for the figure files")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-reference", action="store_true", help="do not draw the authors' published run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
-def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[RunConfig]:
-    """The runs behind one curve: one config, or one per SGD learning rate of the grid."""
-    base: dict[str, Any] = {"iters": 1000, "eval_every": 25}
-    if args.quick:
-        base.update(QUICK)
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings shared by every method (before the per-method ones)."""
+    base: dict[str, Any] = dict(QUICK if args.quick else FULL)
     if args.iters is not None:
         base["iters"] = args.iters
     if args.n_train is not None:
         base["n_train"] = args.n_train
-    common = dict(dataset=dataset, method=method, seed=args.seed, backend=args.backend,
-                  dtype=args.dtype, data_dir=args.data_dir, **base)
+    return base
+
+
+def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[RunConfig]:
+    """The runs behind one curve: one config, or one per SGD learning rate of the grid (the
+    tuning runs: ``--sgd-tune-iters`` iterations each)."""
+    base = settings(args)
+    common = dict(dataset=dataset, method=method, seed=args.seed, backend=args.backend, dtype=args.dtype,
+                  data_dir=args.data_dir, constants=args.constants, **base)
     if method != "sgd-momentum":
         return [RunConfig(**common)]
+    common["iters"] = args.sgd_tune_iters or SGD_TUNE_ITERS["quick" if args.quick else "full"]
     grid = args.sgd_lr or SGD_LR_GRID[dataset]
     return [RunConfig(sgd_lr=lr, **common) for lr in grid]
 
 
 def run_dir(args: argparse.Namespace, cfg: RunConfig) -> Path:
-    tag = "quick" if args.quick else "full"
+    tag = ("quick" if args.quick else "full") + ("" if cfg.constants == "code" else f"-{cfg.constants}")
     name = cfg.method if cfg.method != "sgd-momentum" else f"{cfg.method}-lr{cfg.sgd_lr:g}"
     return Path(args.runs) / f"{cfg.dataset}-{tag}-n{cfg.n_train or 'all'}-s{cfg.seed}" / name
 
 
-def get_log(args: argparse.Namespace, cfg: RunConfig) -> list[dict[str, Any]]:
-    """A finished run's log, running (or resuming) it first if needed."""
+def _same_data(records: list[dict[str, Any]], data: dict[str, Any]) -> bool:
+    return bool(records) and records[0].get("data") == data["data"]
+
+
+def get_log(args: argparse.Namespace, cfg: RunConfig, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finished run's log: reused when its settings and data match, else trained (or resumed)."""
     out = run_dir(args, cfg)
     records = finished_log(cfg, out)
-    if records is None:
-        resume = (out / "checkpoint.pkl").exists()
-        run_experiment(cfg, out, resume=resume, overwrite=not resume, progress=not args.no_progress)
-        records = finished_log(cfg, out)
-    return records
+    if records is not None and _same_data(records, data):
+        print(f"  reusing {out} ({records[-1]['iteration']} iterations, {records[-1]['time']:.0f} s)")
+        return records
+    resume = (out / "checkpoint.pkl").exists() and _same_data(io.read_jsonl(out / "log.jsonl"), data)
+    print(f"  {'resuming' if resume else 'training'} {out}")
+    run_experiment(cfg, out, resume=resume, overwrite=not resume, progress=not args.no_progress)
+    return finished_log(cfg, out)
 
 
 def curve(records: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -106,38 +157,87 @@ def curve(records: list[dict[str, Any]]) -> dict[str, list[float]]:
     }
 
 
+def tune_sgd(args: argparse.Namespace, dataset: str, data: dict[str, Any]) -> tuple[RunConfig, dict[float, float]]:
+    """The grid's runs and the learning rate with the lowest final training error (a rate that
+    diverges scores ∞)."""
+    finals: dict[float, float] = {}
+    for cfg in run_configs(args, dataset, "sgd-momentum"):
+        try:
+            finals[cfg.sgd_lr] = curve(get_log(args, cfg, data))["train_error"][-1]
+        except NonFiniteError as exc:
+            print(f"  SGD lr {cfg.sgd_lr:g} diverged ({exc}); scored as ∞")
+            finals[cfg.sgd_lr] = math.inf
+    best = min(finals, key=lambda lr: finals[lr])
+    (cfg,) = [c for c in run_configs(args, dataset, "sgd-momentum") if c.sgd_lr == best]
+    return cfg, finals
+
+
 def collect(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """For each data set and method the plotted curve (best SGD learning rate by final error)."""
-    data: dict[str, dict[str, Any]] = {}
+    """For each data set: its data label, the settings, and the plotted curve of each method."""
+    out: dict[str, dict[str, Any]] = {}
     for dataset in args.datasets:
-        data[dataset] = {}
-        for method in args.methods:
-            best = None
-            for cfg in run_configs(args, dataset, method):
-                c = curve(get_log(args, cfg))
-                c["sgd_lr"] = cfg.sgd_lr if method == "sgd-momentum" else None
-                if best is None or c["train_error"][-1] < best["train_error"][-1]:
-                    best = c
-            data[dataset][method] = best
-    return data
+        kfac_methods = [m for m in args.methods if m != "sgd-momentum"]
+        probe = run_configs(args, dataset, kfac_methods[0] if kfac_methods else "sgd-momentum")[0]
+        data = run_data_info(probe)
+        print(f"{dataset}: {data['data']}")
+        curves: dict[str, Any] = {}
+        for method in kfac_methods:
+            (cfg,) = run_configs(args, dataset, method)
+            curves[method] = curve(get_log(args, cfg, data))
+        if "sgd-momentum" in args.methods:
+            cfg, finals = tune_sgd(args, dataset, data)
+            budget = max((c["time"][-1] for c in curves.values()), default=None)
+            if budget is not None:  # the same optimizer time as the slowest K-FAC run
+                cfg = RunConfig(**{**cfg.to_json(), "iters": SGD_MAX_ITERS, "max_seconds": budget})
+            c = curve(get_log(args, cfg, data))
+            c.update(sgd_lr=cfg.sgd_lr, sgd_grid=finals, sgd_budget_seconds=budget)
+            curves["sgd-momentum"] = c
+        out[dataset] = {**data, "settings": settings(args), "constants": args.constants, "curves": curves}
+    return out
 
 
-def draw(data: dict[str, dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
-    """Two panels per data set (error vs iterations, vs seconds); PNG + PDF, written atomically."""
+def reference_trace(dataset: str) -> dict[str, list[float]] | None:
+    """The authors' published run on the original data (raw iterate), or None."""
+    path = REFERENCE_FILES.get(dataset)
+    if path is None or not path.is_file():
+        return None
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    return {"iteration": [int(r["iter"]) for r in rows], "train_error": [float(r["train_err"]) for r in rows]}
+
+
+def settings_text(args: argparse.Namespace, entry: dict[str, Any]) -> str:
+    s = entry["settings"]
+    kind = "quick settings" if args.quick else "paper settings"
+    m1 = s.get("m1", 1000)
+    k_full = s.get("k_full", 500)
+    tau2 = "τ2 = 1 (code)" if entry["constants"] == "code" else "τ2 = 1/4 (paper text)"
+    return f"{kind}: m₁ = {m1} → all at k = {k_full}, {tau2}"
+
+
+def draw(args: argparse.Namespace, data: dict[str, dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
+    """Two panels per data set (error vs iterations, vs optimizer seconds); PNG + PDF."""
     n = len(data)
-    fig, axes = plt.subplots(n, 2, figsize=(10, 3.6 * n), squeeze=False)
-    for row, (dataset, curves) in enumerate(data.items()):
+    fig, axes = plt.subplots(n, 2, figsize=(12, 4.4 * n), squeeze=False)
+    for row, (dataset, entry) in enumerate(data.items()):
+        ref = None if args.no_reference else reference_trace(dataset)
         for col, xkey in enumerate(("iteration", "time")):
             ax = axes[row, col]
-            for method, c in curves.items():
-                label = LABELS[method] + (f" (lr {c['sgd_lr']:g})" if c.get("sgd_lr") else "")
+            for method, c in entry["curves"].items():
+                label = LABELS[method]
+                if method == "sgd-momentum":
+                    label += f" (lr {c['sgd_lr']:g}, best of {sorted(c['sgd_grid'])})"
                 ax.plot(c[xkey], c["train_error"], STYLES[method], label=label, lw=1.5)
+            if xkey == "iteration" and ref is not None:
+                ax.plot(ref["iteration"], ref["train_error"], "k--", lw=1.2,
+                        label=f"authors' code (F̂), original {dataset.upper()} data, published run")
+                ax.set_xlim(0, max(max(c["iteration"]) for c in entry["curves"].values()) * 1.02)
             ax.set_yscale("log")
-            ax.set_xlabel("iterations" if xkey == "iteration" else "seconds")
-            ax.set_ylabel("training error")
-            ax.set_title(f"{dataset.upper()}: error vs {'iterations' if xkey == 'iteration' else 'time'}")
+            ax.set_xlabel("iterations" if xkey == "iteration" else "optimizer seconds")
+            ax.set_ylabel("training error (squared error per case)")
+            ax.set_title(f"{dataset.upper()}: {entry['data']}\n{settings_text(args, entry)}", fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
-        axes[row, 0].legend(fontsize=8)
+        axes[row, 0].legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, out_dir, stem, dpi=120)
 
@@ -147,12 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = collect(args)
     out_dir = Path(args.out)
     stem = "autoencoders_" + "_".join(args.datasets) + ("_quick" if args.quick else "")
-    paths = draw(data, out_dir, stem)
+    if args.constants != "code":
+        stem += f"_{args.constants}"
+    paths = draw(args, data, out_dir, stem)
     io.write_text_atomic(out_dir / f"{stem}.json", json.dumps(data, indent=1))
-    for dataset, curves in data.items():
-        for method, c in curves.items():
+    for dataset, entry in data.items():
+        for method, c in entry["curves"].items():
             print(f"{dataset:7s} {method:15s} final training error {c['train_error'][-1]:.4f} "
-                  f"after {c['iteration'][-1]} iterations, {c['time'][-1]:.1f} s")
+                  f"after {c['iteration'][-1]} iterations, {c['time'][-1]:.1f} optimizer s")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -171,31 +171,43 @@ def _load_figure_script(name):
 def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves_dir, capsys):
     monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
     fig = _load_figure_script("autoencoders")
-    argv = ["--quick", "--iters", "3", "--n-train", "64", "--sgd-lr", "0.01", "0.05", "--no-progress",
-            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    argv = ["--quick", "--iters", "3", "--n-train", "64", "--sgd-lr", "0.01", "0.05", "--sgd-tune-iters", "2",
+            "--methods", "kfac-blockdiag", "sgd-momentum",
+            "--no-progress", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
     assert fig.main(argv) == 0
     stem = tmp_path / "fig" / "autoencoders_curves_quick"
     for ext in ("png", "pdf"):
         assert stem.with_suffix(f".{ext}").stat().st_size > 1000
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    plotted = json.loads(stem.with_suffix(".json").read_text())["curves"]
+    entry = json.loads(stem.with_suffix(".json").read_text())["curves"]
+    plotted = entry["curves"]
+    assert "first 64 of" in entry["data"] and entry["constants"] == "code"
     args = fig.parse_args(argv)
-    for method in ("kfac-blockdiag", "kfac-tridiag"):
+    kfac_times = []
+    for method in ("kfac-blockdiag",):
         (cfg,) = fig.run_configs(args, "curves", method)
+        assert cfg.constants == "code" and cfg.sparse_init_replace
         log = io.read_jsonl(fig.run_dir(args, cfg) / "log.jsonl")
+        assert log[0]["data"] == entry["data"], (log[0], entry["data"])
         assert plotted[method]["train_error"] == [r["train_error"] for r in log if "train_error" in r]
         assert plotted[method]["iteration"] == [1, 3]
-    sgd_finals = {}
+        kfac_times.append(log[-1]["time"])
+    tuned = {}
     for cfg in fig.run_configs(args, "curves", "sgd-momentum"):
         log = io.read_jsonl(fig.run_dir(args, cfg) / "log.jsonl")
-        sgd_finals[cfg.sgd_lr] = log[-1]["train_error"]
-    best = min(sgd_finals, key=sgd_finals.get)
-    assert plotted["sgd-momentum"]["sgd_lr"] == best
-    assert plotted["sgd-momentum"]["train_error"][-1] == sgd_finals[best]
+        tuned[cfg.sgd_lr] = next(r["train_error"] for r in log if r["iteration"] == 2)
+    best = min(tuned, key=tuned.get)
+    sgd = plotted["sgd-momentum"]
+    assert sgd["sgd_lr"] == best and sgd["sgd_grid"] == {str(k): v for k, v in tuned.items()}
+    # SGD gets the optimizer time of the slowest K-FAC run: it stops at the first iteration past it
+    assert sgd["sgd_budget_seconds"] == max(kfac_times)
+    assert sgd["time"][-1] >= max(kfac_times)
+    assert all(t < max(kfac_times) for t in sgd["time"][:-1])
     # a second call reuses the finished runs: no training, same numbers
     monkeypatch.setattr(fig, "run_experiment", lambda *a, **k: pytest.fail("finished run was retrained"))
     assert fig.main(argv) == 0
-    assert json.loads(stem.with_suffix(".json").read_text())["curves"] == plotted
+    assert json.loads(stem.with_suffix(".json").read_text())["curves"]["curves"] == plotted
+    assert "reusing" in capsys.readouterr().out
 
 
 def test_time_to_error_stops_at_the_first_crossing(tmp_path, monkeypatch, curves_dir):
