@@ -65,7 +65,9 @@ def test_training_error_within_the_authors_noise(runs, k, expected, tol):
 
 
 def test_band_and_printed_equality_helpers():
-    lo, hi = fid.band(500)
-    assert math.isclose(lo, 0.0199 - 0.0008) and math.isclose(hi, 0.0207 + 0.0008)
+    lo, hi = fid.band(500)  # 0.0203 ± 3 · 0.0008/√2
+    assert math.isclose(lo, 0.0203 - 0.0024 / math.sqrt(2)) and math.isclose(hi, 0.0203 + 0.0024 / math.sqrt(2))
+    lo, hi = fid.band(50)  # both runs 36.52: ± 5 %
+    assert math.isclose(lo, 0.95 * 36.52) and math.isclose(hi, 1.05 * 36.52)
     assert fid.band(11) is None
     assert fid.same_printed(116.0671, 116.06712) and not fid.same_printed(116.0671, 116.08)
