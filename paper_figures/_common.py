@@ -113,6 +113,7 @@ class Settings:
     formats: tuple[str, ...] = ("png", "pdf")
     overwrite: bool = False
     progress: bool = True
+    init: str = "gaussian"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -169,6 +170,9 @@ def base_parser(description: str, default_scale: str = "linear") -> argparse.Arg
     p.add_argument("--trainer", choices=["auto", "kfac", "natgrad"], default="auto",
                    help="kfac: kfac_ref.optimizer.KFAC in batch mode; natgrad: damped F̆⁻¹ steps "
                         "with fixed γ (a small trainer for tests); auto: kfac")
+    p.add_argument("--init", choices=["gaussian", "sparse"], default="gaussian",
+                   help="initial weights: dense N(0, 1/fan_in), or the sparse initialization of the "
+                        "authors' code (15 nonzero N(0, 1) inputs per unit, §13)")
     p.add_argument("--weights", default=None,
                    help="use the weights saved in this .npz (by either script) instead of training")
     p.add_argument("--scale", choices=["linear", "log"], default=default_scale,
@@ -212,6 +216,7 @@ def resolve(args: argparse.Namespace, extra: Sequence[str] = ()) -> Settings:
         formats=tuple(dict.fromkeys(args.formats)),
         overwrite=bool(args.overwrite),
         progress=not args.no_progress,
+        init=args.init,
         extra={name: getattr(args, name) for name in extra},
     )
     if s.cases < 2 or s.train_cases < s.cases or s.iters < 0 or s.hidden < 1:
@@ -441,11 +446,13 @@ def _load_network(path: Path, backend: Backend) -> tuple[MLP, list[Any], Any, fl
 
 
 def partially_trained_network(s: Settings, stages: Stages | None = None) -> TrainedNet:
-    """The Figure 2 network: data, W ~ N(0, 1/fan_in) (``init_gaussian``), ``s.iters`` training steps.
+    """The Figure 2 network: data, W ~ N(0, 1/fan_in) (``init_gaussian``; ``--init sparse``:
+    ``init_sparse``), ``s.iters`` training steps.
 
     The paper does not say how its classifier was initialized; the dense scaled Gaussian keeps
     the tanh units out of saturation (the sparse initialization of §13, meant for the logistic
-    autoencoders, saturates them and trains this classifier several times slower).
+    autoencoders, saturates many of them: 10 % training error after 20 iterations on the 10,000
+    test-split digits instead of 3.3 %).
 
     With ``s.weights`` the weights and the cases saved by :func:`save_network` are used instead
     (no training); the training set (for the reported error) is re-made from the seed.
@@ -464,7 +471,7 @@ def partially_trained_network(s: Settings, stages: Stages | None = None) -> Trai
         stages(f"training: skipped, weights loaded from {s.weights} (γ = {gamma:.3g})")
         return TrainedNet(mlp, weights, X, Y, X_cases, f"loaded from {s.weights}", gamma, [], **common)
     mlp = MLP(s.widths, "tanh", "softmax")
-    weights = mlp.init_gaussian(s.seed, backend)
+    weights = mlp.init_sparse(s.seed, backend) if s.init == "sparse" else mlp.init_gaussian(s.seed, backend)
     trainer = Trainer("natgrad" if s.trainer == "natgrad" else "kfac", mlp, backend, s.seed)
     X_cases = X[: s.cases]
 
@@ -676,6 +683,7 @@ def run_summary(s: Settings, net: TrainedNet, gamma: float) -> dict[str, Any]:
         "train_cases": int(net.X.shape[0]),
         "gamma": gamma,
         "seed": s.seed,
+        "init": s.init,
         "backend": s.backend,
         "quick": s.quick,
     }

@@ -112,14 +112,14 @@ def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
     "close to block-tridiagonal" (first off-diagonal blocks ≥ TRIDIAGONAL_MIN_RATIO × farther)."""
     first, diag = r["first_off_over_farther"], r["diagonal_over_first_off"]
     if first >= TRIDIAGONAL_MIN_RATIO:
-        return f"close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther ones)", True
+        return f"is close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther ones)", True
     if diag >= BLOCK_DIAGONAL_MIN_RATIO:
-        return (f"close to block-diagonal (diagonal blocks {diag:.0f}× the first off-diagonal ones, "
+        return (f"is close to block-diagonal (diagonal blocks {diag:.0f}× the first off-diagonal ones, "
                 f"which are only {first:.1f}× the farther ones)"), False
     if first >= 2.0:
-        return (f"a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther "
+        return (f"has a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther "
                 f"ones, diagonal blocks {diag:.1f}× the first off-diagonal)"), False
-    return f"no block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther ones)", False
+    return f"has no block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther ones)", False
 
 
 def inverse_setting(name: str, net: common.TrainedNet, M: common.MiddleMatrices, gamma: float,
@@ -243,7 +243,7 @@ def draw_figure3(M: common.MiddleMatrices, inv: np.ndarray, nums: dict[str, Any]
     for ax in axes[1, len(others):]:
         ax.axis("off")
     verdict = "as the paper says" if nums["close_to_block_tridiagonal"] else "the paper: close to block-tridiagonal"
-    fig.suptitle(f"Figure 3: F̃ and its inverse, middle 4 layers. Seen: F̃⁻¹ is {nums['seen']}\n"
+    fig.suptitle(f"Figure 3: F̃ and its inverse, middle 4 layers. Seen: F̃⁻¹ {nums['seen']}\n"
                  f"({verdict}). Bottom row: block means of |F̃⁻¹| in the other settings tried.",
                  fontsize=10)
     fig.supxlabel(common.footer(net), fontsize=8)
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "gamma": further.gamma, "history": further.history[net.iterations:]},
               "files": [f.name for f in files], "seconds": stages.elapsed}
     common.save_json(s.out / JSON_NAME, result)
-    stages(f"done: ‖F̃−F‖/‖F‖ = {nums2['relative_error_F_tilde_vs_F']:.4f}; F̃⁻¹ (γ = {gamma:.3g}) is "
+    stages(f"done: ‖F̃−F‖/‖F‖ = {nums2['relative_error_F_tilde_vs_F']:.4f}; F̃⁻¹ (γ = {gamma:.3g}) "
            f"{nums3['seen']}; training error {result['train_error']:.2%} after {net.iterations} "
            f"iterations → {s.out}/")
     for entry in nums3["settings"]:

@@ -183,7 +183,7 @@ def test_band_ratios_and_verdict_on_known_matrices() -> None:
     assert fisher_blocks.what_is_seen(r)[1] is True
     diag = np.full((4, 4), 0.05) + np.diag([1.0] * 4)
     phrase, ok = fisher_blocks.what_is_seen(common.band_ratios(diag))
-    assert not ok and phrase.startswith("close to block-diagonal")
+    assert not ok and phrase.startswith("is close to block-diagonal")
 
 
 def test_inverse_quality_writes_figures(quality_run: tuple[Path, dict]) -> None:
