@@ -14,8 +14,10 @@ override it.
 
 * MNIST (§11): the four original IDX ``.gz`` files, fetched from the first mirror in
   :data:`MNIST_MIRRORS` that serves them (override with ``mirrors=`` or
-  ``$KFAC_REF_MNIST_MIRRORS``), MD5-checked against :data:`MNIST_MD5`, or the authors'
-  ``mnist_all.mat``.
+  ``$KFAC_REF_MNIST_MIRRORS``), MD5-checked against :data:`MNIST_MD5` (or, for copies gzipped
+  again, :data:`MNIST_RAW_MD5` of the decompressed bytes); or the authors' ``mnist_all.mat``;
+  or, when only the two ``t10k-*`` files are on disk, the 10,000-case test split alone
+  (``origin="subset"``).
 * CURVES (§11): generated here, deterministically from a seed (:func:`make_curves`), and cached as
   ``.npz``; the authors' ``digs3pts_1.mat`` is used instead when present.
 * FACES (§11): only the authors' ``newfaces_rot_single.mat`` (not generated, not downloaded).
@@ -32,6 +34,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +148,18 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 
+#: MD5 of each file's **decompressed** IDX bytes. A copy that was gzipped again (another gzip
+#: header, so other compressed bytes around the same payload) is accepted when its payload has
+#: this checksum; the t10k values are the ones the ``mnist-t10k`` data README gives.
+MNIST_RAW_MD5 = {
+    "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
 #: Public copies of the IDX files, tried in order (base URLs; the file name is appended).
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -254,40 +269,70 @@ def _download_failed(
     )
 
 
-def _cached_ok(path: Path, md5: str) -> bool:
-    """Whether ``path`` is a file with MD5 ``md5``."""
-    return path.is_file() and _md5(path) == md5
+class _DamagedFile(Exception):
+    """A cached MNIST file that is not an intact copy; the message says what is wrong."""
 
 
-def _mnist_file(name: str, directory: Path, download: bool, mirrors: Sequence[str]) -> Path:
-    """Path to a checksum-valid copy of MNIST file ``name``, downloaded if not cached intact
-    (callers check the cache first with :func:`_cached_ok`)."""
-    md5 = MNIST_MD5[name]
-    final = directory / name
-    if final.is_file():
-        actual = _md5(final)
-        if not download:
-            raise DataError(
-                f"MNIST file {final}: MD5 {actual}, expected {md5} (corrupt), and download=False."
-            )
-        log.warning("%s has MD5 %s, expected %s; downloading it again", final, actual, md5)
-    elif not download:
-        raise DataError(
-            f"MNIST file {name} not found; directory searched: {directory} "
-            f"(download=False). Mirrors that serve it: {list(mirrors)}."
-        )
-    return _download_verified(name, md5, directory, mirrors)
+def _gunzip(raw: bytes) -> bytes:
+    """``raw`` decompressed when it starts with the gzip magic bytes, else ``raw`` itself.
 
-
-def _read_maybe_gzip(path: Path) -> bytes:
-    """File contents, gunzipped when the file starts with the gzip magic bytes."""
-    raw = path.read_bytes()
+    A corrupt or truncated stream (``zlib.error``, ``EOFError``, ``BadGzipFile``) raises
+    :class:`_DamagedFile`.
+    """
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt gzip stream ({exc}).") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _DamagedFile(f"corrupt gzip stream (damaged or truncated; {type(exc).__name__}: {exc})") from exc
+
+
+def _verified_idx_bytes(path: Path, name: str) -> bytes:
+    """The decompressed IDX bytes of the cached MNIST file ``name`` at ``path``, checked.
+
+    Intact means: the file's bytes have the published MD5 (:data:`MNIST_MD5`), or its
+    decompressed bytes have :data:`MNIST_RAW_MD5` (a copy gzipped again). Anything else (a
+    flipped bit, a truncated file, another file under the name) raises :class:`_DamagedFile`.
+    """
+    raw = path.read_bytes()
+    packed = hashlib.md5(raw).hexdigest()
+    if packed == MNIST_MD5[name]:
+        return _gunzip(raw)
+    payload = _gunzip(raw)
+    unpacked = hashlib.md5(payload).hexdigest()
+    if unpacked != MNIST_RAW_MD5.get(name):
+        raise _DamagedFile(
+            f"MD5 {packed} (decompressed {unpacked}); expected {MNIST_MD5[name]} "
+            f"(decompressed {MNIST_RAW_MD5.get(name)})"
+        )
+    return payload
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    """File contents, gunzipped when the file starts with the gzip magic bytes."""
+    try:
+        return _gunzip(path.read_bytes())
+    except _DamagedFile as exc:
+        raise DataError(f"{path}: {exc}.") from exc
+
+
+def _parse_idx(raw: bytes, ndim: int, where: Path) -> np.ndarray:
+    """Parse the bytes of an (uncompressed) IDX ubyte file; errors name ``where``."""
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != _IDX_UBYTE or raw[3] != ndim:
+        raise DataError(
+            f"{where}: not an IDX ubyte file with {ndim} dimensions (magic number "
+            f"{raw[:4].hex() or 'missing'}, expected 0000{_IDX_UBYTE:02x}{ndim:02x})."
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{where}: IDX header truncated ({len(raw)} bytes).")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{where}: IDX dims {dims} need {expected} data bytes, file has {len(raw) - header}."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def read_idx(path: str | os.PathLike[str], ndim: int) -> np.ndarray:
@@ -295,31 +340,22 @@ def read_idx(path: str | os.PathLike[str], ndim: int) -> np.ndarray:
 
     Header: two zero bytes, type code 0x08 (ubyte), the number of dimensions, then one big-endian
     int32 per dimension; then the data, row-major. Raises :class:`DataError` naming the file on
-    a wrong magic number, a wrong number of dimensions or a wrong data length.
+    a corrupt gzip stream, a wrong magic number, a wrong number of dimensions or a wrong data
+    length.
     """
     path = Path(path)
-    raw = _read_maybe_gzip(path)
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != _IDX_UBYTE or raw[3] != ndim:
-        raise DataError(
-            f"{path}: not an IDX ubyte file with {ndim} dimensions (magic number "
-            f"{raw[:4].hex() or 'missing'}, expected 0000{_IDX_UBYTE:02x}{ndim:02x})."
-        )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: IDX header truncated ({len(raw)} bytes).")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    expected = int(np.prod(dims))
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path}: IDX dims {dims} need {expected} data bytes, file has {len(raw) - header}."
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return _parse_idx(_read_maybe_gzip(path), ndim, path)
 
 
-def _mnist_split(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One MNIST split from its IDX files: ``X (n, 784)`` in [0, 1] float64, ``y (n,)`` int64."""
-    img = read_idx(images, 3)
-    lab = read_idx(labels, 1)
+def _mnist_split(images: Path, labels: Path, payloads: dict[Path, bytes] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One MNIST split from its IDX files: ``X (n, 784)`` in [0, 1] float64, ``y (n,)`` int64.
+
+    ``payloads`` maps a path to its already verified, decompressed bytes (else the file is read).
+    """
+    payloads = payloads or {}
+    img = _parse_idx(payloads[images], 3, images) if images in payloads else read_idx(images, 3)
+    lab = _parse_idx(payloads[labels], 1, labels) if labels in payloads else read_idx(labels, 1)
     if img.shape[1:] != (_MNIST_SIDE, _MNIST_SIDE):
         raise DataError(f"{images}: images are {img.shape[1:]}, expected (28, 28).")
     if img.shape[0] != lab.shape[0]:
@@ -358,6 +394,81 @@ def load_mnist_mat(path: str | os.PathLike[str]) -> Dataset:
         parts["train"][1],
         parts["test"][1],
         source=str(path),
+        origin="original",
+        label=f"MNIST (original, {path.name}), {len(parts['train'][0]):,} training cases",
+    )
+
+
+def find_mnist_files(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The MNIST files present in the data directory (the four IDX files, ``mnist_all.mat``),
+    intact or not; an empty list means no MNIST file is there at all."""
+    directory = _resolve_dir(data_dir)
+    return [directory / n for n in (*MNIST_MD5, MNIST_MAT_NAME) if (directory / n).is_file()]
+
+
+def _mnist_original(directory: Path, download: bool, mirrors: Sequence[str]) -> Dataset:
+    """The four IDX files: cached intact copies, else (``download``) fetched and verified.
+
+    A damaged cached file (wrong checksum, corrupt or truncated gzip stream) is reported in the
+    log and downloaded again; with ``download=False`` it is a :class:`DataError` naming it.
+    """
+    payloads: dict[Path, bytes] = {}
+    for name in MNIST_MD5:
+        final = directory / name
+        if final.is_file():
+            try:
+                payloads[final] = _verified_idx_bytes(final, name)
+                continue
+            except _DamagedFile as exc:
+                if not download:
+                    raise DataError(
+                        f"MNIST file {final} is damaged: {exc}. Delete it and load with "
+                        "download=True to fetch it again, or replace it with an intact copy "
+                        "(download=False)."
+                    ) from None
+                log.warning("MNIST file %s is damaged (%s); downloading it again", final, exc)
+        elif not download:
+            raise DataError(
+                f"MNIST file {name} not found; directory searched: {directory} "
+                f"(download=False). Mirrors that serve it: {list(mirrors)}."
+            )
+        fetched = _download_verified(name, MNIST_MD5[name], directory, mirrors)
+        try:
+            payloads[fetched] = _verified_idx_bytes(fetched, name)
+        except _DamagedFile as exc:  # only if the checksum tables disagree with each other
+            raise DataError(f"MNIST file {fetched}: downloaded copy unreadable: {exc}.") from None
+    tr_img, tr_lab, te_img, te_lab = (directory / n for n in MNIST_MD5)
+    X_train, y_train = _mnist_split(tr_img, tr_lab, payloads)
+    X_test, y_test = _mnist_split(te_img, te_lab, payloads)
+    return Dataset(
+        "mnist", X_train, X_test, y_train, y_test, source=str(directory), origin="original",
+        label=f"MNIST (original), {len(X_train):,} training cases",
+    )
+
+
+def _mnist_test_split_only(directory: Path) -> Dataset:
+    """The two ``t10k-*`` files alone: their cases become the training set, the test set is empty.
+
+    A damaged file is a :class:`DataError` naming it (nothing is downloaded here).
+    """
+    payloads: dict[Path, bytes] = {}
+    for name in MNIST_TEST_FILES:
+        path = directory / name
+        try:
+            payloads[path] = _verified_idx_bytes(path, name)
+        except _DamagedFile as exc:
+            raise DataError(
+                f"MNIST test-split file {path} is damaged: {exc}. Replace it with an intact copy, "
+                "or put all four original MNIST files in that directory (load_mnist(..., "
+                "require_full=True) downloads them)."
+            ) from None
+    X, y = _mnist_split(directory / MNIST_TEST_FILES[0], directory / MNIST_TEST_FILES[1], payloads)
+    log.info("MNIST: only the test split is in %s; using its %d cases as the training set",
+             directory, len(X))
+    return Dataset(
+        "mnist", X, np.zeros((0, X.shape[1])), y, np.zeros(0, dtype=np.int64),
+        source=f"{directory} (t10k files only)", origin="subset",
+        label=f"MNIST test split only, {len(X):,} cases",
     )
 
 
@@ -366,27 +477,39 @@ def load_mnist(
     download: bool = True,
     mirrors: Sequence[str] | None = None,
     path: str | os.PathLike[str] | None = None,
+    require_full: bool = False,
 ) -> Dataset:
     """MNIST (§11): 60,000 / 10,000 cases, pixels / 255 in [0, 1], shape ``(n, 784)``.
 
-    Order of sources: ``path`` (an ``mnist_all.mat``); the four IDX files in the data directory
-    if all are there and checksum-valid (no network); ``mnist_all.mat`` in the data directory;
-    else the IDX files are downloaded (``download=True``) from ``mirrors``.
+    Order of sources, first match wins:
+
+    1. ``path`` (an ``mnist_all.mat``);
+    2. all four IDX files present in the data directory: each is checked (published MD5, or
+       :data:`MNIST_RAW_MD5` of the decompressed bytes); a damaged one is downloaded again
+       (``download=True``) or is a :class:`DataError` naming it;
+    3. ``mnist_all.mat`` in the data directory;
+    4. both ``t10k-*`` files present and ``require_full=False``: the 10,000-case **test split
+       only**, returned as the training set with an empty ``(0, 784)`` test set,
+       ``origin="subset"``; no download is attempted (a damaged file is a :class:`DataError`);
+    5. else the missing IDX files are downloaded (``download=True``) from ``mirrors``, or a
+       :class:`DataError` says which file is missing where.
+
+    ``Dataset.origin`` / ``Dataset.label`` say which of these was used, e.g. ``"original"`` /
+    ``"MNIST (original), 60,000 training cases"`` or ``"subset"`` /
+    ``"MNIST test split only, 10,000 cases"``.
     """
     if path is not None:
         return load_mnist_mat(path)
     directory = _resolve_dir(data_dir)
-    names = list(MNIST_MD5)
-    intact = {n: _cached_ok(directory / n, MNIST_MD5[n]) for n in names}
-    if not all(intact.values()) and (directory / MNIST_MAT_NAME).is_file():
-        return load_mnist_mat(directory / MNIST_MAT_NAME)
     urls = _mnist_mirrors(mirrors)
-    files = {
-        n: directory / n if intact[n] else _mnist_file(n, directory, download, urls) for n in names
-    }
-    X_train, y_train = _mnist_split(files[names[0]], files[names[1]])
-    X_test, y_test = _mnist_split(files[names[2]], files[names[3]])
-    return Dataset("mnist", X_train, X_test, y_train, y_test, source=str(directory))
+    present = {n: (directory / n).is_file() for n in MNIST_MD5}
+    if all(present.values()):
+        return _mnist_original(directory, download, urls)
+    if (directory / MNIST_MAT_NAME).is_file():
+        return load_mnist_mat(directory / MNIST_MAT_NAME)
+    if all(present[n] for n in MNIST_TEST_FILES) and not require_full:
+        return _mnist_test_split_only(directory)
+    return _mnist_original(directory, download, urls)
 
 
 # --------------------------------------------------------------------------------------------
