@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import scipy.io
+from tqdm.auto import tqdm
 
 from .errors import ConfigError, DataError
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DATA_DIR_ENV_VAR = "KFAC_REF_DATA_DIR"
 MIRRORS_ENV_VAR = "KFAC_REF_MNIST_MIRRORS"
+OFFLINE_ENV_VAR = "KFAC_REF_OFFLINE"
+_FAILED_DOWNLOADS: set[str] = set()  # URLs that failed in this process (not retried)
 DATASET_NAMES = ("mnist", "curves", "faces")
 ORIGINS = ("original", "subset", "stand-in")
 
@@ -117,8 +120,8 @@ def _loadmat(path: Path) -> dict[str, Any]:
             f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported ({exc}); "
             "re-save it with `save -v7`."
         ) from exc
-    except (OSError, ValueError, TypeError, scipy.io.matlab.MatReadError) as exc:
-        raise DataError(f"{path}: not a readable .mat file ({exc}).") from exc
+    except Exception as exc:  # scipy's parser on arbitrary bytes: IndexError, KeyError, zlib.error, …
+        raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc}).") from exc
 
 
 def _mat_variable(mat: dict[str, Any], key: str, path: Path) -> np.ndarray:
@@ -190,7 +193,7 @@ def _mirror_url(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def _http_fetch(url: str, part: Path) -> None:
+def _http_fetch(url: str, part: Path, progress: bool = False) -> None:
     """Download ``url`` into ``part``, resuming an existing partial ``part`` with a Range request.
 
     A server that answers a Range request with the whole file (status 200) is handled by
@@ -212,9 +215,15 @@ def _http_fetch(url: str, part: Path) -> None:
         resumed = bool(have) and response.status == 206 and _range_start(response) == have
         if have and not resumed:
             log.info("%s ignored the Range request; downloading the whole file", url)
-        with part.open("ab" if resumed else "wb") as f:
+        start = have if resumed else 0
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length and length.isdigit() else None
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
+                   disable=not progress, leave=False)
+        with bar, part.open("ab" if resumed else "wb") as f:
             for block in iter(lambda: response.read(_CHUNK), b""):
                 f.write(block)
+                bar.update(len(block))
 
 
 def _range_start(response: Any) -> int | None:
@@ -517,27 +526,75 @@ def load_mnist(
 # --------------------------------------------------------------------------------------------
 
 CURVES_MAT_NAME = "digs3pts_1.mat"
+#: The authors' copy of the original CURVES set (named by the released code's demos).
+CURVES_URL = "http://www.cs.toronto.edu/~jmartens/digs3pts_1.mat"
+#: Variables of ``digs3pts_1.mat`` and their shapes once transposed to one case per row.
+CURVES_MAT_SHAPES = {"bdata": (20000, 784), "bdatatest": (10000, 784)}
 CURVES_SIDE = 28
-CURVES_VERSION = 1  # bump when make_curves changes, so stale caches are not reused
-CURVE_MARGIN = 2.0  # control points lie in [margin, side - 1 - margin]² (pixel centres 0..27)
-CURVE_MIN_SEPARATION = 5.0  # pixels between consecutive control points
-CURVE_MAX_TURN_COS = -0.5  # cos of the turn at the middle point ≥ −0.5: turns of at most 120°
-CURVE_RADIUS = 2.5  # pixels: intensity (1 - (d/R)²)³ falls to 0 at distance R from the curve
 CURVE_SAMPLES_PER_SEGMENT = 64
 _RENDER_CHUNK = 512
 
+#: What is known of the original ``digs3pts_1.mat`` from the authors' logs
+#: (``shared/reference/kfac3_published``): the squared error and the cross-entropy (nats) of
+#: predicting the mean training image, and the cross-entropy's floor, the mean over cases of
+#: the sum of the per-pixel Bernoulli entropies. :func:`curves_statistics` computes them.
+CURVES_ORIGINAL_STATISTICS = {
+    "mean_image_squared_error": 16.9,
+    "mean_image_cross_entropy": 126.5,
+    "bernoulli_entropy": 54.0,
+}
 
-def _draw_control_points(n: int, rng: np.random.Generator) -> np.ndarray:
+
+@dataclass(frozen=True)
+class CurvesStyle:
+    """How one version of :func:`make_curves` draws and renders its curves (our choices).
+
+    Control points are uniform in ``[margin, 27 − margin]²``, consecutive points at least
+    ``min_separation`` pixels apart, with a turn of at most arccos(``max_turn_cos``) at the
+    middle point. A pixel at distance d from the curve gets ``peak · f(d)``, with
+    f(d) = (1 − d²/w²)³ for d < w (``profile="poly"``) or f(d) = exp(−d²/(2w²))
+    (``profile="gauss"``), w = ``width`` in pixels.
+    """
+
+    margin: float
+    min_separation: float
+    max_turn_cos: float
+    profile: str
+    width: float
+    peak: float
+
+
+#: Generator versions. Version 1 (2026-11) drew bright 3-pixel strokes: about twice the
+#: original's pixel variance (mean-image error 36.5 against 16.9). Version 2 keeps the curves
+#: and changes the stroke: a Gaussian profile of width 0.84 px and peak 0.795, control points
+#: 3.8 px from the border; these three numbers were fitted (Nelder–Mead on 3,000 images) to
+#: :data:`CURVES_ORIGINAL_STATISTICS`. Version 1 stays reproducible (``version=1``); the
+#: fidelity fixture in ``tests/data`` holds its images frozen.
+CURVES_STYLES = {
+    1: CurvesStyle(margin=2.0, min_separation=5.0, max_turn_cos=-0.5, profile="poly", width=2.5, peak=1.0),
+    2: CurvesStyle(margin=3.8, min_separation=5.0, max_turn_cos=-0.5, profile="gauss", width=0.84, peak=0.795),
+}
+CURVES_VERSION = 2  # the default; bump (and add a style) when make_curves changes
+
+
+def curves_style(version: int) -> CurvesStyle:
+    """The :class:`CurvesStyle` of generator ``version``, or a :class:`ConfigError`."""
+    if version not in CURVES_STYLES:
+        raise ConfigError(f"unknown CURVES generator version {version!r}; known: {sorted(CURVES_STYLES)}.")
+    return CURVES_STYLES[version]
+
+
+def _draw_control_points(n: int, rng: np.random.Generator, style: CurvesStyle) -> np.ndarray:
     """``(n, 3, 2)`` control points (x, y), uniform in the margin box, consecutive points at
-    least :data:`CURVE_MIN_SEPARATION` apart and a turn of at most 120° at the middle point (so
-    the curve does not fold back into a hairpin). Rejected cases are redrawn, all at once."""
-    lo, hi = CURVE_MARGIN, CURVES_SIDE - 1 - CURVE_MARGIN
+    least ``style.min_separation`` apart and a bounded turn at the middle point (so the curve
+    does not fold back into a hairpin). Rejected cases are redrawn, all at once."""
+    lo, hi = style.margin, CURVES_SIDE - 1 - style.margin
     P = rng.uniform(lo, hi, size=(n, 3, 2))
     while True:
         D = np.diff(P, axis=1)  # (n, 2, 2): P₁ − P₀, P₂ − P₁
         gaps = np.linalg.norm(D, axis=2)  # (n, 2)
         cos = np.einsum("nk,nk->n", D[:, 0], D[:, 1]) / np.maximum(gaps.prod(axis=1), 1e-12)
-        bad = np.flatnonzero((gaps.min(axis=1) < CURVE_MIN_SEPARATION) | (cos < CURVE_MAX_TURN_COS))
+        bad = np.flatnonzero((gaps.min(axis=1) < style.min_separation) | (cos < style.max_turn_cos))
         if bad.size == 0:
             return P
         P[bad] = rng.uniform(lo, hi, size=(bad.size, 3, 2))
@@ -584,53 +641,91 @@ def _min_sq_distance(C: np.ndarray, side: int) -> np.ndarray:
     return d2
 
 
-def render_curves(C: np.ndarray, side: int = CURVES_SIDE) -> np.ndarray:
-    """Images of curves: intensity (1 − d²/R²)³ for d < R, else 0, d the pixel–curve distance.
+def stroke_profile(d2: np.ndarray, style: CurvesStyle) -> np.ndarray:
+    """Intensity ``peak · f(d)`` from squared pixel–curve distances ``d2`` (see :class:`CurvesStyle`)."""
+    w2 = np.float32(style.width**2)
+    if style.profile == "poly":
+        f = np.clip(1.0 - d2 / w2, 0.0, 1.0) ** 3
+    elif style.profile == "gauss":
+        f = np.exp(-d2 / (2.0 * w2))
+    else:
+        raise ConfigError(f"unknown CURVES stroke profile {style.profile!r}; use 'poly' or 'gauss'.")
+    return np.float32(style.peak) * f
+
+
+def render_curves(C: np.ndarray, side: int = CURVES_SIDE, version: int = CURVES_VERSION) -> np.ndarray:
+    """Images of curves: intensity :func:`stroke_profile` of the pixel–curve distance.
 
     ``C: (n, K, 2)`` densely sampled curve points in pixel coordinates (x = column, y = row,
     pixel centres at integers). Returns ``(n, side²)`` float64 in [0, 1], row-major, computed in
     float32 chunks of :data:`_RENDER_CHUNK` images.
     """
+    style = curves_style(version)
     n = C.shape[0]
     out = np.empty((n, side * side), dtype=np.float64)
     C32 = C.astype(np.float32)
-    r2 = np.float32(CURVE_RADIUS**2)
     for start in range(0, n, _RENDER_CHUNK):
         d2 = _min_sq_distance(C32[start : start + _RENDER_CHUNK], side)
-        intensity = np.clip(1.0 - d2 / r2, 0.0, 1.0) ** 3
-        out[start : start + _RENDER_CHUNK] = intensity.reshape(len(d2), -1)
+        out[start : start + _RENDER_CHUNK] = stroke_profile(d2, style).reshape(len(d2), -1)
     return out
 
 
-def make_curves(n: int, rng: np.random.Generator) -> np.ndarray:
+def make_curves(n: int, rng: np.random.Generator, version: int = CURVES_VERSION) -> np.ndarray:
     """``n`` synthetic CURVES images (§11), ``(n, 784)`` float64 in [0, 1]; pure given ``rng``.
 
     What the sources say. Spec §11: 28×28 images of curves drawn through 3 random points (cubic
     spline), pixel intensities from the curve's distance, 20,000 / 10,000 cases. Hinton &
-    Salakhutdinov (2006), Science 313:504, Supporting Online Material (a copy found by search at
-    docplayer.net/21164867): calls the set "the synthetic curves" and fine-tunes on it for 200
-    epochs; the construction parameters were not in the retrievable excerpt. Martens' HF demo
-    (``nnet_demo_2.m``) and K-FAC demo (``KFAC_demo_2.m``): "this dataset (by Ruslan
-    Salakhutdinov) is available here: www.cs.toronto.edu/~jmartens/digs3pts_1.mat".
+    Salakhutdinov (2006), Science 313:504, Supporting Online Material: "the synthetic curves";
+    the construction parameters are not published. Martens' HF and K-FAC demos: "this dataset
+    (by Ruslan Salakhutdinov) is available here: www.cs.toronto.edu/~jmartens/digs3pts_1.mat"
+    (:data:`CURVES_URL`; :func:`load_curves` downloads it when it can).
 
-    Our procedure (the parameters are our choices, module constants above): 3 control points
-    uniform in [2, 25]², consecutive points ≥ 5 px apart, turning by at most 120° at the middle
-    one (no hairpins); the natural cubic spline through
-    them (chord-length knots, :func:`natural_spline_3pts`), sampled at 128 points (spacing well
-    under 1 px); intensity (1 − d²/R²)³ for pixel-to-curve distance d < R = 2.5 px, else 0
-    (:func:`render_curves`), so a stroke is about 3 px wide with a smooth edge and the
-    background is exactly 0. Draws from ``rng`` only, so equal generator states give equal
-    images.
+    Our procedure: control points as in :func:`_draw_control_points`; the natural cubic spline
+    through them (chord-length knots, :func:`natural_spline_3pts`), sampled at 128 points
+    (spacing well under 1 px); intensity from the pixel-to-curve distance
+    (:func:`stroke_profile`) with the parameters of ``CURVES_STYLES[version]``. Version 2 (the
+    default) matches the original's three known statistics (:data:`CURVES_ORIGINAL_STATISTICS`;
+    :func:`curves_statistics`): strokes about 2 px wide, peak intensity 0.8, a faint halo.
+    Draws from ``rng`` only, so equal generator states give equal images.
     """
     if n < 0:
         raise ConfigError(f"make_curves: n must be >= 0, got {n}.")
-    P = _draw_control_points(n, rng)
-    return render_curves(natural_spline_3pts(P, CURVE_SAMPLES_PER_SEGMENT))
+    P = _draw_control_points(n, rng, curves_style(version))
+    return render_curves(natural_spline_3pts(P, CURVE_SAMPLES_PER_SEGMENT), version=version)
 
 
-def _curves_cache_path(directory: Path, seed: int, n_train: int, n_test: int) -> Path:
+def curves_statistics(X: np.ndarray) -> dict[str, float]:
+    """The three statistics by which a CURVES set is compared with the original (per case).
+
+    ``X: (n, d)`` intensities in [0, 1], m = the mean image. Returns
+    ``mean_image_squared_error`` = mean_n Σ_p (x_p − m_p)² (the plateau every optimizer first
+    reaches), ``mean_image_cross_entropy`` = mean_n Σ_p −[x_p log m_p + (1 − x_p) log(1 − m_p)]
+    (nats) and ``bernoulli_entropy`` = mean_n Σ_p −[x_p log x_p + (1 − x_p) log(1 − x_p)], the
+    floor of the Bernoulli cross-entropy; 0 log 0 = 0.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    m = X.mean(axis=0)
+
+    def xlogy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(a > 0, a * np.log(np.where(a > 0, b, 1.0)), 0.0)
+
+    cross = -(xlogy(X, m) + xlogy(1.0 - X, 1.0 - m)).sum(axis=1).mean()
+    entropy = -(xlogy(X, X) + xlogy(1.0 - X, 1.0 - X)).sum(axis=1).mean()
+    return {
+        "mean_image_squared_error": float(((X - m) ** 2).sum(axis=1).mean()),
+        "mean_image_cross_entropy": float(cross),
+        "bernoulli_entropy": float(entropy),
+    }
+
+
+def _curves_cache_path(directory: Path, seed: int, n_train: int, n_test: int, version: int = CURVES_VERSION) -> Path:
     """Cache file name, keyed by generator version, seed and sizes."""
-    return directory / f"curves_v{CURVES_VERSION}_seed{seed}_train{n_train}_test{n_test}.npz"
+    return directory / f"curves_v{version}_seed{seed}_train{n_train}_test{n_test}.npz"
+
+
+def _stand_in_label(version: int, n_train: int) -> str:
+    """The one-line name of generated CURVES, e.g. ``"CURVES stand-in (generated, v2), 20,000 training cases"``."""
+    return f"CURVES stand-in (generated, v{version}), {n_train:,} training cases"
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
@@ -647,7 +742,7 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def _load_curves_cache(path: Path, n_train: int, n_test: int) -> Dataset | None:
+def _load_curves_cache(path: Path, n_train: int, n_test: int, version: int = CURVES_VERSION) -> Dataset | None:
     """The cached CURVES arrays if ``path`` holds them with the right shapes, else ``None``."""
     try:
         with np.load(path) as z:
@@ -662,38 +757,125 @@ def _load_curves_cache(path: Path, n_train: int, n_test: int) -> Dataset | None:
         )
         return None
     return Dataset(
-        "curves", X_train.astype(np.float64), X_test.astype(np.float64), source=str(path)
+        "curves", X_train.astype(np.float64), X_test.astype(np.float64), source=str(path),
+        origin="stand-in", label=_stand_in_label(version, n_train),
     )
 
 
-def build_curves(seed: int = 0, n_train: int = 20000, n_test: int = 10000) -> Dataset:
+def build_curves(seed: int = 0, n_train: int = 20000, n_test: int = 10000, version: int = CURVES_VERSION) -> Dataset:
     """CURVES generated from ``seed``: independent streams for the training and test sets
     (``SeedSequence(seed).spawn(2)``), so the test set does not depend on ``n_train``.
 
     Images are rounded to float32 (as cached) and returned as float64, so a fresh build and a
-    cached one are identical.
+    cached one are identical. ``origin="stand-in"``.
     """
     ss_train, ss_test = np.random.SeedSequence(seed).spawn(2)
-    X_train = make_curves(n_train, np.random.default_rng(ss_train)).astype(np.float32)
-    X_test = make_curves(n_test, np.random.default_rng(ss_test)).astype(np.float32)
+    X_train = make_curves(n_train, np.random.default_rng(ss_train), version).astype(np.float32)
+    X_test = make_curves(n_test, np.random.default_rng(ss_test), version).astype(np.float32)
     return Dataset(
         "curves",
         X_train.astype(np.float64),
         X_test.astype(np.float64),
-        source=f"make_curves v{CURVES_VERSION}, seed {seed}",
+        source=f"make_curves v{version}, seed {seed}",
+        origin="stand-in",
+        label=_stand_in_label(version, n_train),
     )
 
 
-def load_curves_mat(path: str | os.PathLike[str]) -> Dataset:
+def load_curves_mat(path: str | os.PathLike[str], strict: bool = False) -> Dataset:
     """The authors' ``digs3pts_1.mat`` (§11): ``bdata`` (training) and ``bdatatest`` (test),
-    one 784-pixel case per row (the MATLAB demos transpose them: ``indata = tmp.bdata'``)."""
+    one 784-pixel case per row (the MATLAB demos transpose them: ``indata = tmp.bdata'``).
+
+    Validated by structure: both variables present, 784 pixels per case, finite values in
+    [0, 1]; with ``strict`` (a downloaded file) also the original's sizes,
+    :data:`CURVES_MAT_SHAPES`. Anything else is a :class:`DataError` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found.")
     mat = _loadmat(path)
-    X_train = _as_float_rows(_mat_variable(mat, "bdata", path), 784, path, "bdata")
-    X_test = _as_float_rows(_mat_variable(mat, "bdatatest", path), 784, path, "bdatatest")
-    return Dataset("curves", X_train, X_test, source=str(path))
+    parts = {}
+    for key, shape in CURVES_MAT_SHAPES.items():
+        A = _as_float_rows(_mat_variable(mat, key, path), shape[1], path, key)
+        if strict and A.shape != shape:
+            raise DataError(f"{path}: variable {key!r} has shape {A.shape}; the original has {shape}.")
+        if A.size and not (np.isfinite(A).all() and A.min() >= 0.0 and A.max() <= 1.0):
+            raise DataError(f"{path}: variable {key!r} has values outside [0, 1] (or NaN/inf); CURVES pixels are intensities in [0, 1].")
+        parts[key] = A
+    X_train, X_test = parts["bdata"], parts["bdatatest"]
+    return Dataset(
+        "curves", X_train, X_test, source=str(path), origin="original",
+        label=f"CURVES (original {CURVES_MAT_NAME}), {len(X_train):,} training cases",
+    )
+
+
+def _downloads_allowed(download: bool | None) -> bool:
+    """``download`` if given, else True unless ``$KFAC_REF_OFFLINE`` is set to a non-empty value
+    other than ``0`` (the test suite sets it, so no test touches the network by accident)."""
+    if download is not None:
+        return bool(download)
+    return os.environ.get(OFFLINE_ENV_VAR, "") in ("", "0")
+
+
+def _fetch_original(name: str, url: str, directory: Path, validate: Callable[[Path], Any]) -> Path:
+    """Download one of the authors' files that has no published checksum, safely.
+
+    The bytes go to ``<name>.part`` (resumed with a Range request if a partial file is there,
+    with a progress bar); ``validate(part)`` must accept them (it raises :class:`DataError`
+    otherwise, and the part file is deleted). Only then is the file renamed to ``name`` and its
+    MD5 recorded beside it in ``<name>.md5`` and printed, so a later change of the file is
+    detected (:func:`_check_recorded_md5`). Network failures raise ``OSError``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final, part = directory / name, directory / (name + ".part")
+    log.info("downloading %s to %s", url, final)
+    _http_fetch(url, part, progress=True)
+    try:
+        validate(part)
+    except DataError:
+        part.unlink(missing_ok=True)
+        raise
+    digest = _md5(part)
+    os.replace(part, final)
+    write_md5_record(final, digest, url)
+    print(f"kfac_ref: downloaded {url}: {final.stat().st_size:,} bytes, MD5 {digest} (recorded in {final.name}.md5)")
+    return final
+
+
+def write_md5_record(path: Path, digest: str, url: str) -> None:
+    """Write ``<path>.md5`` (``"<md5>  <name>  <url>"``) atomically."""
+    record = path.with_name(path.name + ".md5")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=record.name + ".", suffix=".part")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{digest}  {path.name}  {url}\n")
+    os.replace(tmp, record)
+
+
+def _check_recorded_md5(path: Path) -> bool:
+    """False when ``<path>.md5`` exists and the file's MD5 differs from it (a damaged copy)."""
+    record = path.with_name(path.name + ".md5")
+    if not record.is_file():
+        return True
+    expected = record.read_text(encoding="utf-8").split()[:1]
+    return bool(expected) and _md5(path) == expected[0]
+
+
+def _download_curves(directory: Path, url: str) -> Dataset | None:
+    """The original CURVES, downloaded into ``directory``; ``None`` (with a warning saying why
+    and that the stand-in is used) when the network or the server does not deliver it. A URL
+    that failed is not tried again in the same process."""
+    if url in _FAILED_DOWNLOADS:
+        return None
+    try:
+        path = _fetch_original(CURVES_MAT_NAME, url, directory, lambda p: load_curves_mat(p, strict=True))
+    except (OSError, ValueError, http.client.HTTPException, DataError) as exc:
+        _FAILED_DOWNLOADS.add(url)
+        log.warning(
+            "could not download the original CURVES (%s: %s); using the generated stand-in. "
+            "Put %s in %s to use the original.", url, exc, CURVES_MAT_NAME, directory,
+        )
+        return None
+    return load_curves_mat(path, strict=True)
 
 
 def load_curves(
@@ -702,25 +884,42 @@ def load_curves(
     seed: int = 0,
     n_train: int = 20000,
     n_test: int = 10000,
+    version: int = CURVES_VERSION,
+    download: bool | None = None,
+    url: str = CURVES_URL,
 ) -> Dataset:
-    """CURVES (§11): ``(n, 784)`` images in [0, 1]; no network needed.
+    """CURVES (§11): ``(n, 784)`` images in [0, 1].
 
-    Order of sources: ``path`` (a ``digs3pts_1.mat``); ``digs3pts_1.mat`` in the data directory;
-    the ``.npz`` cache for (seed, n_train, n_test); else :func:`build_curves`, whose result is
-    written to that cache atomically.
+    Order of sources: ``path`` (a ``digs3pts_1.mat``); ``digs3pts_1.mat`` in the data directory
+    (checked against the MD5 recorded when it was downloaded: a changed copy is reported and
+    fetched again); a download of the original from ``url`` (:data:`CURVES_URL`) when downloads
+    are allowed (:func:`_downloads_allowed`: ``download``, else not ``$KFAC_REF_OFFLINE``);
+    else the generated stand-in of generator ``version``: the ``.npz`` cache for
+    (version, seed, n_train, n_test), or :func:`build_curves`, whose result is written to that
+    cache atomically. ``Dataset.origin`` is ``"original"`` or ``"stand-in"`` and
+    ``Dataset.label`` says which (with the generator version).
     """
     if path is not None:
         return load_curves_mat(path)
+    curves_style(version)
     directory = _resolve_dir(data_dir)
-    if (directory / CURVES_MAT_NAME).is_file():
-        return load_curves_mat(directory / CURVES_MAT_NAME)
-    cache = _curves_cache_path(directory, seed, n_train, n_test)
+    local = directory / CURVES_MAT_NAME
+    if local.is_file():
+        if _check_recorded_md5(local):
+            return load_curves_mat(local)
+        log.warning("%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again", local)
+        local.unlink()
+    if _downloads_allowed(download):
+        original = _download_curves(directory, url)
+        if original is not None:
+            return original
+    cache = _curves_cache_path(directory, seed, n_train, n_test, version)
     if cache.is_file():
-        cached = _load_curves_cache(cache, n_train, n_test)
+        cached = _load_curves_cache(cache, n_train, n_test, version)
         if cached is not None:
             return cached
-    log.info("generating CURVES (seed %d, %d + %d images)", seed, n_train, n_test)
-    data = build_curves(seed, n_train, n_test)
+    log.info("generating CURVES v%d (seed %d, %d + %d images)", version, seed, n_train, n_test)
+    data = build_curves(seed, n_train, n_test, version)
     _save_npz_atomic(
         cache, X_train=data.X_train.astype(np.float32), X_test=data.X_test.astype(np.float32)
     )
@@ -735,6 +934,7 @@ FACES_MAT_NAME = "newfaces_rot_single.mat"
 FACES_VARIABLE = "newfaces_single"
 FACES_URL = "http://www.cs.toronto.edu/~jmartens/newfaces_rot_single.mat"
 FACES_PIXELS = 625
+FACES_CASES = 165600
 
 
 def faces_split(n_total: int) -> tuple[slice, slice]:
@@ -749,20 +949,33 @@ def faces_split(n_total: int) -> tuple[slice, slice]:
     return slice(0, 25 * block), slice(n_total - 10 * block, n_total)
 
 
-def _faces_missing(missing: Path) -> DataError:
+def _faces_missing(missing: Path, why: str) -> DataError:
     """The error for a missing FACES file: what it is, where it comes from, where we looked."""
     return DataError(
-        f"{missing} not found. FACES needs the authors' file {FACES_MAT_NAME} (variable {FACES_VARIABLE!r}: 25×25 = "
-        f"{FACES_PIXELS} pixels × 165600 images, Olivetti faces with rotations and scalings), "
-        "distributed with Martens' HF / K-FAC code pages at the University of Toronto "
-        f"({FACES_URL}). It is not generated or downloaded by kfac_ref. Directories searched: "
-        f"[{missing.parent}]. Put the file there (or in the data directory) or pass path=."
+        f"{missing} not found and {why}. FACES needs the authors' file {FACES_MAT_NAME} (variable "
+        f"{FACES_VARIABLE!r}: 25×25 = {FACES_PIXELS} pixels × {FACES_CASES} images, Olivetti faces with "
+        f"rotations and scalings), from Martens' page ({FACES_URL}). Download it there on a machine "
+        f"with network access and put it in {missing.parent} (the data directory), or pass path=."
     )
+
+
+def _faces_matrix(file: Path, strict: bool = False) -> np.ndarray:
+    """``newfaces_single`` of ``file``, validated: ``(625, n)`` (with ``strict``, a downloaded
+    file: exactly ``(625, 165600)``), finite. :class:`DataError` otherwise."""
+    A = _mat_variable(_loadmat(file), FACES_VARIABLE, file)
+    if A.ndim != 2 or A.shape[0] != FACES_PIXELS or (strict and A.shape[1] != FACES_CASES):
+        want = f"({FACES_PIXELS}, {FACES_CASES})" if strict else f"({FACES_PIXELS}, n)"
+        raise DataError(f"{file}: {FACES_VARIABLE!r} has shape {A.shape}; expected {want} with one case per column.")
+    if not np.isfinite(A).all():
+        raise DataError(f"{file}: {FACES_VARIABLE!r} holds NaN or inf values.")
+    return A
 
 
 def load_faces(
     path: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
+    download: bool | None = None,
+    url: str = FACES_URL,
 ) -> Dataset:
     """FACES (§11) from ``newfaces_rot_single.mat``: ``(103500, 625)`` / ``(41400, 625)``.
 
@@ -770,26 +983,36 @@ def load_faces(
     code indexes ``newfaces_single(:, 1:trainsize)``); it is transposed to one case per row and
     split by :func:`faces_split`. Values are kept as stored (real-valued; the FACES autoencoder
     has linear outputs and squared error, §10). Pixel order within a case is left as stored.
+
+    Sources: ``path``; else the file in the data directory (checked against the MD5 recorded
+    when it was downloaded); else, when downloads are allowed (:func:`_downloads_allowed`), a
+    resumable download from ``url`` with a progress bar, validated by shape before it is kept
+    (it is large: about 400 MB); else a :class:`DataError` that says what the file is and where
+    to get it.
     """
     directory = _resolve_dir(data_dir)
     file = Path(path) if path is not None else directory / FACES_MAT_NAME
+    if path is None and file.is_file() and not _check_recorded_md5(file):
+        log.warning("%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again", file)
+        file.unlink()
     if not file.is_file():
-        raise _faces_missing(file)
-    mat = _loadmat(file)
-    A = _mat_variable(mat, FACES_VARIABLE, file)
-    if A.ndim != 2 or A.shape[0] != FACES_PIXELS:
-        raise DataError(
-            f"{file}: {FACES_VARIABLE!r} has shape {A.shape}; expected "
-            f"({FACES_PIXELS}, n) with one case per column."
-        )
-    if A.shape[1] != 165600:
-        log.warning(
-            "%s holds %d cases, not 165600; splitting 25/40 : 10/40 anyway", file, A.shape[1]
-        )
+        if path is not None or not _downloads_allowed(download):
+            raise _faces_missing(file, "downloads are off" if path is None else "it was given as path=")
+        try:
+            _fetch_original(FACES_MAT_NAME, url, directory, lambda p: _faces_matrix(p, strict=True))
+        except (OSError, ValueError, http.client.HTTPException, DataError) as exc:
+            raise _faces_missing(file, f"the download from {url} failed ({exc})") from exc
+    A = _faces_matrix(file)
+    if A.shape[1] != FACES_CASES:
+        log.warning("%s holds %d cases, not %d; splitting 25/40 : 10/40 anyway", file, A.shape[1], FACES_CASES)
     train, test = faces_split(A.shape[1])
     X_train = np.ascontiguousarray(A[:, train].T, dtype=np.float64)
     X_test = np.ascontiguousarray(A[:, test].T, dtype=np.float64)
-    return Dataset("faces", X_train, X_test, source=str(file))
+    origin = "original" if A.shape[1] == FACES_CASES else "subset"
+    return Dataset(
+        "faces", X_train, X_test, source=str(file), origin=origin,
+        label=f"FACES ({'original' if origin == 'original' else 'partial'} {FACES_MAT_NAME}), {len(X_train):,} training cases",
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -120,9 +120,11 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def same_run_as(self, other: RunConfig) -> bool:
-        """True when ``other`` continues this run (everything equal except ``iters``)."""
+        """True when ``other`` continues this run: everything equal but the length (``iters``,
+        ``max_seconds``), where it runs (``backend``, ``data_dir``) and how often it is evaluated
+        and checkpointed, none of which changes its numbers."""
         a, b = self.to_json(), other.to_json()
-        for key in ("iters", "backend", "data_dir", "max_seconds"):
+        for key in ("iters", "backend", "data_dir", "max_seconds", "eval_every", "checkpoint_every"):
             a.pop(key, None), b.pop(key, None)
         return a == b
 

@@ -8,6 +8,7 @@ network output and of the loss, dense F_R from closed forms written with SciPy) 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,14 @@ import scipy.special
 
 from kfac_ref.mlp import MLP
 from kfac_ref.vec import theta_to_weights, weights_to_theta
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline() -> None:
+    """No test downloads anything by accident: data loaders see ``$KFAC_REF_OFFLINE=1``
+    (download tests pass ``download=True`` and a local server's URL)."""
+    os.environ["KFAC_REF_OFFLINE"] = "1"
+
 
 ACTIVATIONS = ("logistic", "tanh", "linear", "relu")
 OUTPUTS = ("bernoulli", "gaussian", "softmax")

@@ -108,9 +108,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")
         self.send_header("Content-Length", str(len(body)))
+        self.server.log.append((self.path, rng_header, status, len(body)))  # before the client can finish
         self.end_headers()
         self.wfile.write(body)
-        self.server.log.append((self.path, rng_header, status, len(body)))
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -403,7 +403,7 @@ def test_mnist_all_mat_missing_variable(tmp_path: Path) -> None:
 
 def test_spline_matches_scipy_natural_cubic_spline() -> None:
     """Dense oracle: scipy's natural CubicSpline on the same chord-length knots."""
-    P = data._draw_control_points(6, np.random.default_rng(5))
+    P = data._draw_control_points(6, np.random.default_rng(5), data.curves_style(2))
     S = data.natural_spline_3pts(P, 17)
     for k in range(len(P)):
         h = np.linalg.norm(np.diff(P[k], axis=0), axis=1)
@@ -413,22 +413,27 @@ def test_spline_matches_scipy_natural_cubic_spline() -> None:
     np.testing.assert_allclose(S[:, [0, 16, 33]], P, atol=1e-12)  # passes through P₀, P₁, P₂
 
 
-def test_control_points_constraints() -> None:
-    P = data._draw_control_points(2000, np.random.default_rng(6))
-    assert P.min() >= data.CURVE_MARGIN and P.max() <= 27 - data.CURVE_MARGIN
+@pytest.mark.parametrize("version", sorted(data.CURVES_STYLES))
+def test_control_points_constraints(version: int) -> None:
+    style = data.curves_style(version)
+    P = data._draw_control_points(2000, np.random.default_rng(6), style)
+    assert P.min() >= style.margin and P.max() <= 27 - style.margin
     D = np.diff(P, axis=1)
     gaps = np.linalg.norm(D, axis=2)
-    assert gaps.min() >= data.CURVE_MIN_SEPARATION
+    assert gaps.min() >= style.min_separation
     cos = (D[:, 0] * D[:, 1]).sum(axis=1) / gaps.prod(axis=1)
-    assert cos.min() >= data.CURVE_MAX_TURN_COS
+    assert cos.min() >= style.max_turn_cos
 
 
-def test_render_profile_of_a_straight_line() -> None:
-    """A horizontal line along row 14: intensity (1 − d²/R²)³ of the row distance d."""
+def _straight_line() -> np.ndarray:
     x = np.arange(-50, 321) / 10.0  # samples every 0.1 px, hitting every pixel centre
-    C = np.stack([x, np.full(x.size, 14.0)], axis=1)[None]
-    img = data.render_curves(C).reshape(28, 28)
-    R = data.CURVE_RADIUS
+    return np.stack([x, np.full(x.size, 14.0)], axis=1)[None]
+
+
+def test_render_profile_of_a_straight_line_v1() -> None:
+    """Version 1: a horizontal line along row 14 has intensity (1 − d²/R²)³ of the row distance."""
+    img = data.render_curves(_straight_line(), version=1).reshape(28, 28)
+    R = 2.5
     for d in range(5):
         expected = max(0.0, 1 - d**2 / R**2) ** 3
         np.testing.assert_allclose(img[14 + d], expected, atol=1e-6)
@@ -436,18 +441,72 @@ def test_render_profile_of_a_straight_line() -> None:
     assert img[17:].max() == 0.0 and img[:12].max() == 0.0
 
 
-def test_make_curves_shape_range_determinism() -> None:
-    A = data.make_curves(40, np.random.default_rng(1))
-    B = data.make_curves(40, np.random.default_rng(1))
-    C = data.make_curves(40, np.random.default_rng(2))
+def test_render_profile_of_a_straight_line_v2() -> None:
+    """Version 2: peak · exp(−d²/(2w²)) with peak 0.795 and w = 0.84 px, written out here."""
+    img = data.render_curves(_straight_line(), version=2).reshape(28, 28)
+    for d in range(6):
+        expected = 0.795 * np.exp(-(d**2) / (2 * 0.84**2))
+        np.testing.assert_allclose(img[14 + d], expected, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(img[14 - d], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_unknown_version_and_profile() -> None:
+    with pytest.raises(ConfigError, match="unknown CURVES generator version 9"):
+        data.make_curves(2, np.random.default_rng(0), version=9)
+    bad = data.CurvesStyle(2.0, 5.0, -0.5, "box", 1.0, 1.0)
+    with pytest.raises(ConfigError, match="profile 'box'"):
+        data.stroke_profile(np.zeros(3, np.float32), bad)
+
+
+@pytest.mark.parametrize("version", sorted(data.CURVES_STYLES))
+def test_make_curves_shape_range_determinism(version: int) -> None:
+    peak = data.curves_style(version).peak
+    A = data.make_curves(40, np.random.default_rng(1), version)
+    B = data.make_curves(40, np.random.default_rng(1), version)
+    C = data.make_curves(40, np.random.default_rng(2), version)
     assert A.shape == (40, 784) and A.dtype == np.float64
     np.testing.assert_array_equal(A, B)
-    assert np.abs(A - C).max() > 0.5
-    assert A.min() == 0.0 and A.max() <= 1.0
-    assert A.max(axis=1).min() > 0.85  # every curve has a bright core
-    ink = (A > 0).sum(axis=1)
+    assert np.abs(A - C).max() > 0.5 * peak
+    assert A.min() >= 0.0 and A.max() <= peak + 1e-6
+    assert A.max(axis=1).min() > 0.85 * peak  # every curve has a core at (nearly) full intensity
+    ink = (A > 0.05).sum(axis=1)
     assert ink.min() >= 20 and ink.max() <= 400  # a stroke, not a blob or an empty image
-    assert data.make_curves(0, np.random.default_rng(0)).shape == (0, 784)
+    assert data.make_curves(0, np.random.default_rng(0), version).shape == (0, 784)
+
+
+def test_curves_statistics_against_hand_computed_values() -> None:
+    """Two 2-pixel cases: the three statistics written out with math.log."""
+    import math
+
+    X = np.array([[0.0, 0.5], [1.0, 0.25]])
+    m = [0.5, 0.375]
+    h = lambda p: 0.0 if p in (0.0, 1.0) else -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
+    ce = lambda x, q: -(x * math.log(q) + (1 - x) * math.log(1 - q))  # noqa: E731
+    stats = data.curves_statistics(X)
+    assert stats["mean_image_squared_error"] == pytest.approx((0.25 + 0.125**2 + 0.25 + 0.125**2) / 2)
+    assert stats["mean_image_cross_entropy"] == pytest.approx(
+        (ce(0, m[0]) + ce(0.5, m[1]) + ce(1, m[0]) + ce(0.25, m[1])) / 2
+    )
+    assert stats["bernoulli_entropy"] == pytest.approx((h(0.5) + h(0.25)) / 2)
+
+
+def test_stand_in_matches_the_original_within_5_percent() -> None:
+    """Version 2 against the three known statistics of digs3pts_1.mat (issue: within 5 %);
+    version 1 was far off (kept as a check that the test can fail)."""
+    X = data.make_curves(5000, np.random.default_rng(11))
+    for key, target in data.CURVES_ORIGINAL_STATISTICS.items():
+        assert data.curves_statistics(X)[key] == pytest.approx(target, rel=0.05), key
+    v1 = data.curves_statistics(data.make_curves(2000, np.random.default_rng(11), version=1))
+    assert v1["mean_image_squared_error"] > 1.5 * data.CURVES_ORIGINAL_STATISTICS["mean_image_squared_error"]
+
+
+def test_version_1_still_reproduces_the_fidelity_fixture() -> None:
+    """The frozen fixture holds the first 2000 training images of v1, seed 0 (20,000 drawn)."""
+    fixture = Path(__file__).parent / "data" / "fidelity_curves2000" / "data.npz"
+    ss_train, _ = np.random.SeedSequence(0).spawn(2)
+    X = data.make_curves(20000, np.random.default_rng(ss_train), version=1)[:2000].astype(np.float32)
+    with np.load(fixture) as z:
+        np.testing.assert_allclose(X, z["X_train"], rtol=0, atol=2e-7)  # float32 rounding only
 
 
 def test_load_curves_builds_then_uses_cache(
@@ -457,6 +516,7 @@ def test_load_curves_builds_then_uses_cache(
     assert ds.name == "curves" and ds.y_train is None
     assert ds.X_train.shape == (30, 784) and ds.X_test.shape == (12, 784)
     assert ds.X_train.dtype == np.float64
+    assert ds.origin == "stand-in" and ds.label == "CURVES stand-in (generated, v2), 30 training cases"
     cache = tmp_path / f"curves_v{data.CURVES_VERSION}_seed3_train30_test12.npz"
     assert cache.is_file()
     assert not list(tmp_path.glob("*.part"))
@@ -468,9 +528,11 @@ def test_load_curves_builds_then_uses_cache(
     again = data.load_curves(data_dir=tmp_path, seed=3, n_train=30, n_test=12)
     np.testing.assert_array_equal(again.X_train, ds.X_train)
     np.testing.assert_array_equal(again.X_test, ds.X_test)
-    assert again.source == str(cache)
+    assert again.source == str(cache) and again.label == ds.label and again.origin == "stand-in"
     with pytest.raises(AssertionError, match="regenerated"):
         data.load_curves(data_dir=tmp_path, seed=4, n_train=30, n_test=12)  # a new key
+    with pytest.raises(AssertionError, match="regenerated"):
+        data.load_curves(data_dir=tmp_path, seed=3, n_train=30, n_test=12, version=1)  # another version
 
 
 def test_load_curves_seeds_and_independent_test_set(tmp_path: Path) -> None:
@@ -502,12 +564,109 @@ def test_digs3pts_mat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         np.testing.assert_array_equal(ds.X_train, bdata)
         np.testing.assert_array_equal(ds.X_test, bdatatest)
         assert ds.source.endswith("digs3pts_1.mat")
+        assert ds.origin == "original" and ds.label == "CURVES (original digs3pts_1.mat), 6 training cases"
 
 
 def test_digs3pts_wrong_shape(tmp_path: Path) -> None:
     scipy.io.savemat(tmp_path / "c.mat", {"bdata": np.zeros((784, 5)), "bdatatest": np.zeros(3)})
     with pytest.raises(DataError, match=r"'bdata' has shape \(784, 5\)"):
         data.load_curves(path=tmp_path / "c.mat")
+
+
+def test_digs3pts_values_outside_unit_interval(tmp_path: Path) -> None:
+    scipy.io.savemat(tmp_path / "c.mat", {"bdata": np.full((2, 784), 255.0), "bdatatest": np.zeros((1, 784))})
+    with pytest.raises(DataError, match=r"'bdata' has values outside \[0, 1\]"):
+        data.load_curves(path=tmp_path / "c.mat")
+
+
+def _mat_bytes(tmp_path: Path, name: str, **arrays: np.ndarray) -> bytes:
+    scipy.io.savemat(tmp_path / name, arrays)
+    blob = (tmp_path / name).read_bytes()
+    (tmp_path / name).unlink()
+    return blob
+
+
+@pytest.fixture
+def small_curves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A small digs3pts_1.mat (the strict shapes patched to 6 + 3 cases) and its arrays."""
+    rng = np.random.default_rng(8)
+    bdata, bdatatest = rng.random((6, 784)), rng.random((3, 784))
+    monkeypatch.setattr(data, "CURVES_MAT_SHAPES", {"bdata": (6, 784), "bdatatest": (3, 784)})
+    monkeypatch.setattr(data, "_FAILED_DOWNLOADS", set())
+    return _mat_bytes(tmp_path, "src.mat", bdata=bdata, bdatatest=bdatatest), bdata, bdatatest
+
+
+def test_curves_download_validates_records_md5_and_reuses(
+    server: LocalServer, small_curves: tuple[bytes, np.ndarray, np.ndarray], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    blob, bdata, bdatatest = small_curves
+    server.server.files["digs3pts_1.mat"] = blob
+    cache = tmp_path / "cache"
+    ds = data.load_curves(data_dir=cache, download=True, url=server.good + "digs3pts_1.mat")
+    np.testing.assert_array_equal(ds.X_train, bdata)
+    np.testing.assert_array_equal(ds.X_test, bdatatest)
+    assert ds.origin == "original"
+    record = (cache / "digs3pts_1.mat.md5").read_text().split()
+    assert record[0] == md5_of(blob) and record[1] == "digs3pts_1.mat"
+    assert md5_of(blob) in capsys.readouterr().out  # printed on first download
+    assert not list(cache.glob("*.part"))
+    monkeypatch.setattr(data, "_http_fetch", no_network)  # the kept copy is used from now on
+    again = data.load_curves(data_dir=cache, download=True, url=server.good + "digs3pts_1.mat")
+    np.testing.assert_array_equal(again.X_train, bdata)
+
+
+def test_damaged_curves_download_is_fetched_again(
+    server: LocalServer, small_curves: tuple[bytes, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    blob, bdata, _ = small_curves
+    server.server.files["digs3pts_1.mat"] = blob
+    cache = tmp_path / "cache"
+    url = server.good + "digs3pts_1.mat"
+    data.load_curves(data_dir=cache, download=True, url=url)
+    damaged = bytearray(blob)
+    damaged[-10] ^= 0xFF
+    (cache / "digs3pts_1.mat").write_bytes(bytes(damaged))
+    ds = data.load_curves(data_dir=cache, download=True, url=url)
+    np.testing.assert_array_equal(ds.X_train, bdata)
+    assert (cache / "digs3pts_1.mat").read_bytes() == blob
+    assert [e[0] for e in server.log].count("/good/digs3pts_1.mat") == 2
+
+
+def test_curves_download_resumes_a_partial_file(
+    server: LocalServer, small_curves: tuple[bytes, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    blob, bdata, _ = small_curves
+    server.server.files["digs3pts_1.mat"] = blob
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "digs3pts_1.mat.part").write_bytes(blob[:1000])
+    ds = data.load_curves(data_dir=cache, download=True, url=server.good + "digs3pts_1.mat")
+    np.testing.assert_array_equal(ds.X_train, bdata)
+    assert server.log[-1][1] == "bytes=1000-" and server.log[-1][2] == 206
+
+
+def test_wrong_curves_download_is_refused_and_the_stand_in_used(
+    server: LocalServer, small_curves: tuple[bytes, np.ndarray, np.ndarray], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server.server.files["digs3pts_1.mat"] = b"<html>captive portal</html>"
+    cache = tmp_path / "cache"
+    with caplog.at_level("WARNING", logger="kfac_ref.data"):
+        ds = data.load_curves(data_dir=cache, n_train=5, n_test=2, download=True, url=server.good + "digs3pts_1.mat")
+    assert ds.origin == "stand-in" and ds.X_train.shape == (5, 784)
+    assert "could not download the original CURVES" in caplog.text and "stand-in" in caplog.text
+    assert not (cache / "digs3pts_1.mat").exists() and not list(cache.glob("*.part"))
+
+
+def test_offline_curves_never_touch_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "_http_fetch", no_network)
+    monkeypatch.setenv(data.OFFLINE_ENV_VAR, "1")
+    assert data.load_curves(data_dir=tmp_path, n_train=3, n_test=1).origin == "stand-in"
+    monkeypatch.delenv(data.OFFLINE_ENV_VAR)
+    assert data.load_curves(data_dir=tmp_path, n_train=3, n_test=1, download=False).origin == "stand-in"
+    with pytest.raises(AssertionError, match="network"):
+        data.load_curves(data_dir=tmp_path, n_train=3, n_test=1, download=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,17 +705,35 @@ def test_faces_wrong_variable(tmp_path: Path) -> None:
 
 def test_missing_faces_message(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
-        data.load_faces(data_dir=tmp_path / "nowhere")
+        data.load_faces(data_dir=tmp_path / "nowhere", download=False)
     message = str(info.value)
     for fragment in (
         "newfaces_rot_single.mat",
         "25×25",
         "165600",
-        "Toronto",
-        "Martens",
+        "jmartens",
+        "downloads are off",
         str(tmp_path / "nowhere"),
     ):
         assert fragment in message
+
+
+def test_faces_download_validates_by_shape(
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "FACES_CASES", 80)
+    A = np.tile(np.arange(80, dtype=np.float32), (625, 1))
+    server.server.files["newfaces_rot_single.mat"] = _mat_bytes(tmp_path, "f.mat", newfaces_single=A)
+    server.server.files["wrong.mat"] = _mat_bytes(tmp_path, "w.mat", newfaces_single=A[:, :40])
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"shape \(625, 40\); expected \(625, 80\)"):
+        data.load_faces(data_dir=cache, download=True, url=server.good + "wrong.mat")
+    assert not list(cache.glob("newfaces*"))
+    ds = data.load_faces(data_dir=cache, download=True, url=server.good + "newfaces_rot_single.mat")
+    assert ds.X_train.shape == (50, 625) and ds.origin == "original"
+    assert (cache / "newfaces_rot_single.mat.md5").is_file()
+    with pytest.raises(DataError, match="the download from .* failed"):
+        data.load_faces(data_dir=tmp_path / "other", download=True, url=server.missing + "x.mat")
 
 
 # --------------------------------------------------------------------------------------------
