@@ -152,13 +152,38 @@ def get_log(args: argparse.Namespace, cfg: RunConfig, data: dict[str, Any]) -> l
 
 
 def curve(records: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """(iteration, seconds, training error) at the evaluated iterations of a log."""
+    """(iteration, seconds, training error) at the evaluated iterations of a log; the plotted
+    error is the lower of the raw and averaged iterates' (as the released code reports), and the
+    raw iterate's is kept too (the authors' published traces are of the raw iterate)."""
     pts = [r for r in records if r.get("train_error") is not None]
     return {
         "iteration": [r["iteration"] for r in pts],
         "time": [r["time"] for r in pts],
         "train_error": [r["train_error"] for r in pts],
+        "train_error_raw": [r.get("train_error_raw", r["train_error"]) for r in pts],
     }
+
+
+#: Iterations at which the README's table sets our training error beside the authors'.
+TABLE_ITERATIONS = (100, 200, 300, 500, 1000)
+
+
+def versus_authors(curves: dict[str, Any], ref: dict[str, list[float]] | None) -> list[dict[str, Any]]:
+    """Rows (k, the authors' raw training error, and for each K-FAC method ours: raw and
+    reported) at :data:`TABLE_ITERATIONS`, where both logs have k."""
+    if ref is None:
+        return []
+    theirs = dict(zip(ref["iteration"], ref["train_error"], strict=True))
+    rows = []
+    for k in TABLE_ITERATIONS:
+        row: dict[str, Any] = {"iteration": k, "authors_raw": theirs.get(k)}
+        for method, c in curves.items():
+            if method != "sgd-momentum" and k in c["iteration"]:
+                i = c["iteration"].index(k)
+                row[f"{method}_raw"], row[f"{method}_reported"] = c["train_error_raw"][i], c["train_error"][i]
+        if len(row) > 2:
+            rows.append(row)
+    return rows
 
 
 def tune_sgd(args: argparse.Namespace, dataset: str, data: dict[str, Any]) -> tuple[RunConfig, dict[float, float]]:
@@ -197,7 +222,8 @@ def collect(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             c = curve(get_log(args, cfg, data))
             c.update(sgd_lr=cfg.sgd_lr, sgd_grid=finals, sgd_budget_seconds=budget)
             curves["sgd-momentum"] = c
-        out[dataset] = {**data, "settings": settings(args), "constants": args.constants, "curves": curves}
+        out[dataset] = {**data, "settings": settings(args), "constants": args.constants, "curves": curves,
+                        "versus_authors": versus_authors(curves, reference_trace(dataset))}
     return out
 
 
@@ -260,6 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for method, c in entry["curves"].items():
             print(f"{dataset:7s} {method:15s} final training error {c['train_error'][-1]:.4f} "
                   f"after {c['iteration'][-1]} iterations, {c['time'][-1]:.1f} optimizer s")
+        for row in entry["versus_authors"]:
+            ours = ", ".join(f"{m} {row[m + '_raw']:.4g}" for m in LABELS if m + "_raw" in row)
+            theirs = "—" if row["authors_raw"] is None else f"{row['authors_raw']:.4g}"
+            print(f"{dataset:7s} k = {row['iteration']:4d}: raw-iterate training error, ours: {ours}; "
+                  f"authors' published run (original data): {theirs}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

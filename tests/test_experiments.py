@@ -210,6 +210,24 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
     assert "reusing" in capsys.readouterr().out
 
 
+def test_table_beside_the_authors_uses_raw_iterates_at_common_iterations():
+    fig = _load_figure_script("autoencoders")
+    curves = {
+        "kfac-tridiag": {"iteration": [100, 200, 250], "train_error": [5.0, 2.0, 1.0],
+                         "train_error_raw": [6.0, 2.5, 1.5], "time": [1, 2, 3]},
+        "sgd-momentum": {"iteration": [100], "train_error": [9.0], "train_error_raw": [9.0], "time": [1]},
+    }
+    ref = {"iteration": [50, 100, 300], "train_error": [16.9, 11.0, 3.2]}
+    rows = fig.versus_authors(curves, ref)
+    assert rows == [
+        {"iteration": 100, "authors_raw": 11.0, "kfac-tridiag_raw": 6.0, "kfac-tridiag_reported": 5.0},
+        {"iteration": 200, "authors_raw": None, "kfac-tridiag_raw": 2.5, "kfac-tridiag_reported": 2.0},
+    ]
+    assert fig.versus_authors(curves, None) == []
+    published = fig.reference_trace("curves")
+    assert dict(zip(published["iteration"], published["train_error"], strict=True))[500] == pytest.approx(0.255, rel=0.01)
+
+
 def test_time_to_error_stops_at_the_first_crossing(tmp_path, monkeypatch, curves_dir):
     import importlib.util
     from pathlib import Path
