@@ -64,7 +64,7 @@ rng = np.random.default_rng(0)
 # the paper's 784-400-200-100-50-25-6-… — on 800 training cases.
 
 # %%
-X = downscale_images(make_curves(800, rng), 28, 14)
+X = downscale_images(make_curves(800, rng, version=1), 28, 14)  # generator v1: the numbers below were read off it
 mlp = autoencoder("curves", [196, 64, 24, 6, 24, 64, 196])
 W0 = mlp.init_sparse(seed=0, backend=backend)  # Martens (2010): 15 nonzero weights per unit
 print(mlp, "—", mlp.n_params, "parameters;", X.shape[0], "cases of", X.shape[1], "pixels")
@@ -257,7 +257,7 @@ assert np.isclose(w2, 0.95**10) and start[2] == 1.0 < start[1]
 # the whole batch (the paper uses a quarter).
 
 # %%
-X_tiny = downscale_images(make_curves(64, np.random.default_rng(1)), 28, 4)
+X_tiny = downscale_images(make_curves(64, np.random.default_rng(1), version=1), 28, 4)
 tiny = autoencoder("curves", [16, 8, 3, 8, 16])
 opt_tiny = KFAC(tiny, KFACConfig(structure="block_tridiagonal", constants="code"), backend)
 W = tiny.init_sparse(seed=1, backend=backend)
