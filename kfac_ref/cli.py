@@ -3,6 +3,9 @@
 Subcommands:
   train    train a §13 autoencoder with K-FAC (block-diagonal / block-tridiagonal) or SGD
   compare  print the errors of F̃, F̆, F̂ (and inverses) vs the exact F for a small random net
+
+A mistake in the options or the inputs ends with one line ``error: …`` on stderr and exit
+status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,52 +14,122 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .errors import KFACError
+from .errors import ConfigError, KFACError
+
+EXIT_USAGE = 2
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``error: …`` on stderr, and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help, unless the help already states it; the
+    description kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or action.option_strings == []:
+            return text
+        if action.default is False or action.default is None:
+            return text + (" (default: off)" if action.default is False else "")
+        if isinstance(action.default, (list, tuple)):
+            return f"{text} (default: {' '.join(map(str, action.default)) or 'none'})"
+        return f"{text} (default: {action.default})"
+
+
+def report_errors(run: Callable[[], Any], debug: bool = False) -> int:
+    """``run()``, with a :class:`KFACError` turned into the line ``error: …`` on stderr and
+    exit status 2 (``debug``: raised, with its traceback). Returns the exit status."""
+    try:
+        result = run()
+    except KFACError as exc:
+        if debug:
+            raise
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_USAGE
+    return result if isinstance(result, int) else 0
+
+
+def run_script(main: Callable[[Sequence[str]], Any], argv: Sequence[str] | None = None) -> int:
+    """A figure script's ``main(argv)`` under :func:`report_errors` (``--debug`` in argv
+    keeps the traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return report_errors(lambda: main(args), "--debug" in args)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
+def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     from .experiments import AUTOENCODERS, METHODS
 
-    p = sub.add_parser("train", help="train a deep autoencoder of §13")
-    p.add_argument("--dataset", choices=sorted(AUTOENCODERS), default="curves")
-    p.add_argument("--method", choices=METHODS, default="kfac-tridiag")
-    p.add_argument("--iters", type=int, default=1000, help="number of iterations (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("train", help="train a deep autoencoder of §13", parents=[common], formatter_class=HelpFormatter,
+                       description="Train a deep autoencoder of §13 and write its run directory (--out).")
+    p.add_argument("--dataset", choices=sorted(AUTOENCODERS), default="curves", help="data set of §13")
+    p.add_argument("--method", choices=METHODS, default="kfac-tridiag",
+                   help="optimizer: K-FAC with F̆ (block-diagonal) or F̂ (block-tridiagonal), or SGD with momentum")
+    p.add_argument("--iters", type=_positive_int, default=1000, help="number of iterations")
+    p.add_argument("--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets (≥ 0)")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
-                   help="array backend (default: $KFAC_REF_BACKEND or numpy)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--eval-every", type=int, default=25, help="evaluate the training error every N iterations")
+                   help="array backend (default: $KFAC_REF_BACKEND, else numpy)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="training precision")
+    p.add_argument("--eval-every", type=_positive_int, default=25, help="evaluate the training error every N iterations")
     p.add_argument("--layers", type=int, nargs="+", default=None,
                    help="custom widths d_0 … d_ℓ (default: the paper's architecture for --dataset)")
-    p.add_argument("--n-train", type=int, default=None, help="use only the first N training cases")
-    p.add_argument("--n-test", type=int, default=None, help="use only the first N test cases")
-    p.add_argument("--m1", type=int, default=1000, help="K-FAC's first mini-batch size (default 1000)")
-    p.add_argument("--k-full", type=int, default=500, help="iteration at which the batch is the whole set")
-    p.add_argument("--sgd-lr", type=float, default=0.05, help="SGD learning rate")
-    p.add_argument("--sgd-batch", type=int, default=None, help="SGD mini-batch (default 250 CURVES, 500 others)")
+    p.add_argument("--n-train", type=_positive_int, default=None,
+                   help="use only the first N training cases, at most the set's size (default: all)")
+    p.add_argument("--n-test", type=_positive_int, default=None,
+                   help="use only the first N test cases, at most the set's size (default: all)")
+    p.add_argument("--m1", type=_positive_int, default=1000, help="K-FAC's first mini-batch size m₁ (§13)")
+    p.add_argument("--k-full", type=_positive_int, default=500,
+                   help="iteration at which K-FAC's mini-batch is the whole training set (§13)")
+    p.add_argument("--sgd-lr", type=float, default=0.05, help="SGD learning rate (> 0)")
+    p.add_argument("--sgd-batch", type=_positive_int, default=None,
+                   help="SGD mini-batch size (default: 250 for CURVES, 500 for MNIST and FACES)")
     p.add_argument("--constants", choices=["code", "paper"], default="code",
                    help="where the paper's text and the authors' released code differ (τ2), whose "
                         "values to use: 'code' (τ2 = 1, as the published curves) or 'paper' (τ2 = 1/4)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop once the optimizer time reaches this many seconds (default: no limit)")
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--data-dir", default=None, help="data directory (default $KFAC_REF_DATA_DIR or the cache)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=50,
+                   help="write checkpoint.npz and log.jsonl every N iterations")
+    p.add_argument("--data-dir", default=None,
+                   help="data directory (default: $KFAC_REF_DATA_DIR, else ~/.cache/kfac_ref)")
     p.add_argument("--kfac", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a KFACConfig field, e.g. --kfac lam0=100 --kfac T3=10 (repeatable)")
-    p.add_argument("--out", required=True, help="run directory (config.json, log.jsonl, checkpoint.pkl)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
+                   help="override a KFACConfig field, e.g. --kfac lam0=100 --kfac T3=10 (repeatable; "
+                        "the structure comes from --method; default: none)")
+    p.add_argument("--out", required=True,
+                   help="run directory: config.json, log.jsonl, checkpoint.npz, result.json (required; "
+                        "no default)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint.npz (an error if there is none, or if "
+                        "the settings differ other than --iters, --max-seconds, --backend, --data-dir, "
+                        "--eval-every, --checkpoint-every)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run --out holds (without it, a directory holding any run file is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parse_overrides(items: Sequence[str]) -> dict:
     out = {}
     for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--kfac expects NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise ConfigError(f"--kfac expects NAME=VALUE (e.g. --kfac lam0=100), got {item!r}")
         try:
             out[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -83,14 +156,19 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_compare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="errors of F̃, F̆, F̂ vs the exact Fisher on a small random net")
-    p.add_argument("--layers", type=int, nargs="+", default=[8, 6, 6, 6, 4])
-    p.add_argument("--activation", default="tanh")
-    p.add_argument("--output", default="softmax", choices=["bernoulli", "gaussian", "softmax"])
-    p.add_argument("--cases", type=int, default=200)
-    p.add_argument("--gamma", type=float, default=1e-3, help="factored Tikhonov damping γ (§6.3)")
-    p.add_argument("--seed", type=int, default=0)
+def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from .activations import ACTIVATIONS
+
+    p = sub.add_parser("compare", help="errors of F̃, F̆, F̂ vs the exact Fisher on a small random net",
+                       parents=[common], formatter_class=HelpFormatter,
+                       description="Errors of F̃, F̆, F̂ and their inverses vs the exact Fisher on a small random net.")
+    p.add_argument("--layers", type=_positive_int, nargs="+", default=[8, 6, 6, 6, 4], help="widths d_0 … d_ℓ")
+    p.add_argument("--activation", default="tanh", choices=sorted(ACTIVATIONS), help="hidden units' φ")
+    p.add_argument("--output", default="softmax", choices=["bernoulli", "gaussian", "softmax"],
+                   help="predictive distribution of the output layer")
+    p.add_argument("--cases", type=_positive_int, default=200, help="number of random input cases")
+    p.add_argument("--gamma", type=float, default=1e-3, help="factored Tikhonov damping γ ≥ 0 (§6.3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs (≥ 0)")
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -99,6 +177,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .compare import compare_fisher
     from .mlp import MLP
 
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be ≥ 0, got {args.seed}")
     mlp = MLP(args.layers, args.activation, args.output)
     weights = mlp.init_gaussian(args.seed)
     X = numpy.random.default_rng(args.seed).standard_normal((args.cases, args.layers[0]))
@@ -108,20 +188,27 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_parser() -> ArgumentParser:
+    """The parser of ``kfac-ref`` with its subcommands."""
+    common = ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log what the run does (resuming, data loading; default: off)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show the full traceback instead of one line (default: off)")
+    parser = ArgumentParser(prog="kfac-ref", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the run does (default: off)")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: off)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    _add_train(sub, common)
+    _add_compare(sub, common)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kfac-ref", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    _add_compare(sub)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        return {"train": _run_train, "compare": _run_compare}[args.command](args)
-    except KFACError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run = {"train": _run_train, "compare": _run_compare}[args.command]
+    return report_errors(lambda: run(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,8 @@ class TooLargeError(KFACError, MemoryError):
 
 class DataError(KFACError, OSError):
     """A data file is missing, corrupt or of an unexpected format."""
+
+
+class TargetError(KFACError, ValueError):
+    """Targets the output distribution cannot produce (Bernoulli outside [0, 1], softmax rows
+    that are not probability vectors)."""

@@ -10,6 +10,8 @@ distribution's natural parameter, and the loss is computed from it.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,13 @@ from .backend import KNOWN_DTYPES, Backend, get_array_module, get_backend
 from .errors import ConfigError, NonFiniteError, ShapeError
 from .outputs import OutputDistribution, get_output
 from .vec import weights_to_theta
+
+
+def check_eta(eta: Any) -> None:
+    """:class:`ConfigError` unless the ℓ2 weight cost η (§2.1) is a finite number ≥ 0."""
+    ok = isinstance(eta, numbers.Real) and not isinstance(eta, bool) and math.isfinite(eta) and eta >= 0
+    if not ok:
+        raise ConfigError(f"η (eta, the ℓ2 weight cost) must be a finite number ≥ 0, got {eta!r}")
 
 
 @dataclass
@@ -121,21 +130,55 @@ class MLP:
         if numpy.dtype(X.dtype).name not in KNOWN_DTYPES:
             raise ConfigError(f"X has dtype {numpy.dtype(X.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}")
 
+    def check_finite_weights(self, weights: Sequence[Any]) -> None:
+        """:meth:`check_weights`, then :class:`NonFiniteError` naming W_i if it holds NaN or inf."""
+        self.check_weights(weights)
+        for i, W in enumerate(weights, start=1):
+            if numpy.dtype(W.dtype).name not in KNOWN_DTYPES:
+                raise ConfigError(f"W_{i} has dtype {numpy.dtype(W.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}")
+            if not bool(get_array_module(W).isfinite(W).all()):
+                raise NonFiniteError(f"W_{i} contains NaN or infinite values")
+
+    def check_target_shape(self, X: Any, Y: Any) -> None:
+        """Shapes and dtype of the targets only (no pass over the data, no GPU synchronization)."""
+        if Y.ndim != 2 or Y.shape != (X.shape[0], self.layer_sizes[-1]):
+            raise ShapeError(
+                f"targets have shape {tuple(Y.shape)}; expected ({X.shape[0]}, {self.layer_sizes[-1]})"
+            )
+        if numpy.dtype(Y.dtype).name not in KNOWN_DTYPES:
+            raise ConfigError(f"targets have dtype {numpy.dtype(Y.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}")
+
     def check_inputs(self, X: Any, Y: Any | None = None) -> None:
-        """Raise :class:`ShapeError` / :class:`NonFiniteError` for malformed X (and targets Y)."""
+        """Raise for malformed X (and targets Y): :class:`ShapeError` (shape, no rows),
+        :class:`ConfigError` (dtype), :class:`NonFiniteError` (NaN/inf), :class:`TargetError`
+        (targets the output distribution cannot have, e.g. Bernoulli targets outside [0, 1])."""
         xp = get_array_module(X)
         self.check_input_shape(X)
         if X.shape[0] == 0:
-            raise ShapeError("X has no rows")
+            raise ShapeError("X has no rows (an empty batch has no mean loss)")
         if not bool(xp.isfinite(X).all()):
             raise NonFiniteError("X contains NaN or infinite values")
         if Y is not None:
-            if Y.ndim != 2 or Y.shape != (X.shape[0], self.layer_sizes[-1]):
-                raise ShapeError(
-                    f"targets have shape {tuple(Y.shape)}; expected ({X.shape[0]}, {self.layer_sizes[-1]})"
-                )
-            if not bool(xp.isfinite(Y).all()):
-                raise NonFiniteError("targets contain NaN or infinite values")
+            self.check_target_shape(X, Y)
+            self._check_target_values(Y)
+
+    def _check_target_values(self, Y: Any) -> None:
+        if not bool(get_array_module(Y).isfinite(Y).all()):
+            raise NonFiniteError("targets contain NaN or infinite values")
+        self.output.check_targets(Y)
+
+    def validate(self, weights: Sequence[Any], X: Any, Y: Any | None = None, eta: float = 0.0) -> None:
+        """Everything a public entry checks: weights (shapes, dtype, finite), X and Y
+        (:meth:`check_inputs`; Y's shape against the network's output) and η (finite, ≥ 0)."""
+        self.check_finite_weights(weights)
+        self.check_inputs(X)
+        if Y is not None:
+            out_shape = (X.shape[0], self.layer_sizes[-1])
+            if tuple(Y.shape) != out_shape:
+                raise ShapeError(f"targets have shape {tuple(Y.shape)} but outputs have shape {out_shape}")
+            self.check_target_shape(X, Y)
+            self._check_target_values(Y)
+        check_eta(eta)
 
     # ------------------------------------------------------------ initialization
     def init_sparse(
@@ -225,8 +268,14 @@ class MLP:
         return [g_k.T @ abar_k / n for g_k, abar_k in zip(g, fwd.abar, strict=True)]
 
     # ----------------------------------------------------------------- objective
-    def loss(self, weights: Sequence[Any], X: Any, Y: Any, eta: float = 0.0) -> Any:
-        """h(θ) = mean over cases of L(y, z) + (η/2)‖θ‖² (§2.1), a 0-d array."""
+    def loss(self, weights: Sequence[Any], X: Any, Y: Any, eta: float = 0.0, validate: bool = True) -> Any:
+        """h(θ) = mean over cases of L(y, z) + (η/2)‖θ‖² (§2.1), a 0-d array.
+
+        ``validate`` checks the weights, X, Y and η first (:meth:`validate`); loops that checked
+        their data once pass False (no pass over the data, no GPU synchronization).
+        """
+        if validate:
+            self.validate(weights, X, Y, eta)
         out = self.forward(weights, X).output
         return self.objective_from_output(weights, out, Y, eta)
 
@@ -238,9 +287,14 @@ class MLP:
         return h
 
     def loss_and_grad(
-        self, weights: Sequence[Any], X: Any, Y: Any, eta: float = 0.0
+        self, weights: Sequence[Any], X: Any, Y: Any, eta: float = 0.0, validate: bool = True
     ) -> tuple[Any, list[Any], Forward]:
-        """h(θ), ∇h as a list of matrices shaped like ``weights``, and the forward cache."""
+        """h(θ), ∇h as a list of matrices shaped like ``weights``, and the forward cache
+        (``validate`` as in :meth:`loss`)."""
+        if validate:
+            self.validate(weights, X, Y, eta)
+        else:
+            self.check_target_shape(X, Y)
         fwd = self.forward(weights, X)
         h = self.objective_from_output(weights, fwd.output, Y, eta)
         g = self.backward(weights, fwd, self.output.ds(fwd.output, Y))

@@ -28,7 +28,7 @@ from typing import Any
 from .backend import Backend, get_array_module, to_numpy
 from .config import KFACConfig
 from .damping import damped_factors, gamma_candidates, reduction_ratio, update_lambda
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
 from .inverse import (
     BlockDiagonalInverse,
     BlockTridiagonalInverse,
@@ -139,14 +139,32 @@ def require_finite_scalar(k: int, what: str, x: Any) -> float:
     return v
 
 
-def check_step_inputs(mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any) -> None:
-    """Shapes and finiteness of what a step receives; errors name iteration k."""
+def check_step_inputs(mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any, validate: bool = True) -> None:
+    """What a step receives; errors name iteration k. ``validate=False`` checks shapes and
+    dtypes only (no pass over the data, no GPU synchronization): for loops whose data were
+    checked once when loaded and whose weights every step checks on the way out."""
     mlp.check_weights(weights)
+    if not validate:
+        mlp.check_input_shape(X)
+        mlp.check_target_shape(X, Y)
+        return
     require_finite(k, "the weights θ", weights)
     try:
         mlp.check_inputs(X, Y)
-    except NonFiniteError as exc:
-        raise NonFiniteError(f"iteration {k}: {exc}") from None
+    except (NonFiniteError, TargetError) as exc:
+        raise type(exc)(f"iteration {k}: {exc}") from None
+
+
+def check_state_scalars(state: Any, names: Sequence[str]) -> None:
+    """:class:`ConfigError` unless ``state.k`` is an integer ≥ 0 and each named scalar of the
+    state (λ, γ) is a finite number > 0 (Python floats: no GPU synchronization)."""
+    if not isinstance(state.k, int) or state.k < 0:
+        raise ConfigError(f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}")
+    for name in names:
+        v = getattr(state, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            symbol = {"lam": "λ", "gamma": "γ"}.get(name, name)
+            raise ConfigError(f"{symbol} ({name}) of the optimizer state must be a finite number > 0, got {v!r}")
 
 
 class KFAC:
@@ -184,7 +202,7 @@ class KFAC:
 
     # ------------------------------------------------------------------ step
     def step(
-        self, weights: Sequence[Any], state: KFACState, X: Any, Y: Any, rng: Any
+        self, weights: Sequence[Any], state: KFACState, X: Any, Y: Any, rng: Any, validate: bool = True
     ) -> tuple[list[Any], KFACState, dict[str, float]]:
         """One iteration of Algorithm 2 on the mini-batch (X, Y); returns (θ + δ, state, info).
 
@@ -195,17 +213,24 @@ class KFAC:
         γ candidate (NaN unless searched), stat_decay (ε_k), refreshed, gamma_searched,
         grad_norm, delta_norm, stats_cases, fisher_cases.
 
+        ``validate=False`` skips the checks of the weights' and data's values (shapes are still
+        checked): for a loop that checked its data once (:func:`kfac_ref.experiments.run_experiment`);
+        the new weights are checked at the end of every step either way.
+
         Raises:
             NonFiniteError: a non-finite input, loss, gradient, statistic or update, naming the
                 iteration; the weights passed in are never modified.
+            TargetError: targets the output distribution cannot have (Bernoulli outside [0, 1]).
+            ShapeError, ConfigError: arrays of the wrong shape or dtype; λ, γ not finite and > 0.
         """
         cfg = self.config
+        check_state_scalars(state, ("lam", "gamma"))
         k = state.k + 1
-        check_step_inputs(self.mlp, k, weights, X, Y)
+        check_step_inputs(self.mlp, k, weights, X, Y, validate)
         n = X.shape[0]
 
         # 1. h(θ) and ∇h on the whole mini-batch, real targets, with ηθ.
-        h, grads, fwd = self.mlp.loss_and_grad(weights, X, Y, cfg.eta)
+        h, grads, fwd = self.mlp.loss_and_grad(weights, X, Y, cfg.eta, validate=False)
         h = require_finite_scalar(k, "the loss h(θ)", h)
         require_finite(k, "the gradient ∇h", grads)
 
@@ -250,7 +275,7 @@ class KFAC:
         # 5. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule (§6.5).
         lam, rho, h_new = state.lam, math.nan, math.nan
         if k % cfg.T1 == 0:
-            h_new = require_finite_scalar(k, "the loss h(θ + δ)", self.mlp.loss(new_weights, X, Y, cfg.eta))
+            h_new = require_finite_scalar(k, "the loss h(θ + δ)", self.mlp.loss(new_weights, X, Y, cfg.eta, validate=False))
             rho = reduction_ratio(h_new, h, best.model_change)
             lam = update_lambda(lam, rho, cfg.omega1_value, cfg.lam_min, cfg.lam_max)
 
@@ -315,12 +340,45 @@ class KFAC:
             }
         return d
 
+    def _state_shapes(self, d: dict[str, Any]) -> dict[str, list[tuple[int, ...]]]:
+        """The shape of every array of a :meth:`state_dict` for this network, by key."""
+        sizes = self.mlp.layer_sizes
+        L = self.mlp.n_layers
+        A = [(sizes[k] + 1, sizes[k] + 1) for k in range(L)]
+        G = [(sizes[k + 1], sizes[k + 1]) for k in range(L)]
+        A_off = [(sizes[k] + 1, sizes[k + 1] + 1) for k in range(L - 1)]
+        G_off = [(sizes[k + 1], sizes[k + 2]) for k in range(L - 1)]
+        out = {"delta": self.mlp.shapes, "stats.A_diag": A, "stats.G_diag": G}
+        if self.tridiagonal:
+            out.update({"stats.A_off": A_off, "stats.G_off": G_off, "inverse.psi_A": A_off, "inverse.psi_G": G_off,
+                        "inverse.K1": A[:-1], "inverse.K2": G[:-1],
+                        "inverse.denom": [(g[0], a[0]) for a, g in zip(A[:-1], G[:-1], strict=True)],
+                        "inverse.A_inv_last": A[-1:], "inverse.G_inv_last": G[-1:]})
+        else:
+            out.update({"inverse.A_inv": A, "inverse.G_inv": G})
+        return out
+
+    def _check_state_dict(self, d: dict[str, Any]) -> None:
+        """:class:`ShapeError` unless each array of ``d`` has this network's shape."""
+        if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ConfigError(f"not a K-FAC state (format {got!r}, expected {STATE_FORMAT!r})")
+        if d.get("structure") != self.config.structure:
+            raise ConfigError(f"the saved state is for {d.get('structure')!r}, this optimizer is {self.config.structure!r}")
+        for key, shapes in self._state_shapes(d).items():
+            node: Any = d
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                continue  # before the first step, or the other structure's off-diagonals
+            got = [tuple(a.shape) for a in node] if isinstance(node, list) else node
+            if got != list(shapes):
+                raise ShapeError(f"the saved state's {key} has shapes {got}; this network needs {list(shapes)}")
+
     def load_state_dict(self, d: dict[str, Any]) -> KFACState:
-        """The :class:`KFACState` of :meth:`state_dict`'s output, on this optimizer's backend."""
-        if d.get("format") != STATE_FORMAT:
-            raise ConfigError(f"not a K-FAC state (format {d.get('format')!r}, expected {STATE_FORMAT!r})")
-        if d["structure"] != self.config.structure:
-            raise ConfigError(f"the saved state is for {d['structure']!r}, this optimizer is {self.config.structure!r}")
+        """The :class:`KFACState` of :meth:`state_dict`'s output, on this optimizer's backend
+        (formats, structure and every array's shape checked first)."""
+        self._check_state_dict(d)
 
         def dev(arrays: Sequence[Any] | None) -> list[Any] | None:
             return None if arrays is None else [self.backend.asarray(a) for a in arrays]

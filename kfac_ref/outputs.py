@@ -23,7 +23,7 @@ from typing import Any
 
 from .activations import _logistic
 from .backend import get_array_module
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, ShapeError, TargetError
 
 
 class OutputDistribution:
@@ -51,6 +51,10 @@ class OutputDistribution:
         """F_R v per case, shape (n, d_ℓ)."""
         raise NotImplementedError
 
+    def check_targets(self, y: Any) -> None:
+        """:class:`TargetError` unless every row of the finite targets ``y`` (n, d_ℓ) is a value
+        the distribution can take (or, for soft targets, a mean of such values)."""
+
     def ds(self, s: Any, y: Any) -> Any:
         """Ds_ℓ = ∂L/∂s_ℓ = prediction − y, per case, shape (n, d_ℓ) (§2.1)."""
         _check_same_shape(s, y)
@@ -75,6 +79,13 @@ class Bernoulli(OutputDistribution):
 
     def predict(self, s: Any) -> Any:
         return _logistic(s)
+
+    def check_targets(self, y: Any) -> None:
+        if bool(((y < 0) | (y > 1)).any()):
+            raise TargetError(
+                f"Bernoulli targets must lie in [0, 1] (the probability of a 1), got values from "
+                f"{float(y.min()):g} to {float(y.max()):g}; scale the data to [0, 1]"
+            )
 
     def loss(self, s: Any, y: Any) -> Any:
         _check_same_shape(s, y)
@@ -126,7 +137,7 @@ class Gaussian(OutputDistribution):
 class Softmax(OutputDistribution):
     """Categorical distribution on softmax outputs; cross-entropy loss (classification).
 
-    Targets are one-hot rows of shape (n, d_ℓ).
+    Targets are one-hot rows of shape (n, d_ℓ) (or rows of probabilities summing to 1).
     """
 
     name = "softmax"
@@ -135,6 +146,22 @@ class Softmax(OutputDistribution):
         xp = get_array_module(s)
         e = xp.exp(s - s.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+    def check_targets(self, y: Any) -> None:
+        xp = get_array_module(y)
+        if bool((y < 0).any()):
+            raise TargetError(
+                f"softmax targets must be probability vectors (one-hot rows, or rows ≥ 0 summing to 1), "
+                f"got a negative entry {float(y.min()):g}"
+            )
+        tol = 1e3 * float(xp.finfo(y.dtype).eps) * max(1, y.shape[1])
+        worst = xp.abs(y.sum(axis=1) - 1.0)
+        if bool((worst > tol).any()):
+            row = int(xp.argmax(worst))
+            raise TargetError(
+                f"softmax targets must be probability vectors (one-hot rows, or rows ≥ 0 summing to 1); "
+                f"row {row} sums to {float(y[row].sum()):g}"
+            )
 
     def loss(self, s: Any, y: Any) -> Any:
         _check_same_shape(s, y)

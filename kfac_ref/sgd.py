@@ -18,7 +18,7 @@ from typing import Any
 
 from .backend import Backend, to_numpy
 from .config import SGDConfig
-from .errors import ConfigError
+from .errors import ConfigError, ShapeError
 from .mlp import MLP
 from .optimizer import check_step_inputs, require_finite, require_finite_scalar
 from .rescale import inner
@@ -56,20 +56,23 @@ class SGDMomentum:
         return SGDState(k=0, velocity=[self.backend.xp.zeros_like(W) for W in weights])
 
     def step(
-        self, weights: Sequence[Any], state: SGDState, X: Any, Y: Any, rng: Any = None
+        self, weights: Sequence[Any], state: SGDState, X: Any, Y: Any, rng: Any = None, validate: bool = True
     ) -> tuple[list[Any], SGDState, dict[str, float]]:
         """One momentum step on (X, Y); ``rng`` is unused (SGD is deterministic given the batch).
+        ``validate`` as in :meth:`kfac_ref.optimizer.KFAC.step`.
 
         ``info``: k, batch_size, loss (h where the gradient was taken: θ + μ v for Nesterov),
         lr, mu, grad_norm, delta_norm.
         """
         cfg = self.config
         k = state.k + 1
-        check_step_inputs(self.mlp, k, weights, X, Y)
+        if not isinstance(state.k, int) or state.k < 0:
+            raise ConfigError(f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}")
+        check_step_inputs(self.mlp, k, weights, X, Y, validate)
         mu = momentum(k, cfg)
         v = state.velocity if state.velocity is not None else [self.backend.xp.zeros_like(W) for W in weights]
         at = [W + mu * u for W, u in zip(weights, v, strict=True)] if cfg.nesterov else list(weights)
-        h, grads, _ = self.mlp.loss_and_grad(at, X, Y, cfg.eta)
+        h, grads, _ = self.mlp.loss_and_grad(at, X, Y, cfg.eta, validate=False)
         h = require_finite_scalar(k, "the loss h(θ)", h)
         require_finite(k, "the gradient ∇h", grads)
         v_new = [mu * u - cfg.lr * g for u, g in zip(v, grads, strict=True)]
@@ -93,7 +96,12 @@ class SGDMomentum:
 
     def load_state_dict(self, d: dict[str, Any]) -> SGDState:
         """The :class:`SGDState` of :meth:`state_dict`'s output, on this optimizer's backend."""
-        if d.get("format") != STATE_FORMAT:
-            raise ConfigError(f"not an SGD state (format {d.get('format')!r}, expected {STATE_FORMAT!r})")
+        if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ConfigError(f"not an SGD state (format {got!r}, expected {STATE_FORMAT!r})")
+        if d["velocity"] is not None:
+            got = [tuple(u.shape) for u in d["velocity"]]
+            if got != self.mlp.shapes:
+                raise ShapeError(f"the saved velocity has shapes {got}; this network needs {self.mlp.shapes}")
         vel = None if d["velocity"] is None else [self.backend.asarray(u) for u in d["velocity"]]
         return SGDState(k=int(d["k"]), velocity=vel)

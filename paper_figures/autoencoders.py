@@ -18,8 +18,9 @@ labelled as theirs: it used the original data set and the paper's schedule, so i
 ours only when we train on the same data (see each panel's data label).
 
 Each run is done by :func:`kfac_ref.experiments.run_experiment` under ``--runs``; a finished run
-with the same settings and the same data is reused, an unfinished one is resumed (both are said),
-and the figure is drawn only from the runs' logs.
+with the same settings and the same data is reused, an unfinished one with a matching checkpoint
+is resumed (both are said, and listed at the end); a directory holding any other run is an error
+unless ``--overwrite``. The figure is drawn only from the runs' logs.
 
     python paper_figures/autoencoders.py --quick                    # CURVES, 2000 cases, minutes
     python paper_figures/autoencoders.py                            # CURVES, 20,000 cases (hours on a CPU)
@@ -45,9 +46,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from _common import save_figure  # noqa: E402
 
 from kfac_ref import io  # noqa: E402
-from kfac_ref.errors import NonFiniteError  # noqa: E402
+from kfac_ref.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.errors import ConfigError, KFACError, NonFiniteError  # noqa: E402
 from kfac_ref.experiments import (  # noqa: E402
     METHODS,
+    RUN_FILES,
     RunConfig,
     finished_log,
     run_data_info,
@@ -78,7 +81,7 @@ SGD_BUDGET_CADENCE = {"quick": {"eval_every": 20, "checkpoint_every": 500},
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["curves"], choices=["curves", "mnist", "faces"],
                    help="data sets, one row of panels each (default: curves)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
@@ -98,11 +101,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="array backend (default: $KFAC_REF_BACKEND or numpy)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="training precision")
     p.add_argument("--data-dir", default=None, help="data directory (default: $KFAC_REF_DATA_DIR or the cache)")
-    p.add_argument("--runs", default="runs", help="directory of the training runs (reused when finished)")
+    p.add_argument("--runs", default="runs",
+                   help="directory of the training runs (default: runs). A finished run with the same settings "
+                        "and data is reused, an unfinished one resumed; one with other settings is an error "
+                        "unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train afresh, in place, any run under --runs whose settings or data differ from this "
+                        "figure's (default: such a run is an error and nothing is replaced)")
     p.add_argument("--out", default="figures_out", help="directory for the figure files")
     p.add_argument("--no-reference", action="store_true", help="do not draw the authors' published run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    args = p.parse_args(argv)
+    args.run_actions = []
+    return args
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,16 +150,54 @@ def _same_data(records: list[dict[str, Any]], data: dict[str, Any]) -> bool:
     return bool(records) and records[0].get("data") == data["data"]
 
 
+def why_not_resumable(out: Path, cfg: RunConfig, data: dict[str, Any]) -> str | None:
+    """None when ``out`` holds a checkpoint of this very run (settings and data), else what the
+    directory holds instead. Reads only JSON (``config.json``, ``log.jsonl``); the checkpoint
+    itself is checked again, without any pickle, when it is resumed."""
+    if not (out / io.CHECKPOINT_NAME).is_file():
+        if (out / io.LEGACY_CHECKPOINT_NAME).exists():
+            return f"its {io.LEGACY_CHECKPOINT_NAME} is a pickle of an older kfac_ref, which is never loaded (it could run code)"
+        return f"it has no {io.CHECKPOINT_NAME} to continue from"
+    try:
+        saved = RunConfig.from_json(json.loads((out / "config.json").read_text()), str(out / "config.json"))
+        records = io.read_jsonl(out / "log.jsonl")
+    except (OSError, ValueError, KFACError) as exc:
+        return f"its config.json or log.jsonl cannot be read ({exc})"
+    diff = saved.differences(cfg)
+    if diff:
+        return "its settings differ: " + "; ".join(diff)
+    if records and not _same_data(records, data):
+        return f"it was trained on other data ({records[0].get('data')!r})"
+    return None
+
+
 def get_log(args: argparse.Namespace, cfg: RunConfig, data: dict[str, Any]) -> list[dict[str, Any]]:
-    """A finished run's log: reused when its settings and data match, else trained (or resumed)."""
+    """A finished run's log: reused when its settings and data match, resumed when its
+    checkpoint does, trained when its directory holds no run; a directory holding another run is
+    an error unless ``--overwrite``. Each decision is printed and kept in ``args.run_actions``."""
     out = run_dir(args, cfg)
     records = finished_log(cfg, out)
     if records is not None and _same_data(records, data):
         print(f"  reusing {out} ({records[-1]['iteration']} iterations, {records[-1]['time']:.0f} s)")
+        args.run_actions.append(("reused", out))
         return records
-    resume = (out / "checkpoint.pkl").exists() and _same_data(io.read_jsonl(out / "log.jsonl"), data)
-    print(f"  {'resuming' if resume else 'training'} {out}")
-    run_experiment(cfg, out, resume=resume, overwrite=not resume, progress=not args.no_progress)
+    held = [n for n in RUN_FILES if (out / n).exists()]
+    reason = why_not_resumable(out, cfg, data) if held else None
+    if held and reason is None:
+        action = "resumed"
+    elif not held:
+        action = "trained"
+    elif args.overwrite:
+        action = "replaced"
+        print(f"  replacing {out} (--overwrite; {reason})")
+    else:
+        raise ConfigError(
+            f"{out} holds a run that cannot be reused or resumed for this figure: {reason}. Pass "
+            "--overwrite to train it afresh there, or choose another --runs"
+        )
+    print(f"  {'resuming' if action == 'resumed' else 'training'} {out}")
+    args.run_actions.append((action, out))
+    run_experiment(cfg, out, resume=action == "resumed", overwrite=action == "replaced", progress=not args.no_progress)
     return finished_log(cfg, out)
 
 
@@ -275,8 +325,9 @@ def draw(args: argparse.Namespace, data: dict[str, dict[str, Any]], out_dir: Pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    out_dir = io.require_writable_dir(args.out, "--out")
+    io.require_writable_dir(args.runs, "--runs")
     data = collect(args)
-    out_dir = Path(args.out)
     stem = "autoencoders_" + "_".join(args.datasets) + ("_quick" if args.quick else "")
     if args.constants != "code":
         stem += f"_{args.constants}"
@@ -291,9 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             theirs = "—" if row["authors_raw"] is None else f"{row['authors_raw']:.4g}"
             print(f"{dataset:7s} k = {row['iteration']:4d}: raw-iterate training error, ours: {ours}; "
                   f"authors' published run (original data): {theirs}")
+    for action in ("reused", "resumed", "trained", "replaced"):
+        done = [str(out) for a, out in args.run_actions if a == action]
+        if done:
+            print(f"runs {action}: {', '.join(done)}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))
