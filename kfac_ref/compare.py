@@ -15,6 +15,8 @@ from typing import Any
 import numpy
 
 from .backend import to_numpy
+from .damping import check_gamma
+from .errors import NonFiniteError
 from .factors import kronecker_factors
 from .fisher import approximate_fisher, exact_fisher
 from .inverse import spd_inverse
@@ -87,6 +89,14 @@ class FisherComparison:
         return "\n".join(rows)
 
 
+def _inverse(M: numpy.ndarray, name: str, gamma: float) -> numpy.ndarray:
+    """M⁻¹; a singular M is reported as too little damping γ."""
+    try:
+        return spd_inverse(M, name)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{name} with γ = {gamma:g} cannot be inverted: {exc} (raise γ)") from None
+
+
 def compare_fisher(
     mlp: MLP, weights: Sequence[Any], X: Any, gamma: float = 0.0, max_bytes: int | None = None
 ) -> FisherComparison:
@@ -96,6 +106,9 @@ def compare_fisher(
     block-diagonal matrix Δ = F̆(γ) − F̆(0) to F̃. Errors of the matrices are against the undamped
     F; the inverse of F is taken of F + Δ, so inverses of equally damped matrices are compared.
     """
+    gamma = check_gamma(gamma)
+    mlp.check_finite_weights(weights)
+    mlp.check_inputs(X)
     shapes = mlp.shapes
     factors = kronecker_factors(mlp, weights, X, method="exact")
     F = to_numpy(exact_fisher(mlp, weights, X, max_bytes=max_bytes))
@@ -104,9 +117,7 @@ def compare_fisher(
         mats[name] = to_numpy(approximate_fisher(mlp, weights, X, structure, gamma, factors, max_bytes))
     undamped_breve = to_numpy(approximate_fisher(mlp, weights, X, "block_diagonal", 0.0, factors, max_bytes))
     F_damped = F + (mats["F_breve"] - undamped_breve)
-    invs = {"F": spd_inverse(F_damped, "F")}
-    for name in APPROXIMATIONS:
-        invs[name] = spd_inverse(mats[name], name)
+    invs = {name: _inverse(M, name, gamma) for name, M in [("F", F_damped), *((n, mats[n]) for n in APPROXIMATIONS)]}
     errors = {name: relative_error(mats[name], F) for name in APPROXIMATIONS}
     block_errors = {name: block_relative_errors(mats[name], F, shapes) for name in APPROXIMATIONS}
     inv_err = {

@@ -27,6 +27,17 @@ TAU2_PAPER = 1.0 / 4.0  # spec §12: τ2 = 1/4 of the mini-batch for the exact-F
 TAU2_CODE = 1.0  # [code] ``ratio_BV = 1`` ("a value below 1 is dangerous")
 
 
+def _real(name: str, value: object) -> None:
+    """ConfigError unless ``value`` is a real number (not a bool, a string or None)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def _positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -134,6 +145,13 @@ class KFACConfig:
         _choice("structure", self.structure, STRUCTURES)
         _choice("constants", self.constants, CONSTANT_SETS)
         _choice("stats_method", self.stats_method, STATS_METHODS)
+        for name in ("eta", "lam0", "tau1", "max_stat_decay", "lam_min", "lam_max"):
+            _real(name, getattr(self, name))
+        for name in ("gamma0", "tau2", "omega1", "omega2", "gamma_min", "gamma_max"):
+            if getattr(self, name) is not None:
+                _real(name, getattr(self, name))
+        _flag("use_momentum", self.use_momentum)
+        _flag("linalg_float64", self.linalg_float64)
         _nonnegative("eta", self.eta)
         if not (isinstance(self.lam0, (int, float)) and math.isfinite(self.lam0) and self.lam0 > 0):
             raise ConfigError(f"lam0 must be a finite number > 0, got {self.lam0!r}")
@@ -161,7 +179,8 @@ class KFACConfig:
         _nonnegative("lam_min", self.lam_min)
         if not self.lam_max > self.lam_min:
             raise ConfigError(f"lam_max must exceed lam_min, got {self.lam_max!r} ≤ {self.lam_min!r}")
-        if not isinstance(self.inverse_recompute_first, int) or self.inverse_recompute_first < 0:
+        if not isinstance(self.inverse_recompute_first, int) or isinstance(self.inverse_recompute_first, bool) \
+                or self.inverse_recompute_first < 0:
             raise ConfigError(f"inverse_recompute_first must be an integer ≥ 0, got {self.inverse_recompute_first!r}")
 
     # ------------------------------------------------------------- resolved values
@@ -218,6 +237,9 @@ class SGDConfig:
     momentum_schedule: str = "sutskever"  # spec §12 (Sutskever et al. 2013)
 
     def __post_init__(self) -> None:
+        for name in ("lr", "mu_max", "eta"):
+            _real(name, getattr(self, name))
+        _flag("nesterov", self.nesterov)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not (isinstance(self.mu_max, (int, float)) and 0.0 <= self.mu_max < 1.0):

@@ -743,23 +743,29 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _load_curves_cache(path: Path, n_train: int, n_test: int, version: int = CURVES_VERSION) -> Dataset | None:
-    """The cached CURVES arrays if ``path`` holds them with the right shapes, else ``None``."""
-    try:
-        with np.load(path) as z:
-            X_train, X_test = z["X_train"], z["X_test"]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        log.warning("ignoring unreadable CURVES cache %s (%s)", path, exc)
-        return None
+    """The cached CURVES arrays if ``path`` holds them intact (a readable ``.npz`` without
+    pickles, float32 images of the right shapes in [0, 1]), else ``None`` after a warning that
+    names the damage (the caller rebuilds the cache)."""
     d = CURVES_SIDE**2
-    if X_train.shape != (n_train, d) or X_test.shape != (n_test, d):
-        log.warning(
-            "ignoring CURVES cache %s with shapes %s, %s", path, X_train.shape, X_test.shape
-        )
-        return None
-    return Dataset(
-        "curves", X_train.astype(np.float64), X_test.astype(np.float64), source=str(path),
-        origin="stand-in", label=_stand_in_label(version, n_train),
-    )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            X_train, X_test = z["X_train"], z["X_test"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        why = f"unreadable: {type(exc).__name__}: {exc}"
+    else:
+        if X_train.shape != (n_train, d) or X_test.shape != (n_test, d):
+            why = f"shapes {X_train.shape}, {X_test.shape} instead of {(n_train, d)}, {(n_test, d)}"
+        elif X_train.dtype != np.float32 or X_test.dtype != np.float32:
+            why = f"dtype {X_train.dtype} instead of float32"
+        elif not all(np.isfinite(A).all() and A.min(initial=0) >= 0 and A.max(initial=0) <= 1 for A in (X_train, X_test)):
+            why = "pixels outside [0, 1] or not finite"
+        else:
+            return Dataset(
+                "curves", X_train.astype(np.float64), X_test.astype(np.float64), source=str(path),
+                origin="stand-in", label=_stand_in_label(version, n_train),
+            )
+    log.warning("CURVES cache %s is damaged (%s); rebuilding it", path, why)
+    return None
 
 
 def build_curves(seed: int = 0, n_train: int = 20000, n_test: int = 10000, version: int = CURVES_VERSION) -> Dataset:

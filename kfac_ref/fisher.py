@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backend import get_array_module
-from .damping import damped_factors
-from .errors import ConfigError, ShapeError, TooLargeError
+from .damping import check_gamma, damped_factors
+from .errors import ConfigError, NonFiniteError, ShapeError, TooLargeError
 from .factors import KroneckerFactors, kronecker_factors
 from .inverse import block_tridiagonal_inverse
 from .mlp import MLP
@@ -59,7 +59,7 @@ def _outer_mean(mlp: MLP, weights: Sequence[Any], X: Any, ds_list_fn, denom_per_
 
 
 def _prepare(mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None, Y: Any = None) -> None:
-    mlp.check_weights(weights)
+    mlp.check_finite_weights(weights)
     mlp.check_inputs(X, Y)
     check_dense_size(mlp.n_params, X.dtype.itemsize, max_bytes)
 
@@ -183,26 +183,37 @@ def approximate_fisher(
     """
     if structure not in STRUCTURES:
         raise ConfigError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
+    gamma = check_gamma(gamma)
     _prepare(mlp, weights, X, max_bytes)
     if factors is None:
         factors = kronecker_factors(mlp, weights, X, method="exact")
-    if structure == "block_tridiagonal":
+    if structure != "block_tridiagonal":
+        return dense_F_tilde(factors, gamma, structure)
+    try:
         return dense_F_hat(factors, gamma)
-    return dense_F_tilde(factors, gamma, structure)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"F̂ with γ = {gamma:g} needs invertible damped factors: {exc} (raise γ)") from None
 
 
 # -------------------------------------------------------------- Fisher-vector products
 def fisher_vector_product(
-    mlp: MLP, weights: Sequence[Any], X: Any, V: Sequence[Any], fwd: Any = None
+    mlp: MLP, weights: Sequence[Any], X: Any, V: Sequence[Any], fwd: Any = None, validate: bool = True
 ) -> list[Any]:
     """F v = (1/n) Σ_x Jᵀ F_R J v on the batch X, without forming F (§2.2, §6 and §7).
 
     Forward-mode R-operator for J v (:meth:`MLP.jvp`: R s_i = V_i ā_{i-1} + W_i R ā_{i-1}), the
     output Fisher F_R, then the ordinary backward pass for Jᵀ. ``V`` has the shapes of
     ``weights``; so has the result. Pass ``fwd`` (the forward pass on X) to reuse it.
+    ``validate`` checks weights, X (or ``fwd``'s inputs) and V (shapes, dtypes, finite values) first.
     """
     if len(V) != len(weights) or any(v.shape != W.shape for v, W in zip(V, weights, strict=True)):
         raise ShapeError("the direction V must have one matrix per layer, shaped like the weights")
+    if validate:
+        mlp.check_finite_weights(weights)
+        mlp.check_inputs(X if fwd is None else fwd.abar[0][:, :-1])
+        for i, v in enumerate(V, start=1):
+            if not bool(get_array_module(v).isfinite(v).all()):
+                raise NonFiniteError(f"the direction V_{i} contains NaN or infinite values")
     if fwd is None:
         fwd = mlp.forward(weights, X)
     u = mlp.output.fisher_vp(fwd.output, mlp.jvp(weights, fwd, V))

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from kfac_ref.backend import Backend, get_backend, to_numpy
+from kfac_ref.cli import ArgumentParser
 from kfac_ref.errors import ConfigError
 from kfac_ref.factors import KroneckerFactors, kronecker_factors
 from kfac_ref.fisher import (
@@ -72,7 +73,7 @@ from kfac_ref.fisher import (
     fisher_vector_product,
 )
 from kfac_ref.inverse import apply_block_diagonal_inverse, block_diagonal_inverse
-from kfac_ref.io import atomic_path
+from kfac_ref.io import atomic_path, require_writable_dir
 from kfac_ref.mlp import MLP
 from kfac_ref.vec import layer_offsets
 
@@ -141,7 +142,7 @@ def description_of(doc: str | None) -> str:
 
 def base_parser(description: str, default_scale: str = "linear") -> argparse.ArgumentParser:
     """The options both matrix-figure scripts share (each script may add its own)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=description, formatter_class=HelpFormatter)
     p.add_argument("--out", default=DEFAULT_OUT, help="output directory (PNG, PDF, JSON and NPZ go here)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace output files of an earlier run in --out (otherwise refused)")
@@ -187,6 +188,7 @@ def base_parser(description: str, default_scale: str = "linear") -> argparse.Arg
                    help="figure file formats to write")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (the one-line stage messages are still printed)")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return p
 
 
@@ -507,6 +509,7 @@ def prepare(doc: str | None, argv: Sequence[str] | None, name: str, outputs: Seq
     extra = add_options(parser) if add_options else ()
     s = resolve(parser.parse_args(argv), extra)
     refuse_overwrite(s, outputs)
+    require_writable_dir(s.out, "--out")
     stages = Stages(name, s.progress)
     net = partially_trained_network(s, stages)
     return s, net, (s.gamma if s.gamma is not None else net.gamma), stages

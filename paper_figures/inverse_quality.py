@@ -52,6 +52,7 @@ import _common as common
 import numpy as np
 
 from kfac_ref.backend import to_numpy
+from kfac_ref.cli import run_script
 from kfac_ref.compare import block_relative_errors, relative_error
 from kfac_ref.inverse import spd_inverse
 
@@ -135,4 +136,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_script(main))
