@@ -362,8 +362,9 @@ def _subsets(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
 
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     label = ds.label or ds.name.upper()
-    X_train = _first_rows(ds.X_train, cfg.n_train, "--n-train", "training cases", label)
-    X_test = _first_rows(ds.X_test, cfg.n_test, "--n-test", "test cases", label)
+    name = f"{ds.name.upper()} ({ds.origin})"
+    X_train = _first_rows(ds.X_train, cfg.n_train, "--n-train", "training cases", name)
+    X_test = _first_rows(ds.X_test, cfg.n_test, "--n-test", "test cases", name)
     return X_train, X_test, describe_data(label, ds.origin, X_train.shape[0], ds.X_train.shape[0])
 
 
