@@ -26,6 +26,7 @@ from .errors import (
     KFACError,
     NonFiniteError,
     ShapeError,
+    TargetError,
     TooLargeError,
 )
 from .mlp import MLP, Forward
@@ -42,6 +43,7 @@ __all__ = [
     "KFACError",
     "NonFiniteError",
     "ShapeError",
+    "TargetError",
     "TooLargeError",
     "get_array_module",
     "get_backend",
