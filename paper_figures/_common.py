@@ -54,6 +54,8 @@ import math
 import os
 import sys
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,17 +435,15 @@ class Trainer:
 def _load_network(path: Path, backend: Backend) -> tuple[MLP, list[Any], Any, float]:
     """(mlp, weights, X_cases, γ) from a ``.npz`` written by :func:`save_network`."""
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--weights {path}: not a readable .npz file ({exc})") from exc
-    with z:
-        try:
+        with np.load(path, allow_pickle=False) as z:
             mlp = MLP([int(d) for d in z["layer_sizes"]], "tanh", "softmax")
             weights = [backend.asarray(z[f"W_{i + 1}"]) for i in range(mlp.n_layers)]
             X_cases, gamma = backend.asarray(z["X_cases"]), float(z["gamma"])
-        except KeyError as exc:
-            raise ConfigError(f"--weights {path}: missing array {exc} (not written by these scripts?)") from exc
-    mlp.check_weights(weights)
+    except KeyError as exc:
+        raise ConfigError(f"--weights {path}: missing array {exc} (not written by these scripts?)") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ConfigError(f"--weights {path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    mlp.check_finite_weights(weights)
     return mlp, weights, X_cases, gamma
 
 

@@ -518,6 +518,7 @@ FIGURE_CASES = [
     ("fisher_blocks --cases 1", "fisher_blocks", ["--quick", "--cases", "1"], "need 2 ≤ --cases"),
     ("inverse_quality --weights missing", "inverse_quality", ["--weights", "{tmp}/nope.npz"], "file not found"),
     ("inverse_quality --dpi 5", "inverse_quality", ["--dpi", "5"], "--dpi must be in"),
+    ("inverse_quality --weights damaged", "inverse_quality", ["--weights", "{tmp}/file"], "not a readable .npz file"),
     ("fisher_blocks unknown option", "fisher_blocks", ["--cases", "x"], "argument --cases: invalid int value"),
     ("autoencoders --iters 0", "autoencoders", ["--quick", "--iters", "0"], "iters must be an integer ≥ 1"),
     ("autoencoders --out under a file", "autoencoders", ["--out", "{tmp}/file/x"], "--out {tmp}/file/x cannot be written"),
