@@ -264,10 +264,13 @@ def test_crafted_pickle_checkpoint_runs_no_code(tmp_path, tiny_data):
 
 def test_npz_with_a_pickled_member_runs_no_code(tmp_path):
     sentinel = tmp_path / "code_ran"
-    members = {io.META_MEMBER: np.frombuffer(b"{}", np.uint8), "a0": np.array([Evil(sentinel)], dtype=object)}
+    meta = {"format": io.CHECKPOINT_FORMAT, "version": io.CHECKPOINT_VERSION,
+            "arrays": {"a0": {"dtype": "|O", "shape": [1]}}, "payload": {"x": {"__array__": "a0"}}}
+    members = {io.META_MEMBER: np.frombuffer(json.dumps(meta).encode(), np.uint8),
+               "a0": np.array([Evil(sentinel)], dtype=object)}
     with open(tmp_path / "checkpoint.npz", "wb") as f:
-        np.savez(f, **members)
-    with pytest.raises(DataError):
+        np.savez(f, **members)  # numpy pickles the object member
+    with pytest.raises(DataError, match="Object arrays cannot be loaded when allow_pickle=False"):
         io.load_checkpoint(tmp_path / "checkpoint.npz")
     assert not sentinel.exists()
 
