@@ -108,7 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true",
                    help="train afresh, in place, any run under --runs whose settings or data differ from this "
                         "figure's (default: such a run is an error and nothing is replaced)")
-    p.add_argument("--out", default="figures_out", help="directory for the figure files")
+    p.add_argument("--out", default="figures_out", help="directory for the figure files (default: figures_out)")
     p.add_argument("--no-reference", action="store_true", help="do not draw the authors' published run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
