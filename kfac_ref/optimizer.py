@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, get_array_module, to_numpy
+from .backend import Backend, HostBatch, to_numpy
 from .config import KFACConfig
 from .damping import damped_factors, gamma_candidates, reduction_ratio, update_lambda
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError, NonFiniteError, ShapeError
 from .inverse import (
     BlockDiagonalInverse,
     BlockTridiagonalInverse,
@@ -39,7 +39,7 @@ from .inverse import (
     block_tridiagonal_inverse,
 )
 from .mlp import MLP
-from .rescale import Rescaling, fisher_gram, inner, rescale
+from .rescale import Rescaling, fisher_gram, inner, quadratic_model, rescaling_from_model
 from .statistics import (
     FactorStats,
     batch_factor_stats,
@@ -124,29 +124,18 @@ class KFACState:
     delta: list[Any] | None = None
 
 
-def require_finite(k: int, what: str, arrays: Sequence[Any]) -> None:
-    """Raise :class:`NonFiniteError` "iteration k: <what> is not finite" unless all entries are."""
-    for a in arrays:
-        if not bool(get_array_module(a).isfinite(a).all()):
-            raise NonFiniteError(f"iteration {k}: {what} is not finite")
-
-
-def require_finite_scalar(k: int, what: str, x: Any) -> float:
-    """``x`` as a Python float; :class:`NonFiniteError` naming iteration k if NaN or infinite."""
-    v = float(x)
-    if not math.isfinite(v):
-        raise NonFiniteError(f"iteration {k}: {what} is not finite ({v})")
-    return v
-
-
-def check_step_inputs(mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any) -> None:
-    """Shapes and finiteness of what a step receives; errors name iteration k."""
+def check_step_inputs(mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any, batch: HostBatch) -> None:
+    """Shapes of what a step receives (at once) and their finiteness (queued on ``batch``, so
+    it costs no synchronization of its own); errors name iteration k."""
     mlp.check_weights(weights)
-    require_finite(k, "the weights θ", weights)
-    try:
-        mlp.check_inputs(X, Y)
-    except NonFiniteError as exc:
-        raise NonFiniteError(f"iteration {k}: {exc}") from None
+    mlp.check_input_shape(X)
+    if X.shape[0] == 0:
+        raise ShapeError("X has no rows")
+    if Y.ndim != 2 or Y.shape != (X.shape[0], mlp.layer_sizes[-1]):
+        raise ShapeError(f"targets have shape {tuple(Y.shape)}; expected ({X.shape[0]}, {mlp.layer_sizes[-1]})")
+    batch.require_finite(weights, f"iteration {k}: the weights θ is not finite")
+    batch.require_finite([X], f"iteration {k}: X contains NaN or infinite values")
+    batch.require_finite([Y], f"iteration {k}: targets contain NaN or infinite values")
 
 
 class KFAC:
@@ -201,22 +190,25 @@ class KFAC:
         """
         cfg = self.config
         k = state.k + 1
-        check_step_inputs(self.mlp, k, weights, X, Y)
+        # What the host needs (the loss, the §7 systems, finiteness flags) is queued on the device
+        # and fetched together: one transfer when nothing is refreshed (README, Backends).
+        batch = HostBatch()
+        check_step_inputs(self.mlp, k, weights, X, Y, batch)
         n = X.shape[0]
 
         # 1. h(θ) and ∇h on the whole mini-batch, real targets, with ηθ.
         h, grads, fwd = self.mlp.loss_and_grad(weights, X, Y, cfg.eta)
-        h = require_finite_scalar(k, "the loss h(θ)", h)
-        require_finite(k, "the gradient ∇h", grads)
+        batch.scalar("h", h, f"iteration {k}: the loss h(θ) is not finite")
+        batch.require_finite(grads, f"iteration {k}: the gradient ∇h is not finite")
 
         # 2. statistics on a τ1-subset, reusing its rows of the forward pass (§5).
         idx_stats = choose_subset(n, cfg.tau1, rng)
-        batch = batch_factor_stats(
+        batch_stats = batch_factor_stats(
             self.mlp, weights, subset_forward(fwd, idx_stats), rng, self.tridiagonal, cfg.stats_method
         )
         eps = stat_decay(k, cfg.max_stat_decay)
-        stats = update_stats(state.stats, batch, eps)
-        require_finite(k, "the factor statistics", stats.arrays())
+        stats = update_stats(state.stats, batch_stats, eps)
+        batch.require_finite(stats.arrays(), f"iteration {k}: the factor statistics is not finite")
 
         # 3. which inverses: recompute at k ≤ 3 and every T3; three γ every T2 (§6.6, §8).
         refresh = state.inverse is None or k <= cfg.inverse_recompute_first or k % cfg.T3 == 0
@@ -225,32 +217,49 @@ class KFAC:
             gammas = gamma_candidates(state.gamma, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value)
         else:
             gammas = (state.gamma,)
+        if refresh:
+            batch.fetch()  # the inverses must not start from non-finite statistics
 
-        # 4. Δ, then α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
+        # 4. Δ, then α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7); the
+        # models of all γ candidates come to the host together.
         idx_fisher = choose_subset(n, cfg.tau2_value, rng)
         fwd_fisher = subset_forward(fwd, idx_fisher)
         delta0 = state.delta if cfg.use_momentum else None
         J_delta0 = None if delta0 is None else self.mlp.jvp(weights, fwd_fisher, delta0)
         damping = state.lam + cfg.eta
-        candidates: list[tuple[float, CurvatureInverse, Rescaling]] = []
-        for gamma in gammas:
+        directions = []
+        for c, gamma in enumerate(gammas):
             inverse = self._inverse(k, stats, gamma) if refresh else state.inverse
             Delta = natural_gradient_direction(inverse, grads)
             Jv = [self.mlp.jvp(weights, fwd_fisher, Delta)] + ([] if J_delta0 is None else [J_delta0])
-            F_gram = fisher_gram(self.mlp, fwd_fisher, Jv)
-            candidates.append((gamma, inverse, rescale(grads, Delta, delta0, F_gram, damping)))
+            dirs = [Delta] if delta0 is None else [Delta, delta0]
+            Q, r = quadratic_model(grads, dirs, fisher_gram(self.mlp, fwd_fisher, Jv), damping)
+            batch.value(f"Q{c}", Q)
+            batch.value(f"r{c}", r)
+            directions.append((gamma, inverse, Delta))
+        host = batch.fetch()
+        h = host["h"]
+        candidates: list[tuple[float, CurvatureInverse, Rescaling]] = [
+            (gamma, inverse, rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0))
+            for c, (gamma, inverse, Delta) in enumerate(directions)
+        ]
         finite = [c for c in candidates if math.isfinite(c[2].model_change)]
         if not finite:
             raise NonFiniteError(f"iteration {k}: the quadratic model M(δ) is not finite for any γ in {gammas}")
         gamma, inverse, best = min(finite, key=lambda c: c[2].model_change)  # first of equals
-        require_finite(k, "the update δ", best.delta)
         new_weights = [W + d for W, d in zip(weights, best.delta, strict=True)]
-        require_finite(k, "the new weights θ + δ", new_weights)
+        batch.require_finite(best.delta, f"iteration {k}: the update δ is not finite")
+        batch.require_finite(new_weights, f"iteration {k}: the new weights θ + δ is not finite")
+        batch.value("grad_sq", inner(grads, grads))
+        batch.value("delta_sq", inner(best.delta, best.delta))
 
         # 5. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule (§6.5).
         lam, rho, h_new = state.lam, math.nan, math.nan
         if k % cfg.T1 == 0:
-            h_new = require_finite_scalar(k, "the loss h(θ + δ)", self.mlp.loss(new_weights, X, Y, cfg.eta))
+            batch.scalar("h_new", self.mlp.loss(new_weights, X, Y, cfg.eta), f"iteration {k}: the loss h(θ + δ) is not finite")
+        host = batch.fetch()
+        if k % cfg.T1 == 0:
+            h_new = host["h_new"]
             rho = reduction_ratio(h_new, h, best.model_change)
             lam = update_lambda(lam, rho, cfg.omega1_value, cfg.lam_min, cfg.lam_max)
 
@@ -273,8 +282,8 @@ class KFAC:
             "stat_decay": eps,
             "refreshed": int(refresh),
             "gamma_searched": int(search),
-            "grad_norm": math.sqrt(inner(grads, grads)),
-            "delta_norm": math.sqrt(inner(best.delta, best.delta)),
+            "grad_norm": math.sqrt(host["grad_sq"]),
+            "delta_norm": math.sqrt(host["delta_sq"]),
             "stats_cases": n if idx_stats is None else int(idx_stats.shape[0]),
             "fisher_cases": n if idx_fisher is None else int(idx_fisher.shape[0]),
         }

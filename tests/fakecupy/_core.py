@@ -48,7 +48,7 @@ class SyncLog:
         if not self.enabled:
             return
         frame = sys._getframe(1)
-        while frame is not None and Path(frame.f_code.co_filename).resolve().parent == HERE:
+        while frame is not None and _is_plumbing(frame.f_code.co_filename):
             frame = frame.f_back
         where = "?"
         if frame is not None:
@@ -76,6 +76,13 @@ class SyncLog:
         """Clear the log, count inside the block, leave the events for inspection."""
         self.clear()
         yield self
+
+
+def _is_plumbing(filename: str) -> bool:
+    """Frames skipped when naming a sync's cause: the stand-in itself and the backend's transfer
+    helpers (``to_numpy``, ``HostBatch.fetch``), so the log names the code that asked."""
+    path = Path(filename).resolve()
+    return path.parent == HERE or path == REPO / "kfac_ref" / "backend.py"
 
 
 SYNCS = SyncLog()
@@ -141,7 +148,8 @@ def device_function(where: str, impl: Any, spec: dict[str, Any] | None) -> Any:
 
     def call(*args: Any, **kwargs: Any) -> Any:
         check_call(where, spec, args, kwargs)
-        return to_device(impl(*to_host_args(where, args), **to_host_args(where, kwargs)))
+        with numpy.errstate(all="ignore"):  # CuPy kernels never warn about NaN or overflow
+            return to_device(impl(*to_host_args(where, args), **to_host_args(where, kwargs)))
 
     call.__name__ = call.__qualname__ = where.rpartition(".")[2]
     call.__module__ = where.rpartition(".")[0]
@@ -166,7 +174,8 @@ def _binary(name: str, reflected: bool = False) -> Any:
         o = _operand(name, other)
         if o is NotImplemented:
             return NotImplemented
-        return to_device(np_op(self._a, o))
+        with numpy.errstate(all="ignore"):
+            return to_device(np_op(self._a, o))
 
     return op
 
@@ -178,7 +187,8 @@ def _inplace(name: str) -> Any:
         o = _operand(name, other)
         if o is NotImplemented:
             return NotImplemented
-        np_op(self._a, o)
+        with numpy.errstate(all="ignore"):
+            np_op(self._a, o)
         return self
 
     return op
