@@ -3,8 +3,9 @@
 One run = one data set × one method. The loop draws mini-batches, calls the optimizer's pure
 ``step``, keeps the iterate average, evaluates the training-set reconstruction error at a fixed
 interval and writes a JSON-lines log and a checkpoint atomically, so a run can stop at any point
-and ``resume`` to the same numbers an uninterrupted run gives (every random draw of iteration k
-comes from a generator seeded by (seed, k)).
+and ``resume`` to the same numbers an uninterrupted run gives (on NumPy every random draw of
+iteration k comes from a generator seeded by (seed, k); on CuPy from the run's one Philox
+generator, whose state the checkpoint keeps: :mod:`kfac_ref.rng`).
 
 Errors plotted in the paper: squared reconstruction error per case (summed over pixels,
 averaged over cases) of the training set; reported as the minimum of the averaged and the raw
@@ -31,6 +32,7 @@ from .config import KFACConfig, SGDConfig
 from .errors import ConfigError, KFACError
 from .mlp import MLP
 from .optimizer import KFAC
+from .rng import RunGenerator
 from .schedules import iterate_average, minibatch_size
 from .sgd import SGDMomentum
 
@@ -175,8 +177,9 @@ class RunState:
     records: list[dict[str, Any]]
 
 
-def _checkpoint_payload(cfg: RunConfig, opt: Any, st: RunState) -> dict[str, Any]:
+def _checkpoint_payload(cfg: RunConfig, opt: Any, st: RunState, gen: RunGenerator) -> dict[str, Any]:
     return {
+        "rng": gen.state_dict(),  # a small JSON-ready dict: the device generator's key and counter
         "config": cfg.to_json(),
         "k": st.k,
         "weights": [to_numpy(W) for W in st.weights],
@@ -272,6 +275,7 @@ def run_experiment(
         data_info = describe_data(data_label, "given", X_train.shape[0], X_train.shape[0])
     mlp.check_inputs(X_train)
     opt = make_optimizer(cfg, mlp, backend)
+    gen = RunGenerator(backend.xp, cfg.seed, _iteration_seed)
 
     if resume and ckpt_path.exists():
         payload = io.load_checkpoint(ckpt_path)
@@ -279,6 +283,7 @@ def run_experiment(
         if not saved.same_run_as(cfg):
             raise ConfigError(f"cannot resume {out}: its config.json differs from this run's options")
         st = _restore(payload, opt, backend)
+        gen.load_state_dict(payload.get("rng"))
         log.info("resuming %s at iteration %d", out, st.k)
     else:
         if init_weights is None:
@@ -297,7 +302,7 @@ def run_experiment(
             m = batch_size(cfg, k, n)
             idx = numpy.random.default_rng([cfg.seed, k]).choice(n, size=m, replace=False)
             Xb = X_train[backend.xp.asarray(idx)]
-            rng = backend.rng(_iteration_seed(cfg.seed, k))
+            rng = gen.for_iteration(k)
             t0 = time.perf_counter()
             weights, opt_state, info = opt.step(st.weights, st.opt_state, Xb, Xb, rng)
             average = iterate_average(st.average, weights, k, cfg.average_start, cfg.average_decay)
@@ -315,7 +320,7 @@ def run_experiment(
             st.records.append(record)
             bar.update(1)
             if k % cfg.checkpoint_every == 0 or done:
-                io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st))
+                io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st, gen))
                 io.write_jsonl_atomic(log_path, st.records)
     except KFACError:
         io.write_jsonl_atomic(log_path, st.records)

@@ -413,8 +413,11 @@ def solve_triangular(a: Any, b: Any, trans: int = 0, lower: bool = False, unit_d
                      overwrite_b: bool = False, check_finite: bool = False) -> ndarray:
     A, B = to_host_args("cupyx.scipy.linalg.solve_triangular", (a, b))
     with numpy.errstate(all="ignore"):
-        return ndarray(scipy.linalg.solve_triangular(A, B, trans=trans, lower=lower,
-                                                     unit_diagonal=unit_diagonal, check_finite=False))
+        try:
+            return ndarray(scipy.linalg.solve_triangular(A, B, trans=trans, lower=lower,
+                                                         unit_diagonal=unit_diagonal, check_finite=False))
+        except numpy.linalg.LinAlgError:  # cuBLAS trsm does not check: a zero pivot gives inf/NaN
+            return ndarray(numpy.full(numpy.broadcast_shapes(B.shape), numpy.nan, dtype=numpy.result_type(A, B)))
 
 
 @contextlib.contextmanager
