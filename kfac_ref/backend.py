@@ -281,6 +281,8 @@ class HostBatch:
 
     def require_finite(self, arrays: Any, message: str) -> None:
         """Queue one flag: every entry of every array in ``arrays`` is finite."""
+        if not arrays:
+            return
         xp = get_array_module(*arrays)
         flags = [xp.isfinite(a).all() for a in arrays]
         self.check(flags[0] if len(flags) == 1 else xp.stack(flags).all(), message)
