@@ -177,8 +177,9 @@ class KFAC:
     ) -> tuple[list[Any], KFACState, dict[str, float]]:
         """One iteration of Algorithm 2 on the mini-batch (X, Y); returns (θ + δ, state, info).
 
-        ``rng`` (a generator of the backend) is the only source of randomness: the τ1 and τ2
-        subsets and the sampled targets. ``info`` holds floats: k, batch_size, loss (h at θ),
+        ``rng`` (a generator on the backend's device with ``random`` and ``standard_normal``:
+        NumPy's ``default_rng``, or the run's :class:`kfac_ref.rng.Philox` on CuPy) is the only
+        source of randomness: the τ1 and τ2 subsets and the sampled targets. ``info`` holds floats: k, batch_size, loss (h at θ),
         lam and gamma (after this iteration's adjustments), alpha, mu, rho and loss_after
         (NaN except every T1 iterations), model_change (M(δ) − M(0)), the model change for each
         γ candidate (NaN unless searched), stat_decay (ε_k), refreshed, gamma_searched,
