@@ -82,7 +82,8 @@ class Backend:
         return self.xp.asarray(x, dtype=self.dtype)
 
     def rng(self, seed: int | None) -> Any:
-        """A random generator of this backend (``default_rng`` of NumPy or CuPy)."""
+        """A random generator of this backend (``default_rng`` of NumPy or CuPy); a training run
+        uses :class:`kfac_ref.rng.RunGenerator` instead, one generator per run on CuPy."""
         return self.xp.random.default_rng(seed)
 
     def synchronize(self) -> None:

@@ -39,8 +39,12 @@ def layers(shrink: int) -> list[int]:
     return [MNIST_LAYERS[0]] + [max(2, d // shrink) for d in MNIST_LAYERS[1:-1]] + [MNIST_LAYERS[-1]]
 
 
-def count_syncs(structure: str, shrink: int = 10, batch: int = 400, iters: int = 20) -> dict[int, list[tuple[str, str]]]:
-    """The transfers of each of ``iters`` K-FAC iterations on the stand-in: {k: [(kind, where)]}."""
+def count_syncs(
+    structure: str, shrink: int = 10, batch: int = 400, iters: int = 20, widths: list[int] | None = None
+) -> dict[int, list[tuple[str, str]]]:
+    """The transfers of each of ``iters`` K-FAC iterations on the stand-in: {k: [(kind, where)]}.
+
+    ``widths`` replaces the layer widths (same depth expected: the counts depend on it only)."""
     with fakecupy.installed():
         from kfac_ref.backend import get_backend
         from kfac_ref.config import KFACConfig
@@ -49,7 +53,7 @@ def count_syncs(structure: str, shrink: int = 10, batch: int = 400, iters: int =
         from kfac_ref.rng import RunGenerator
 
         backend = get_backend("cupy", "float32")
-        mlp = autoencoder("mnist", layers(shrink))
+        mlp = autoencoder("mnist", widths or layers(shrink))
         weights = mlp.init_sparse(0, backend)
         X = backend.asarray(numpy.random.default_rng(0).random((batch, mlp.layer_sizes[0])))
         opt = KFAC(mlp, KFACConfig(structure=structure, eta=1e-5), backend)

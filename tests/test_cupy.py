@@ -376,10 +376,22 @@ def test_sync_budget_per_iteration():
     127/463 (block-tridiagonal)."""
     counter = _load_script("count_syncs")
     for structure in counter.STRUCTURES:
-        rows = counter.report(counter.count_syncs(structure, shrink=25, batch=200), top=3)
+        widths = [78, 40, 20, 10, 3, 10, 20, 40, 78]  # the MNIST autoencoder's depth, small widths
+        rows = counter.report(counter.count_syncs(structure, batch=64, widths=widths), top=3)
         for kind, row in rows.items():
             assert row["syncs"] <= row["budget"], (structure, kind, row)
         assert rows["plain"]["syncs"] <= 2
+
+
+def test_verify_gpu_script_runs_on_the_stand_in(monkeypatch, capsys):
+    """The GPU user's one command, its parity part on the stand-in with a small network."""
+    from kfac_ref.experiments import autoencoder
+
+    verify = _load_script("verify_gpu")
+    monkeypatch.setattr(verify, "autoencoder", lambda name: autoencoder(name, [16, 8, 3, 8, 16]))
+    assert verify.main(["--stand-in", "--quick", "--iters", "5", "--batch", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "| curves | block_tridiagonal | float32 |" in out and "Verdict: all checks passed" in out
 
 
 def test_host_batch_fetches_once_and_raises_the_first_failure():
