@@ -2,8 +2,8 @@
 
 One command, from the repository root, after ``pip install -e '.[test,gpu]'``::
 
-    python scripts/verify_gpu.py                 # about 10 minutes on a recent GPU
-    python scripts/verify_gpu.py --quick         # about 2 minutes
+    python scripts/verify_gpu.py                 # CURVES, MNIST and FACES widths
+    python scripts/verify_gpu.py --quick         # CURVES only, fewer iterations
     python scripts/verify_gpu.py --out gpu-report.md
 
 It runs, in order:
