@@ -8,7 +8,7 @@ generator allocates and seeds a block of device states, so a run instead makes *
 the i-th block of four 32-bit words is a fixed function of (key, counter + i), computed with
 elementwise integer array operations, so
 
-* its whole state is two Python integers, a 64-bit key and a 64-bit counter (a JSON-ready dict,
+* its whole state is a 64-bit key and a 64-bit counter (a JSON-ready dict of 32-bit words,
   :meth:`Philox.state_dict`), which a checkpoint stores so a resumed run repeats exactly, and
 * NumPy and CuPy draw the same bits, so the same run on both backends can be compared.
 
@@ -54,6 +54,15 @@ def philox_blocks(xp: Any, counters: tuple[Any, Any, Any, Any], key: tuple[int, 
     return [c0, c1, c2, c3]
 
 
+def _words32(x: int) -> list[int]:
+    return [x & _MASK32, x >> 32]
+
+
+def _from_words32(words: Any) -> int:
+    lo, hi = (int(w) for w in words)
+    return (lo & _MASK32) | ((hi & _MASK32) << 32)
+
+
 class Philox:
     """A Philox-4×32-10 generator on the array module ``xp`` (NumPy or CuPy).
 
@@ -73,15 +82,16 @@ class Philox:
         return cls(xp, int(words[0]) | (int(words[1]) << 32))
 
     def state_dict(self) -> dict[str, Any]:
-        """{"bit_generator": "philox4x32-10", "key": int, "counter": int} (JSON-ready)."""
-        return {"bit_generator": PHILOX_NAME, "key": self.key, "counter": self.counter}
+        """{"bit_generator": "philox4x32-10", "key": [lo, hi], "counter": [lo, hi]}: 32-bit words,
+        so any JSON reader (or an int64 array) holds them exactly."""
+        return {"bit_generator": PHILOX_NAME, "key": _words32(self.key), "counter": _words32(self.counter)}
 
     @classmethod
     def from_state(cls, xp: Any, state: dict[str, Any]) -> Philox:
         """The generator saved by :meth:`state_dict`."""
         if state.get("bit_generator") != PHILOX_NAME:
             raise ConfigError(f"not a {PHILOX_NAME} generator state: {state!r}")
-        return cls(xp, int(state["key"]), int(state["counter"]))
+        return cls(xp, _from_words32(state["key"]), _from_words32(state["counter"]))
 
     def _words(self, n: int) -> Any:
         """The next ``n`` 32-bit words (uint64 array), advancing the counter."""
@@ -139,18 +149,20 @@ class RunGenerator:
         return self.device
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-ready: {"kind": "numpy-per-iteration", "seed"} or {"kind": "philox", "state"}."""
+        """A small flat JSON-ready dict (strings and ints): ``{"kind": "numpy-per-iteration",
+        "seed"}``, or ``{"kind": "philox4x32-10", "seed", "key": [lo, hi], "counter": [lo, hi]}``."""
         if self.device is None:
             return {"kind": "numpy-per-iteration", "seed": self.seed}
-        return {"kind": "philox", "seed": self.seed, "state": self.device.state_dict()}
+        state = self.device.state_dict()
+        return {"kind": state.pop("bit_generator"), "seed": self.seed, **state}
 
     def load_state_dict(self, d: dict[str, Any] | None) -> None:
         """Continue from :meth:`state_dict`'s output (a NumPy run needs none: it reseeds per k)."""
         if self.device is None:
             return
-        if d is None or d.get("kind") != "philox":
+        if d is None or d.get("kind") != PHILOX_NAME:
             raise ConfigError(
                 "the checkpoint holds no device generator state (written by a NumPy run or an older "
                 "version), so a CuPy run cannot resume it exactly; resume it on NumPy or start afresh"
             )
-        self.device = Philox.from_state(self.xp, d["state"])
+        self.device = Philox.from_state(self.xp, {"bit_generator": d["kind"], "key": d["key"], "counter": d["counter"]})

@@ -240,7 +240,8 @@ def test_experiment_runner_checkpoint_and_resume_on_cupy(cupy_kind, tmp_path, me
     whole = run_experiment(_tiny_run(method=method), tmp_path / "whole", data=data, progress=False)
     run_experiment(_tiny_run(method=method, iters=5), tmp_path / "split", data=data, progress=False)
     payload = io.load_checkpoint(tmp_path / "split" / "checkpoint.pkl")
-    assert payload["rng"]["kind"] == "philox" and json.loads(json.dumps(payload["rng"])) == payload["rng"]
+    assert payload["rng"]["kind"] == "philox4x32-10" and json.loads(json.dumps(payload["rng"])) == payload["rng"]
+    assert all(0 <= w < 2**32 for w in payload["rng"]["key"] + payload["rng"]["counter"])
     resumed = run_experiment(_tiny_run(method=method), tmp_path / "split", data=data, progress=False, resume=True)
     assert _optimizer_records(resumed) == _optimizer_records(whole)
     assert resumed[-1]["train_error"] == whole[-1]["train_error"]
@@ -364,6 +365,10 @@ def test_device_generator_draws_the_host_bits_and_is_made_once(cupy_kind):
         assert get_array_module(got) is cupy and np.array_equal(to_numpy(got), host.random((3, 33), dtype=dtype))
     run = RunGenerator(cupy, 0, lambda seed, k: k)
     assert run.for_iteration(1) is run.for_iteration(2)
+    run.for_iteration(3).random(5)
+    again = RunGenerator(cupy, 0, lambda seed, k: k)
+    again.load_state_dict(json.loads(json.dumps(run.state_dict())))
+    assert np.array_equal(to_numpy(again.for_iteration(4).random(7)), to_numpy(run.for_iteration(4).random(7)))
     numpy_run = RunGenerator(np, 0, lambda seed, k: seed * 1_000_003 + k)
     assert numpy_run.for_iteration(2).random() == np.random.default_rng(2).random()
 
