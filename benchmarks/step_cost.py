@@ -43,6 +43,7 @@ import numpy  # noqa: E402
 from kfac_ref import MLP, get_backend  # noqa: E402
 from kfac_ref.config import KFACConfig  # noqa: E402
 from kfac_ref.optimizer import KFAC  # noqa: E402
+from kfac_ref.rng import RunGenerator  # noqa: E402
 
 LAYERS = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 ACTIVATIONS = ["logistic"] * 3 + ["linear"] + ["logistic"] * 3
@@ -84,13 +85,14 @@ def kfac_costs(
 ) -> dict[str, Any]:
     """Median seconds and step/gradient ratios of each kind of iteration, and the amortized cost."""
     opt = KFAC(mlp, config, backend)
+    gen = RunGenerator(backend.xp, 0, lambda seed, k: k)  # NumPy: default_rng(k); CuPy: one Philox
     W, st = weights, opt.init_state(weights)
     for k in range(1, 4 if warm else 2):  # fills the statistics, the inverse and δ₀
-        W, st, _ = opt.step(W, st, X, X, backend.rng(k), validate=False)
+        W, st, _ = opt.step(W, st, X, X, gen.for_iteration(k), validate=False)
 
     def step_at(k: int) -> Callable[[], Any]:
         state = dataclasses.replace(st, k=k - 1)
-        return lambda: opt.step(W, state, X, X, backend.rng(k), validate=False)
+        return lambda: opt.step(W, state, X, X, gen.for_iteration(k), validate=False)
 
     # k = 21: plain; 25: λ rule; 40: recompute for three γ and λ rule; 60 with T2 = 40: recompute
     # for one γ and λ rule (the window without the γ search)

@@ -13,6 +13,7 @@ dense oracles); training scripts ask for float32.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy
 
-from .errors import BackendError, ConfigError
+from .errors import BackendError, ConfigError, NonFiniteError
 
 BACKEND_ENV_VAR = "KFAC_REF_BACKEND"
 KNOWN_BACKENDS = ("numpy", "cupy")
@@ -41,16 +42,25 @@ def _import_cupy() -> ModuleType:
         raise BackendError(f"backend 'cupy' was requested but no CUDA GPU is usable: {exc}") from exc
     if n_devices < 1:  # pragma: no cover - depends on the machine
         raise BackendError("backend 'cupy' was requested but no CUDA GPU is present")
+    try:
+        import cupyx.scipy.linalg  # noqa: F401 - loads cuBLAS and cuSOLVER
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        raise BackendError(
+            f"backend 'cupy' was requested but CuPy's CUDA libraries do not load ({exc}); "
+            "install the toolkit-bundling variant: `pip install 'cupy-cuda12x[ctk]>=14,<15'`"
+        ) from exc
     return cupy
 
 
 def cupy_available() -> bool:
-    """True when CuPy imports and sees at least one GPU (used to skip GPU tests)."""
+    """True when CuPy imports, sees a GPU, loads cuBLAS/cuSOLVER and computes a tiny product
+    correctly (used to skip GPU tests where any of these fails)."""
     try:
-        _import_cupy()
-    except BackendError:
+        cupy = _import_cupy()
+        a = cupy.ones((2, 2), dtype=cupy.float32)
+        return float((a @ a).sum()) == 8.0
+    except Exception:  # BackendError, or a CUDA error from the first kernel
         return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -72,12 +82,13 @@ class Backend:
         return self.xp.asarray(x, dtype=self.dtype)
 
     def rng(self, seed: int | None) -> Any:
-        """A random generator of this backend (``default_rng`` of NumPy or CuPy)."""
+        """A random generator of this backend (``default_rng`` of NumPy or CuPy); a training run
+        uses :class:`kfac_ref.rng.RunGenerator` instead, one generator per run on CuPy."""
         return self.xp.random.default_rng(seed)
 
     def synchronize(self) -> None:
         """Wait for queued GPU work (for timing); a no-op on NumPy."""
-        if self.name == "cupy":  # pragma: no cover - needs a GPU
+        if self.name == "cupy":
             self.xp.cuda.Device().synchronize()
 
 
@@ -122,18 +133,27 @@ def to_numpy(x: Any) -> Any:
 
 
 class Linalg:
-    """Linear algebra that differs in spelling between NumPy/SciPy and CuPy/cupyx."""
+    """Linear algebra that differs in spelling between NumPy/SciPy and CuPy/cupyx.
+
+    The factorizations return ``(result, ok)``. On NumPy ``ok`` is a Python bool from LAPACK's
+    ``info``. On CuPy it is a 0-d device boolean (no synchronization): cuSOLVER's failure status
+    only reaches Python under ``cupyx.errstate(linalg="raise")``, at the price of one
+    synchronization per call, and a failed factorization otherwise returns an unspecified,
+    possibly finite, factor. So the factor itself is tested on the device: finite, a positive
+    diagonal, and ‖L Lᵀ − M‖_F ≤ 4 (n+1) ε tr(M), a few times the backward-error bound of a
+    successful Cholesky (Higham, *Accuracy and Stability*, Thm. 10.3, with ‖L‖_F² = tr(M)).
+    """
 
     def __init__(self, xp: ModuleType) -> None:
         self.xp = xp
         if xp is numpy:
             import scipy.linalg as sla
-        else:  # pragma: no cover - needs a GPU
+        else:
             import cupyx.scipy.linalg as sla
         self._sla = sla
 
     def cholesky(self, A: Any) -> Any:
-        """Lower Cholesky factor L with A = L Lᵀ."""
+        """Lower Cholesky factor L with A = L Lᵀ (unchecked; see :meth:`checked_cholesky`)."""
         return self.xp.linalg.cholesky(A)
 
     def solve_triangular(self, L: Any, B: Any, lower: bool = True, trans: int = 0) -> Any:
@@ -152,8 +172,24 @@ class Linalg:
         """Dense inverse of A (dense oracles and small factors only)."""
         return self.xp.linalg.inv(A)
 
-    def spd_inverse(self, M: Any) -> Any | None:
-        """M⁻¹ for symmetric positive-definite M, or None where M is not numerically PD.
+    def factor_ok(self, L: Any, M: Any) -> Any:
+        """0-d boolean: L is a Cholesky factor of M to working precision (see the class doc)."""
+        xp = self.xp
+        tol = 4.0 * (M.shape[0] + 1) * float(xp.finfo(M.dtype).eps) * xp.abs(xp.trace(M))
+        residual = xp.linalg.norm(L @ L.T - M)
+        return (xp.diagonal(L) > 0).all() & (residual <= tol)
+
+    def checked_cholesky(self, M: Any) -> tuple[Any, Any]:
+        """(L, ok): the lower Cholesky factor of symmetric M, and whether M was numerically PD."""
+        xp = self.xp
+        try:
+            L = self.cholesky(M)
+        except numpy.linalg.LinAlgError:  # NumPy; CuPy too under errstate(linalg="raise")
+            return None, False
+        return L, (True if xp is numpy else self.factor_ok(L, M))
+
+    def spd_inverse(self, M: Any) -> tuple[Any, Any]:
+        """(M⁻¹, ok) for symmetric positive-definite M; ok false where M is not numerically PD.
 
         NumPy: LAPACK potrf + potri (one factorization, no triangular solves); CuPy: Cholesky
         and a triangular solve. Only the lower triangle of M is read.
@@ -163,36 +199,120 @@ class Linalg:
             potrf, potri = self._sla.lapack.get_lapack_funcs(("potrf", "potri"), (M,))
             c, info = potrf(M, lower=True, clean=False, overwrite_a=False)
             if info != 0:
-                return None
+                return None, False
             inv, info = potri(c, lower=True, overwrite_c=True)
             if info != 0:
-                return None
+                return None, False
             lower = numpy.tril(inv)
-            return lower + numpy.tril(inv, -1).T
-        L = self.cholesky(M)  # pragma: no cover - needs a GPU
-        if not bool(xp.isfinite(L).all()):  # pragma: no cover
-            return None
-        L_inv = self.solve_triangular(L, xp.eye(M.shape[0], dtype=M.dtype), lower=True)  # pragma: no cover
-        return L_inv.T @ L_inv  # pragma: no cover
+            return lower + numpy.tril(inv, -1).T, True
+        L, ok = self.checked_cholesky(M)
+        if L is None:
+            return None, False
+        L_inv = self.solve_triangular(L, xp.eye(M.shape[0], dtype=M.dtype), lower=True)
+        return L_inv.T @ L_inv, ok
 
-    def generalized_eigh(self, C: Any, A: Any) -> tuple[Any, Any] | None:
-        """(s, K) with C K = A K diag(s) and Kᵀ A K = I, or None where A is not numerically PD.
+    def generalized_eigh(self, C: Any, A: Any) -> tuple[tuple[Any, Any] | None, Any]:
+        """((s, K), ok) with C K = A K diag(s) and Kᵀ A K = I; ok false where A is not PD.
 
         NumPy: LAPACK's divide-and-conquer generalized solver (``eigh(C, A, driver="gvd")``);
         CuPy: A = L Lᵀ, eigh(L⁻¹ C L⁻ᵀ) = E diag(s) Eᵀ, K = L⁻ᵀ E.
         """
         xp = self.xp
         if xp is numpy:
-            try:
-                return self._sla.eigh(C, A, driver="gvd", check_finite=False)
-            except numpy.linalg.LinAlgError:
-                return None
-        L = self.cholesky(A)  # pragma: no cover - needs a GPU
-        if not bool(xp.isfinite(L).all()):  # pragma: no cover
-            return None
-        M = self.solve_triangular(L, self.solve_triangular(L, C, lower=True).T, lower=True)  # pragma: no cover
-        s, E = self.eigh(0.5 * (M + M.T))  # pragma: no cover
-        return s, self.solve_triangular(L, E, lower=True, trans=1)  # pragma: no cover
+            try:  # check_finite: a NaN fails here (reported by the caller), never reaches LAPACK
+                return self._sla.eigh(C, A, driver="gvd", check_finite=True), True
+            except (numpy.linalg.LinAlgError, ValueError):
+                return None, False
+        L, ok = self.checked_cholesky(A)
+        if L is None:
+            return None, False
+        M = self.solve_triangular(L, self.solve_triangular(L, C, lower=True).T, lower=True)
+        s, E = self.eigh(0.5 * (M + M.T))
+        return (s, self.solve_triangular(L, E, lower=True, trans=1)), ok & xp.isfinite(s).all()
+
+
+class HostBatch:
+    """Values and checks brought from the device to the host together, in one transfer.
+
+    Each device→host transfer stalls a GPU, so the optimizer queues what the host needs (a
+    loss, the entries of the §7 quadratic model, finiteness flags) and fetches it at once.
+    :meth:`fetch` moves everything queued as one float64 vector, then, in queue order, raises
+    :class:`NonFiniteError` for the first failed check, so errors name the first bad quantity
+    just as checking each at once would. Fetched values stay in :attr:`host` by key. Host values
+    (NumPy) are checked as soon as they are queued, so on NumPy every check happens where it is
+    written, as without batching.
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[str, str, Any, str | None]] = []
+        self.host: dict[str, Any] = {}
+
+    def value(self, key: str, x: Any) -> None:
+        """Queue ``x`` (an array or scalar); after :meth:`fetch`, ``host[key]`` is a float64
+        NumPy array of its shape (a Python float for a 0-d one)."""
+        self._add(("value", key, x, None))
+
+    def scalar(self, key: str, x: Any, message: str) -> None:
+        """Queue a 0-d ``x`` that must be finite; :meth:`fetch` raises ``"<message> (<x>)"`` if not."""
+        self._add(("scalar", key, x, message))
+
+    def check(self, flag: Any, message: str) -> None:
+        """Queue a 0-d boolean; :meth:`fetch` raises :class:`NonFiniteError` (message) if false."""
+        self._add(("check", "", flag, message))
+
+    def _add(self, item: tuple[str, str, Any, str | None]) -> None:
+        # A host value with nothing queued before it is checked at once (NumPy: as if unbatched).
+        if not self._queue and _host_value(item[2]) is not None:
+            self._accept(item, item[2])
+        else:
+            self._queue.append(item)
+
+    def _accept(self, item: tuple[str, str, Any, str | None], h: Any) -> None:
+        kind, key, _, message = item
+        if kind == "check":
+            if not bool(h):
+                raise NonFiniteError(message)
+        elif kind == "scalar":
+            v = float(h)
+            if not math.isfinite(v):
+                raise NonFiniteError(f"{message} ({v})")
+            self.host[key] = v
+        else:
+            self.host[key] = float(h) if numpy.ndim(h) == 0 else numpy.asarray(h, dtype=numpy.float64)
+
+    def require_finite(self, arrays: Any, message: str) -> None:
+        """Queue one flag: every entry of every array in ``arrays`` is finite."""
+        if not arrays:
+            return
+        xp = get_array_module(*arrays)
+        flags = [xp.isfinite(a).all() for a in arrays]
+        self.check(flags[0] if len(flags) == 1 else xp.stack(flags).all(), message)
+
+    def fetch(self) -> dict[str, Any]:
+        """Bring everything queued to the host (one transfer), check it, return :attr:`host`."""
+        queue, self._queue = self._queue, []
+        host = [_host_value(x) for _, _, x, _ in queue]
+        on_device = [i for i, h in enumerate(host) if h is None]
+        if on_device:
+            xp = get_array_module(queue[on_device[0]][2])
+            parts = [xp.ravel(queue[i][2]).astype(xp.float64) for i in on_device]
+            flat = to_numpy(xp.concatenate(parts))  # the one synchronization
+            start = 0
+            for i in on_device:
+                shape = queue[i][2].shape
+                size = math.prod(shape)
+                host[i] = flat[start : start + size].reshape(shape)
+                start += size
+        for item, h in zip(queue, host, strict=True):
+            self._accept(item, h)
+        return self.host
+
+
+def _host_value(x: Any) -> Any:
+    """``x`` itself where it already lives on the host (NumPy, Python), else None."""
+    if isinstance(x, (bool, int, float, numpy.ndarray, numpy.generic)):
+        return x
+    return None
 
 
 def special_for(*arrays: Any) -> ModuleType:
@@ -201,18 +321,17 @@ def special_for(*arrays: Any) -> ModuleType:
         import scipy.special
 
         return scipy.special
-    import cupyx.scipy.special  # pragma: no cover - needs a GPU
+    import cupyx.scipy.special
 
-    return cupyx.scipy.special  # pragma: no cover
+    return cupyx.scipy.special
 
 
-_LINALG: dict[str, Linalg] = {}
+_LINALG: dict[ModuleType, Linalg] = {}
 
 
 def linalg_for(*arrays: Any) -> Linalg:
-    """The :class:`Linalg` of whichever module owns ``arrays``."""
+    """The :class:`Linalg` of whichever module owns ``arrays`` (one per module object)."""
     xp = get_array_module(*arrays)
-    key = xp.__name__
-    if key not in _LINALG:
-        _LINALG[key] = Linalg(xp)
-    return _LINALG[key]
+    if xp not in _LINALG:
+        _LINALG[xp] = Linalg(xp)
+    return _LINALG[xp]

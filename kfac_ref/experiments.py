@@ -3,8 +3,9 @@
 One run = one data set × one method. The loop draws mini-batches, calls the optimizer's pure
 ``step``, keeps the iterate average, evaluates the training-set reconstruction error at a fixed
 interval and writes a JSON-lines log and a checkpoint atomically, so a run can stop at any point
-and ``resume`` to the same numbers an uninterrupted run gives (every random draw of iteration k
-comes from a generator seeded by (seed, k)).
+and ``resume`` to the same numbers an uninterrupted run gives (on NumPy every random draw of
+iteration k comes from a generator seeded by (seed, k); on CuPy from the run's one Philox
+generator, whose state the checkpoint keeps: :mod:`kfac_ref.rng`).
 
 Errors plotted in the paper: squared reconstruction error per case (summed over pixels,
 averaged over cases) of the training set; reported as the minimum of the averaged and the raw
@@ -32,6 +33,7 @@ from .config import CONSTANT_SETS, KFACConfig, SGDConfig
 from .errors import ConfigError, DataError, KFACError, ShapeError
 from .mlp import MLP
 from .optimizer import KFAC
+from .rng import RunGenerator
 from .schedules import iterate_average, minibatch_size
 from .sgd import SGDMomentum
 
@@ -270,8 +272,9 @@ class RunState:
     records: list[dict[str, Any]]
 
 
-def _checkpoint_payload(cfg: RunConfig, opt: Any, st: RunState) -> dict[str, Any]:
+def _checkpoint_payload(cfg: RunConfig, opt: Any, st: RunState, gen: RunGenerator) -> dict[str, Any]:
     return {
+        "rng": gen.state_dict(),  # a small JSON-ready dict: the device generator's key and counter
         "config": cfg.to_json(),
         "k": st.k,
         "weights": [to_numpy(W) for W in st.weights],
@@ -447,9 +450,12 @@ def run_experiment(
     if X_test is not None and X_test.shape[0]:
         mlp.check_inputs(X_test, X_test)
     opt = make_optimizer(cfg, mlp, backend)
+    gen = RunGenerator(backend.xp, cfg.seed, _iteration_seed)
 
     if resume:
-        st = _restore(io.load_checkpoint(ckpt_path), cfg, mlp, opt, backend, ckpt_path)
+        payload = io.load_checkpoint(ckpt_path)
+        st = _restore(payload, cfg, mlp, opt, backend, ckpt_path)
+        gen.load_state_dict(payload.get("rng"))
         log.info("resuming %s at iteration %d", out, st.k)
     else:
         if init_weights is None:
@@ -470,7 +476,7 @@ def run_experiment(
             m = batch_size(cfg, k, n)
             idx = numpy.random.default_rng([cfg.seed, k]).choice(n, size=m, replace=False)
             Xb = X_train[backend.xp.asarray(idx)]
-            rng = backend.rng(_iteration_seed(cfg.seed, k))
+            rng = gen.for_iteration(k)
             t0 = time.perf_counter()
             weights, opt_state, info = opt.step(st.weights, st.opt_state, Xb, Xb, rng, validate=False)
             average = iterate_average(st.average, weights, k, cfg.average_start, cfg.average_decay)
@@ -488,7 +494,7 @@ def run_experiment(
             st.records.append(record)
             bar.update(1)
             if k % cfg.checkpoint_every == 0 or done:
-                io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st))
+                io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st, gen))
                 io.write_jsonl_atomic(log_path, st.records)
     except KFACError:
         io.write_jsonl_atomic(log_path, st.records)

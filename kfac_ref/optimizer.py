@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, get_array_module, to_numpy
+from .backend import Backend, HostBatch, to_numpy
 from .config import KFACConfig
 from .damping import damped_factors, gamma_candidates, reduction_ratio, update_lambda
 from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
@@ -39,7 +39,7 @@ from .inverse import (
     block_tridiagonal_inverse,
 )
 from .mlp import MLP
-from .rescale import Rescaling, fisher_gram, inner, rescale
+from .rescale import Rescaling, fisher_gram, inner, quadratic_model, rescaling_from_model
 from .statistics import (
     FactorStats,
     batch_factor_stats,
@@ -124,35 +124,23 @@ class KFACState:
     delta: list[Any] | None = None
 
 
-def require_finite(k: int, what: str, arrays: Sequence[Any]) -> None:
-    """Raise :class:`NonFiniteError` "iteration k: <what> is not finite" unless all entries are."""
-    for a in arrays:
-        if not bool(get_array_module(a).isfinite(a).all()):
-            raise NonFiniteError(f"iteration {k}: {what} is not finite")
-
-
-def require_finite_scalar(k: int, what: str, x: Any) -> float:
-    """``x`` as a Python float; :class:`NonFiniteError` naming iteration k if NaN or infinite."""
-    v = float(x)
-    if not math.isfinite(v):
-        raise NonFiniteError(f"iteration {k}: {what} is not finite ({v})")
-    return v
-
-
-def check_step_inputs(mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any, validate: bool = True) -> None:
-    """What a step receives; errors name iteration k. ``validate=False`` checks shapes and
-    dtypes only (no pass over the data, no GPU synchronization): for loops whose data were
-    checked once when loaded and whose weights every step checks on the way out."""
+def check_step_inputs(
+    mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any, batch: HostBatch, validate: bool = True
+) -> None:
+    """What a step receives; errors name iteration k. Shapes and dtypes are checked at once; the
+    weights' finiteness is queued on ``batch`` (no synchronization of its own). ``validate=True``
+    also checks X and Y (finite, targets valid for the output distribution) at once, which costs
+    a pass over the batch and, on a GPU, a few synchronizations; ``validate=False`` is for loops
+    whose data were checked once when loaded (:func:`kfac_ref.experiments.run_experiment`)."""
     mlp.check_weights(weights)
-    if not validate:
-        mlp.check_input_shape(X)
-        mlp.check_target_shape(X, Y)
-        return
-    require_finite(k, "the weights θ", weights)
-    try:
-        mlp.check_inputs(X, Y)
-    except (NonFiniteError, TargetError) as exc:
-        raise type(exc)(f"iteration {k}: {exc}") from None
+    mlp.check_input_shape(X)
+    mlp.check_target_shape(X, Y)
+    batch.require_finite(weights, f"iteration {k}: the weights θ is not finite")
+    if validate:
+        try:
+            mlp.check_inputs(X, Y)
+        except (NonFiniteError, TargetError) as exc:
+            raise type(exc)(f"iteration {k}: {exc}") from None
 
 
 def check_state_scalars(state: Any, names: Sequence[str]) -> None:
@@ -206,16 +194,18 @@ class KFAC:
     ) -> tuple[list[Any], KFACState, dict[str, float]]:
         """One iteration of Algorithm 2 on the mini-batch (X, Y); returns (θ + δ, state, info).
 
-        ``rng`` (a generator of the backend) is the only source of randomness: the τ1 and τ2
-        subsets and the sampled targets. ``info`` holds floats: k, batch_size, loss (h at θ),
+        ``rng`` (a generator on the backend's device with ``random`` and ``standard_normal``:
+        NumPy's ``default_rng``, or the run's :class:`kfac_ref.rng.Philox` on CuPy) is the only
+        source of randomness: the τ1 and τ2 subsets and the sampled targets. ``info`` holds floats: k, batch_size, loss (h at θ),
         lam and gamma (after this iteration's adjustments), alpha, mu, rho and loss_after
         (NaN except every T1 iterations), model_change (M(δ) − M(0)), the model change for each
         γ candidate (NaN unless searched), stat_decay (ε_k), refreshed, gamma_searched,
         grad_norm, delta_norm, stats_cases, fisher_cases.
 
-        ``validate=False`` skips the checks of the weights' and data's values (shapes are still
-        checked): for a loop that checked its data once (:func:`kfac_ref.experiments.run_experiment`);
-        the new weights are checked at the end of every step either way.
+        ``validate=False`` skips the checks of the data's values (shapes are still checked, and
+        the weights' finiteness, queued on the device): for a loop that checked its data once
+        (:func:`kfac_ref.experiments.run_experiment`); it is the path the sync budget (README,
+        Backends) is counted on. The new weights are checked at the end of every step either way.
 
         Raises:
             NonFiniteError: a non-finite input, loss, gradient, statistic or update, naming the
@@ -226,22 +216,25 @@ class KFAC:
         cfg = self.config
         check_state_scalars(state, ("lam", "gamma"))
         k = state.k + 1
-        check_step_inputs(self.mlp, k, weights, X, Y, validate)
+        # What the host needs (the loss, the §7 systems, finiteness flags) is queued on the device
+        # and fetched together: one transfer when nothing is refreshed (README, Backends).
+        batch = HostBatch()
+        check_step_inputs(self.mlp, k, weights, X, Y, batch, validate)
         n = X.shape[0]
 
         # 1. h(θ) and ∇h on the whole mini-batch, real targets, with ηθ.
         h, grads, fwd = self.mlp.loss_and_grad(weights, X, Y, cfg.eta, validate=False)
-        h = require_finite_scalar(k, "the loss h(θ)", h)
-        require_finite(k, "the gradient ∇h", grads)
+        batch.scalar("h", h, f"iteration {k}: the loss h(θ) is not finite")
+        batch.require_finite(grads, f"iteration {k}: the gradient ∇h is not finite")
 
         # 2. statistics on a τ1-subset, reusing its rows of the forward pass (§5).
         idx_stats = choose_subset(n, cfg.tau1, rng)
-        batch = batch_factor_stats(
+        batch_stats = batch_factor_stats(
             self.mlp, weights, subset_forward(fwd, idx_stats), rng, self.tridiagonal, cfg.stats_method
         )
         eps = stat_decay(k, cfg.max_stat_decay)
-        stats = update_stats(state.stats, batch, eps)
-        require_finite(k, "the factor statistics", stats.arrays())
+        stats = update_stats(state.stats, batch_stats, eps)
+        batch.require_finite(stats.arrays(), f"iteration {k}: the factor statistics is not finite")
 
         # 3. which inverses: recompute at k ≤ 3 and every T3; three γ every T2 (§6.6, §8).
         refresh = state.inverse is None or k <= cfg.inverse_recompute_first or k % cfg.T3 == 0
@@ -250,32 +243,50 @@ class KFAC:
             gammas = gamma_candidates(state.gamma, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value)
         else:
             gammas = (state.gamma,)
+        if refresh:
+            batch.fetch()  # the inverses must not start from non-finite statistics
 
-        # 4. Δ, then α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
+        # 4. Δ, then α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7); the
+        # models of all γ candidates come to the host together.
         idx_fisher = choose_subset(n, cfg.tau2_value, rng)
         fwd_fisher = subset_forward(fwd, idx_fisher)
         delta0 = state.delta if cfg.use_momentum else None
         J_delta0 = None if delta0 is None else self.mlp.jvp(weights, fwd_fisher, delta0)
         damping = state.lam + cfg.eta
-        candidates: list[tuple[float, CurvatureInverse, Rescaling]] = []
-        for gamma in gammas:
+        directions = []
+        for c, gamma in enumerate(gammas):
             inverse = self._inverse(k, stats, gamma) if refresh else state.inverse
             Delta = natural_gradient_direction(inverse, grads)
             Jv = [self.mlp.jvp(weights, fwd_fisher, Delta)] + ([] if J_delta0 is None else [J_delta0])
-            F_gram = fisher_gram(self.mlp, fwd_fisher, Jv)
-            candidates.append((gamma, inverse, rescale(grads, Delta, delta0, F_gram, damping)))
+            dirs = [Delta] if delta0 is None else [Delta, delta0]
+            Q, r = quadratic_model(grads, dirs, fisher_gram(self.mlp, fwd_fisher, Jv), damping)
+            batch.value(f"Q{c}", Q)
+            batch.value(f"r{c}", r)
+            directions.append((gamma, inverse, Delta))
+        host = batch.fetch()
+        h = host["h"]
+        candidates: list[tuple[float, CurvatureInverse, Rescaling]] = [
+            (gamma, inverse, rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0))
+            for c, (gamma, inverse, Delta) in enumerate(directions)
+        ]
         finite = [c for c in candidates if math.isfinite(c[2].model_change)]
         if not finite:
             raise NonFiniteError(f"iteration {k}: the quadratic model M(δ) is not finite for any γ in {gammas}")
         gamma, inverse, best = min(finite, key=lambda c: c[2].model_change)  # first of equals
-        require_finite(k, "the update δ", best.delta)
         new_weights = [W + d for W, d in zip(weights, best.delta, strict=True)]
-        require_finite(k, "the new weights θ + δ", new_weights)
+        batch.require_finite(best.delta, f"iteration {k}: the update δ is not finite")
+        batch.require_finite(new_weights, f"iteration {k}: the new weights θ + δ is not finite")
+        batch.value("grad_sq", inner(grads, grads))
+        batch.value("delta_sq", inner(best.delta, best.delta))
 
         # 5. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule (§6.5).
         lam, rho, h_new = state.lam, math.nan, math.nan
         if k % cfg.T1 == 0:
-            h_new = require_finite_scalar(k, "the loss h(θ + δ)", self.mlp.loss(new_weights, X, Y, cfg.eta, validate=False))
+            batch.scalar("h_new", self.mlp.loss(new_weights, X, Y, cfg.eta, validate=False),
+                         f"iteration {k}: the loss h(θ + δ) is not finite")
+        host = batch.fetch()
+        if k % cfg.T1 == 0:
+            h_new = host["h_new"]
             rho = reduction_ratio(h_new, h, best.model_change)
             lam = update_lambda(lam, rho, cfg.omega1_value, cfg.lam_min, cfg.lam_max)
 
@@ -298,8 +309,8 @@ class KFAC:
             "stat_decay": eps,
             "refreshed": int(refresh),
             "gamma_searched": int(search),
-            "grad_norm": math.sqrt(inner(grads, grads)),
-            "delta_norm": math.sqrt(inner(best.delta, best.delta)),
+            "grad_norm": math.sqrt(host["grad_sq"]),
+            "delta_norm": math.sqrt(host["delta_sq"]),
             "stats_cases": n if idx_stats is None else int(idx_stats.shape[0]),
             "fisher_cases": n if idx_fisher is None else int(idx_fisher.shape[0]),
         }

@@ -19,8 +19,9 @@ the forward-mode products J v (:meth:`kfac_ref.mlp.MLP.jvp`) and the output Fish
 ``computeGfactV``; it equals vᵢᵀ(F vⱼ) with F vⱼ from :func:`kfac_ref.fisher.fisher_vector_product`
 but skips the backward pass, since only the 2×2 matrix is needed, never F v itself.
 
-Vectors are lists of matrices shaped like the weights (:mod:`kfac_ref.vec`). The 2×2 system has
-scalar entries; it is solved on the host in float64.
+Vectors are lists of matrices shaped like the weights (:mod:`kfac_ref.vec`). The entries of the
+2×2 system are computed on the device in float64 and come to the host together (one
+synchronization, shared with the optimizer's other checks); it is solved there in float64.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy
 
-from .backend import get_array_module
+from .backend import HostBatch, get_array_module
 from .mlp import MLP, Forward
 
 
@@ -45,53 +46,60 @@ class Rescaling:
     delta: list[Any]
 
 
-def inner(U: Sequence[Any], V: Sequence[Any]) -> float:
-    """uᵀv for two vectors in list-of-matrices form (one BLAS dot per layer, summed on the host)."""
+def inner(U: Sequence[Any], V: Sequence[Any]) -> Any:
+    """uᵀv for two vectors in list-of-matrices form, as a 0-d float64 array on their device.
+
+    One BLAS dot per layer, summed in float64 on the device: no synchronization (``float()``
+    of the result is one).
+    """
     xp = get_array_module(*U)
-    return float(sum(float(xp.vdot(u, v)) for u, v in zip(U, V, strict=True)))
+    total: Any = 0.0
+    for u, v in zip(U, V, strict=True):
+        total = total + xp.vdot(u, v).astype(xp.float64)
+    return total
 
 
-def fisher_gram(mlp: MLP, fwd: Forward, Jv: Sequence[Any]) -> numpy.ndarray:
+def fisher_gram(mlp: MLP, fwd: Forward, Jv: Sequence[Any]) -> Any:
     """[v_iᵀ F v_j] = (1/n) Σ_x (J v_i)ᵀ F_R (J v_j), from the products ``Jv[i]`` = J v_i (§2.2).
 
     ``Jv[i]`` has shape (n, d_ℓ), from :meth:`~kfac_ref.mlp.MLP.jvp` on the forward pass ``fwd``
-    of the n cases; F is the exact Fisher on those cases. Host float64, symmetric.
+    of the n cases; F is the exact Fisher on those cases. Symmetric, float64, on the device of
+    ``Jv`` (no synchronization).
     """
     xp = get_array_module(*Jv)
     n = fwd.abar[0].shape[0]
     FJv = [mlp.output.fisher_vp(fwd.output, u) for u in Jv]
     d = len(Jv)
-    S = numpy.empty((d, d))
-    for i in range(d):
-        for j in range(i, d):
-            S[i, j] = S[j, i] = 0.5 * (float(xp.vdot(Jv[i], FJv[j])) + float(xp.vdot(Jv[j], FJv[i]))) / n
-    return S
+    f64 = xp.float64
+    upper = {
+        (i, j): 0.5 * (xp.vdot(Jv[i], FJv[j]).astype(f64) + xp.vdot(Jv[j], FJv[i]).astype(f64)) / n
+        for i in range(d)
+        for j in range(i, d)
+    }
+    return xp.stack([upper[min(i, j), max(i, j)] for i in range(d) for j in range(d)]).reshape(d, d)
 
 
 def quadratic_model(
-    grads: Sequence[Any], directions: Sequence[Sequence[Any]], F_gram: numpy.ndarray, damping: float
-) -> tuple[numpy.ndarray, numpy.ndarray]:
+    grads: Sequence[Any], directions: Sequence[Sequence[Any]], F_gram: Any, damping: float
+) -> tuple[Any, Any]:
     """Q_ij = v_iᵀ(F + damping·I)v_j and r_i = ∇hᵀv_i: M(Σ c_i v_i) − M(0) = ½ cᵀQc + rᵀc (§7).
 
-    ``F_gram`` = [v_iᵀ F v_j] (:func:`fisher_gram`), ``damping`` = λ + η. Host float64 arrays.
+    ``F_gram`` = [v_iᵀ F v_j] (:func:`fisher_gram`), ``damping`` = λ + η. float64 arrays on the
+    vectors' device (no synchronization).
     """
+    xp = get_array_module(*directions[0])
     d = len(directions)
-    Q = numpy.array(F_gram[:d, :d], dtype=numpy.float64)
-    for i in range(d):
-        for j in range(i, d):
-            extra = damping * inner(directions[i], directions[j])
-            Q[i, j] += extra
-            if j != i:
-                Q[j, i] += extra
-    r = numpy.array([inner(grads, v) for v in directions])
+    extra = {(i, j): damping * inner(directions[i], directions[j]) for i in range(d) for j in range(i, d)}
+    Q = xp.stack([F_gram[i, j] + extra[min(i, j), max(i, j)] for i in range(d) for j in range(d)]).reshape(d, d)
+    r = xp.stack([inner(grads, v) for v in directions])
     return Q, r
 
 
 def solve_quadratic_model(Q: numpy.ndarray, r: numpy.ndarray, rcond: float) -> tuple[numpy.ndarray, float]:
     """c = −Q⁺ r minimizing ½ cᵀQc + rᵀc, and its value ½ cᵀr = M(δ) − M(0) (§7, [code] ``pinv``).
 
-    ``rcond``: singular values below rcond × the largest are treated as zero. A non-finite Q or
-    r gives NaN coefficients and value (the caller reports it).
+    Host float64 arrays. ``rcond``: singular values below rcond × the largest are treated as
+    zero. A non-finite Q or r gives NaN coefficients and value (the caller reports it).
     """
     if not (numpy.isfinite(Q).all() and numpy.isfinite(r).all()):
         return numpy.full(r.shape, numpy.nan), float("nan")
@@ -99,31 +107,51 @@ def solve_quadratic_model(Q: numpy.ndarray, r: numpy.ndarray, rcond: float) -> t
     return c, 0.5 * float(c @ r)
 
 
-def rescale(
-    grads: Sequence[Any],
-    Delta: Sequence[Any],
-    delta0: Sequence[Any] | None,
-    F_gram: numpy.ndarray,
-    damping: float,
-) -> Rescaling:
-    """α, μ and δ = α Δ + μ δ₀ minimizing M over span{Δ, δ₀} (§7); ``damping`` = λ + η.
+def pinv_rcond(Delta: Sequence[Any]) -> float:
+    """[code] ``pinv``'s cut-off max(size)·eps for the 2×2 system, in the dtype of Δ."""
+    return 2.0 * float(get_array_module(*Delta).finfo(Delta[0].dtype).eps)
 
-    ``F_gram``: [[ΔᵀFΔ, ΔᵀFδ₀], [δ₀ᵀFΔ, δ₀ᵀFδ₀]] (:func:`fisher_gram`), or [[ΔᵀFΔ]] when
-    ``delta0`` is None. ``delta0`` = None (or all zero) means no momentum term: μ = 0 and a
-    1×1 solve, as at the first iteration of the paper ([code] drops zero directions).
+
+def rescaling_from_model(
+    Q: numpy.ndarray, r: numpy.ndarray, Delta: Sequence[Any], delta0: Sequence[Any] | None
+) -> Rescaling:
+    """α, μ and δ = α Δ + μ δ₀ from the host quadratic model (Q, r) over span{Δ, δ₀} (§7).
+
+    ``delta0`` = None means μ = 0 and a 1×1 solve; so does a zero δ₀ (Q₁₁ = 0: [code] drops
+    zero directions).
     """
-    xp = get_array_module(*Delta)
-    rcond = 2.0 * float(xp.finfo(Delta[0].dtype).eps)  # [code] pinv: max(size) · eps
-    F_gram = numpy.asarray(F_gram, dtype=numpy.float64)
-    directions = [Delta] if delta0 is None else [Delta, delta0]
-    Q, r = quadratic_model(grads, directions, F_gram, damping)
-    if delta0 is not None and Q[1, 1] == 0.0:  # δ₀ = 0: drop it
-        directions, Q, r = [Delta], Q[:1, :1], r[:1]
-    c, change = solve_quadratic_model(Q, r, rcond)
+    Q, r = numpy.asarray(Q, dtype=numpy.float64).reshape(len(r), len(r)), numpy.asarray(r, dtype=numpy.float64)
+    two = delta0 is not None
+    if two and Q[1, 1] == 0.0:  # δ₀ = 0: drop it
+        two, Q, r = False, Q[:1, :1], r[:1]
+    c, change = solve_quadratic_model(Q, r, pinv_rcond(Delta))
     alpha = float(c[0])
-    mu = float(c[1]) if len(directions) == 2 else 0.0
-    if len(directions) == 2:
+    mu = float(c[1]) if two else 0.0
+    if two:
         delta = [alpha * D + mu * d0 for D, d0 in zip(Delta, delta0, strict=True)]
     else:
         delta = [alpha * D for D in Delta]
     return Rescaling(alpha=alpha, mu=mu, model_change=change, delta=delta)
+
+
+def rescale(
+    grads: Sequence[Any],
+    Delta: Sequence[Any],
+    delta0: Sequence[Any] | None,
+    F_gram: Any,
+    damping: float,
+) -> Rescaling:
+    """α, μ and δ = α Δ + μ δ₀ minimizing M over span{Δ, δ₀} (§7); ``damping`` = λ + η.
+
+    ``F_gram``: [[ΔᵀFΔ, ΔᵀFδ₀], [δ₀ᵀFΔ, δ₀ᵀFδ₀]] (:func:`fisher_gram`, on the device of Δ), or
+    [[ΔᵀFΔ]] when ``delta0`` is None. ``delta0`` = None (or all zero) means no momentum term:
+    μ = 0 and a 1×1 solve, as at the first iteration of the paper ([code] drops zero
+    directions). One synchronization (the 2×2 system comes to the host).
+    """
+    directions = [Delta] if delta0 is None else [Delta, delta0]
+    batch = HostBatch()
+    Q, r = quadratic_model(grads, directions, F_gram, damping)
+    batch.value("Q", Q)
+    batch.value("r", r)
+    host = batch.fetch()
+    return rescaling_from_model(host["Q"], host["r"], Delta, delta0)

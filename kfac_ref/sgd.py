@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, to_numpy
+from .backend import Backend, HostBatch, to_numpy
 from .config import SGDConfig
 from .errors import ConfigError, ShapeError
 from .mlp import MLP
-from .optimizer import check_step_inputs, require_finite, require_finite_scalar
+from .optimizer import check_step_inputs
 from .rescale import inner
 from .schedules import sutskever_momentum
 
@@ -68,24 +68,28 @@ class SGDMomentum:
         k = state.k + 1
         if not isinstance(state.k, int) or state.k < 0:
             raise ConfigError(f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}")
-        check_step_inputs(self.mlp, k, weights, X, Y, validate)
+        batch = HostBatch()  # checks and numbers for the host, fetched once (README, Backends)
+        check_step_inputs(self.mlp, k, weights, X, Y, batch, validate)
         mu = momentum(k, cfg)
         v = state.velocity if state.velocity is not None else [self.backend.xp.zeros_like(W) for W in weights]
         at = [W + mu * u for W, u in zip(weights, v, strict=True)] if cfg.nesterov else list(weights)
         h, grads, _ = self.mlp.loss_and_grad(at, X, Y, cfg.eta, validate=False)
-        h = require_finite_scalar(k, "the loss h(θ)", h)
-        require_finite(k, "the gradient ∇h", grads)
+        batch.scalar("h", h, f"iteration {k}: the loss h(θ) is not finite")
+        batch.require_finite(grads, f"iteration {k}: the gradient ∇h is not finite")
         v_new = [mu * u - cfg.lr * g for u, g in zip(v, grads, strict=True)]
         new_weights = [W + u for W, u in zip(weights, v_new, strict=True)]
-        require_finite(k, "the new weights", new_weights)
+        batch.require_finite(new_weights, f"iteration {k}: the new weights is not finite")
+        batch.value("grad_sq", inner(grads, grads))
+        batch.value("delta_sq", inner(v_new, v_new))
+        host = batch.fetch()
         info = {
             "k": k,
             "batch_size": X.shape[0],
-            "loss": h,
+            "loss": host["h"],
             "lr": cfg.lr,
             "mu": mu,
-            "grad_norm": math.sqrt(inner(grads, grads)),
-            "delta_norm": math.sqrt(inner(v_new, v_new)),
+            "grad_norm": math.sqrt(host["grad_sq"]),
+            "delta_norm": math.sqrt(host["delta_sq"]),
         }
         return new_weights, SGDState(k=k, velocity=v_new), info
 

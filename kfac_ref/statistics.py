@@ -84,8 +84,9 @@ def choose_subset(n: int, tau: float, rng: Any) -> Any | None:
     m = subset_size(n, tau)
     if m == n:
         return None
-    xp = get_array_module(rng)  # NumPy or CuPy, whichever owns the generator
-    return xp.sort(xp.argsort(rng.random(n))[:m])
+    u = rng.random(n)
+    xp = get_array_module(u)  # NumPy or CuPy, whichever the generator draws on
+    return xp.sort(xp.argsort(u)[:m])
 
 
 def subset_forward(fwd: Forward, idx: Any | None) -> Forward:

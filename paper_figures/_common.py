@@ -77,6 +77,7 @@ from kfac_ref.fisher import (
 from kfac_ref.inverse import apply_block_diagonal_inverse, block_diagonal_inverse
 from kfac_ref.io import atomic_path, require_writable_dir
 from kfac_ref.mlp import MLP
+from kfac_ref.rng import RunGenerator
 from kfac_ref.vec import layer_offsets
 
 PAPER_WIDTHS = (256, 20, 20, 20, 20, 20, 10)  # the example network of Figures 2–3 (spec §12)
@@ -387,6 +388,11 @@ def natgrad_step(mlp: MLP, weights: list[Any], X: Any, Y: Any, gamma: float, eta
     return [W + alpha * D for W, D in zip(weights, Delta, strict=True)], {"loss": float(h), "alpha": alpha}
 
 
+def _step_seed(seed: int, k: int) -> int:
+    """The NumPy generator seed of training iteration k (a device run uses one Philox generator)."""
+    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+
+
 class Trainer:
     """Batch-mode training that can be continued: K-FAC (``kfac_ref.optimizer.KFAC``, its state
     kept between calls) or :func:`natgrad_step` with a fixed γ."""
@@ -397,6 +403,7 @@ class Trainer:
         self.natgrad_gamma, self.eta, self.k = natgrad_gamma, eta, 0
         self.gamma = natgrad_gamma
         self.opt = self.state = None
+        self.generator = RunGenerator(backend.xp, seed, _step_seed)
         if kind == "kfac":
             from kfac_ref import config, optimizer
 
@@ -417,8 +424,8 @@ class Trainer:
         for _ in range(iters):
             self.k += 1
             if self.opt is not None:
-                step_seed = int(np.random.SeedSequence([self.seed, self.k]).generate_state(1)[0])
-                weights, self.state, info = self.opt.step(weights, self.state, X, Y, self.backend.rng(step_seed))
+                rng = self.generator.for_iteration(self.k)
+                weights, self.state, info = self.opt.step(weights, self.state, X, Y, rng)
                 self.gamma = float(to_numpy(info["gamma"]))
                 row = {"loss": float(to_numpy(info["loss"])), "gamma": self.gamma,
                        "lam": float(to_numpy(info["lam"])), "gamma_searched": int(info["gamma_searched"])}

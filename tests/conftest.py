@@ -8,11 +8,14 @@ network output and of the loss, dense F_R from closed forms written with SciPy) 
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import fakecupy
 import numpy as np
 import pytest
 import scipy.special
@@ -26,6 +29,35 @@ def _offline() -> None:
     """No test downloads anything by accident: data loaders see ``$KFAC_REF_OFFLINE=1``
     (download tests pass ``download=True`` and a local server's URL)."""
     os.environ["KFAC_REF_OFFLINE"] = "1"
+
+
+# ------------------------------------------------------------------ CuPy: real GPU and stand-in
+@functools.cache
+def real_cupy_available() -> bool:
+    """Real CuPy with a usable GPU (asked once, before any test installs the stand-in)."""
+    from kfac_ref.backend import cupy_available
+
+    return not fakecupy.is_stand_in(sys.modules.get("cupy")) and cupy_available()
+
+
+@pytest.fixture(params=["cupy", "stand-in"])
+def cupy_kind(request) -> str:
+    """Where a ``gpu`` test runs: on real CuPy and a GPU (skipped without one), and always on the
+    strict CuPy stand-in of ``tests/fakecupy``, installed as ``cupy``/``cupyx`` for the test."""
+    if request.param == "cupy":
+        if not real_cupy_available():
+            pytest.skip("real CuPy with a usable CUDA GPU is not available")
+        yield "cupy"
+        return
+    with fakecupy.installed():
+        yield "stand-in"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test marked ``gpu`` must take ``cupy_kind``, so it also runs on the stand-in."""
+    for item in items:
+        if item.get_closest_marker("gpu") and "cupy_kind" not in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid} is marked gpu but does not use the cupy_kind fixture")
 
 
 ACTIVATIONS = ("logistic", "tanh", "linear", "relu")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from kfac_ref import MLP, get_backend, to_numpy
-from kfac_ref.backend import cupy_available
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
 from kfac_ref.fisher import approximate_fisher, exact_fisher
@@ -226,10 +225,9 @@ def test_float32_training_keeps_float32_and_agrees_with_float64(small, structure
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("structure", STRUCTURES)
-def test_cupy_steps_match_numpy(small, structure):
-    """Two steps on the GPU equal the host's to 1e-9 (exact statistics: no random draws differ)."""
-    if not cupy_available():
-        pytest.skip("needs CuPy and a CUDA GPU")
+def test_cupy_steps_match_numpy(cupy_kind, small, structure):
+    """Two steps on the GPU (or the CuPy stand-in) equal the host's to 1e-9 (exact statistics: no
+    random draws differ)."""
     gpu = get_backend("cupy", "float64")
     mlp, W, X1, X2 = small
     cfg = exact_config(structure, tau2=1.0)
