@@ -3,12 +3,13 @@
 Each iteration takes a random subset of τ1 = 1/8 of the mini-batch, reuses its rows of the
 gradient's forward pass (the ā's do not depend on the targets), runs **one** extra backward pass
 from targets sampled from the model (not the training targets, §5), and forms the batch estimates
-of Ā_{k,k}, G_{k,k} (and, for the block-tridiagonal F̂, Ā_{k,k+1}, G_{k,k+1}). The running
+of Ā_{i-1,i-1}, G_{i,i} (and, for the block-tridiagonal F̂, Ā_{i-1,i}, G_{i,i+1}). The running
 estimates are exponentially decaying averages with decay ε_k = min(1 − 1/k, 0.95), so the first
 iterations average plainly.
 
-Indexing follows :mod:`kfac_ref.vec`: ``A_diag[k]`` = Ā_{k,k}, ``G_diag[k]`` = G_{k+1,k+1},
-``A_off[k]`` = Ā_{k,k+1}, ``G_off[k]`` = G_{k+1,k+2}.
+Indexing follows :mod:`kfac_ref.vec` (the table in :mod:`kfac_ref.inverse`): symbols carry the
+paper's indices, list entry k is layer i = k+1: ``A_diag[k]`` = Ā_{i-1,i-1} (= Ā_{k,k}),
+``G_diag[k]`` = G_{i,i} (= G_{k+1,k+1}), ``A_off[k]`` = Ā_{i-1,i}, ``G_off[k]`` = G_{i,i+1}.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import get_array_module
+from .backend import cast, get_array_module
 from .errors import ConfigError
 from .factors import A_bar_block, G_block, exact_G_passes, sampled_G_passes
 from .mlp import MLP, Forward
@@ -40,6 +41,14 @@ class FactorStats:
     def arrays(self) -> list[Any]:
         """Every array, in a fixed order (for finiteness checks)."""
         return self.A_diag + self.G_diag + (self.A_off or []) + (self.G_off or [])
+
+    def astype(self, dtype: Any) -> FactorStats:
+        """The statistics in ``dtype`` (arrays already in it are not copied)."""
+
+        def c(a: list[Any] | None) -> list[Any] | None:
+            return None if a is None else cast(a, dtype)
+
+        return FactorStats(c(self.A_diag), c(self.G_diag), c(self.A_off), c(self.G_off))
 
 
 def stat_decay(k: int, max_decay: float = 0.95) -> float:
@@ -104,7 +113,7 @@ def batch_factor_stats(
     tridiagonal: bool,
     method: str = "sample",
 ) -> FactorStats:
-    """Batch estimates of Ā_{k,k}, G_{k,k} (and Ā_{k,k+1}, G_{k,k+1}) on the cases of ``fwd`` (§5).
+    """Batch estimates of Ā_{i-1,i-1}, G_{i,i} (and Ā_{i-1,i}, G_{i,i+1}) on the cases of ``fwd`` (§5).
 
     ``method="sample"``: one backward pass from y ~ P(y | x, θ) drawn with ``rng`` (the paper);
     ``"exact"``: the expectation over y exactly, from the d_ℓ columns of a square root of F_R.
@@ -130,3 +139,22 @@ def batch_factor_stats(
         stats.A_off = [A_bar_block(abar[k], abar[k + 1]) for k in range(L - 1)]
         stats.G_off = [G(k, k + 1) for k in range(L - 1)]
     return stats
+
+
+def running_statistics(
+    mlp: MLP,
+    weights: Sequence[Any],
+    fwd: Forward,
+    old: FactorStats | None,
+    rng: Any,
+    k: int,
+    names: Sequence[str],
+    method: str = "sample",
+    max_decay: float = 0.95,
+) -> tuple[FactorStats, float]:
+    """(the statistics after iteration k, ε_k) (§5): the batch estimates of the statistics
+    ``names`` (a structure's :attr:`~kfac_ref.inverse.CurvatureInverse.statistics`) on the
+    cases of ``fwd``, mixed into ``old`` with decay ε_k = min(1 − 1/k, max_decay)."""
+    new = batch_factor_stats(mlp, weights, fwd, rng, "A_off" in names, method)
+    eps = stat_decay(k, max_decay)
+    return update_stats(old, new, eps), eps

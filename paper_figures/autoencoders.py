@@ -56,13 +56,14 @@ from kfac_ref.experiments import (  # noqa: E402
     run_data_info,
     run_experiment,
 )
+from kfac_ref.structures import STRUCTURES  # noqa: E402
 
 LABELS = {
-    "kfac-blockdiag": "K-FAC (block-diagonal F̆)",
-    "kfac-tridiag": "K-FAC (block-tridiagonal F̂)",
+    **{cls.method: f"K-FAC ({cls.label})" for cls in STRUCTURES.values()},
     "sgd-momentum": "SGD + Nesterov momentum",
 }
-STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2-"}
+STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2-"}  # the paper's colours; others: C4, C5, …
+STYLES.update({m: f"C{4 + j}-" for j, m in enumerate(m for m in LABELS if m not in STYLES)})
 REFERENCE = Path(__file__).resolve().parent / "reference"
 REFERENCE_FILES = {d: REFERENCE / f"kfac3_{d}_trace.csv" for d in ("curves", "mnist", "faces")}
 
