@@ -41,7 +41,8 @@ from typing import Any
 import numpy
 
 from kfac_ref.experiments import RunConfig, run_experiment
-from kfac_ref.structures import STRUCTURES, get_structure
+from kfac_ref.structures import FACTORED as STRUCTURES
+from kfac_ref.structures import get_structure
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "fidelity_curves2000"
 #: Training errors (raw iterate) of two runs of the authors' code that differ only in the seed

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_kfac3 import run_ours  # noqa: E402
 
 from kfac_ref import io  # noqa: E402
-from kfac_ref.structures import STRUCTURES  # noqa: E402
+from kfac_ref.structures import FACTORED as STRUCTURES  # noqa: E402  (the paper-scale ones)
 
 
 def spike_summary(records: Sequence[dict[str, Any]], after: int = 300) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from .structures import STRUCTURES
 from .vec import layer_offsets
 
 #: key of each compared matrix → the structure name :func:`approximate_fisher` builds it from
-APPROXIMATIONS = {"F_tilde": DENSE_F_TILDE, **{cls.matrix_name: name for name, cls in STRUCTURES.items()}}
+APPROXIMATIONS = {cls.matrix_name: name for name, cls in STRUCTURES.items() if cls.matrix_name}
 
 
 def relative_error(X: Any, Y: Any) -> float:

@@ -5,6 +5,7 @@ F̃_{i,i+1} F̃_{i+1,i+1}⁻¹ is a dense ``linalg.solve``, and nothing here fac
 factor or runs the Appendix-B eigendecompositions. It shares no code with the efficient path
 (:mod:`kfac_ref.inverse`, :mod:`kfac_ref.damping`), so the tests use it as their oracle and the
 comparison tools (:mod:`kfac_ref.compare`, ``paper_figures/``) as the matrices they show.
+:func:`check_dense_size` refuses a P×P matrix too large for memory before anything is built.
 
 Input: ``factors`` with ``A_bar[k][l]`` = Ā_{k,l} and ``G[k][l]`` = G_{k+1,l+1} (0-based layer
 lists, see the table in :mod:`kfac_ref.inverse`); blocks in the θ order of :mod:`kfac_ref.vec`.
@@ -17,6 +18,24 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import get_array_module
+from .errors import TooLargeError
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+
+def check_dense_size(n_params: int, itemsize: int, max_bytes: int | None, copies: int = 3) -> None:
+    """Refuse (:class:`TooLargeError`) before building a dense P×P matrix that would not fit.
+
+    ``copies`` counts the P×P work arrays the computation holds at once.
+    """
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    need = copies * n_params * n_params * itemsize
+    if need > limit:
+        raise TooLargeError(
+            f"a dense Fisher for {n_params} parameters needs about {need / 2**20:.0f} MiB "
+            f"({copies} × {n_params}² × {itemsize} bytes), over the limit of {limit / 2**20:.0f} MiB; "
+            "use a smaller network or pass a larger max_bytes"
+        )
 
 
 def _pi(A: Any, G: Any) -> Any:

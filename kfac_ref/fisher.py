@@ -19,31 +19,18 @@ import numpy
 from . import dense
 from .backend import get_array_module
 from .damping import check_gamma, damped_diagonal_factors
-from .errors import ConfigError, NonFiniteError, ShapeError, TooLargeError
+from .dense import DEFAULT_MAX_BYTES, check_dense_size  # noqa: F401 (re-exported)
+from .errors import ConfigError, NonFiniteError, ShapeError
 from .factors import KroneckerFactors, kronecker_factors
+from .full import FullInverse
 from .mlp import MLP
 from .structures import STRUCTURES as _STRUCTURE_TABLE
 from .structures import get_structure
 from .vec import per_case_vec_grad
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
-DENSE_F_TILDE = "full"  # F̃ itself (§3)
-STRUCTURES = (DENSE_F_TILDE, *_STRUCTURE_TABLE)  # what approximate_fisher builds densely
-
-
-def check_dense_size(n_params: int, itemsize: int, max_bytes: int | None, copies: int = 3) -> None:
-    """Refuse (:class:`TooLargeError`) before building a dense P×P matrix that would not fit.
-
-    ``copies`` counts the P×P work arrays the computation holds at once.
-    """
-    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-    need = copies * n_params * n_params * itemsize
-    if need > limit:
-        raise TooLargeError(
-            f"a dense Fisher for {n_params} parameters needs about {need / 2**20:.0f} MiB "
-            f"({copies} × {n_params}² × {itemsize} bytes), over the limit of {limit / 2**20:.0f} MiB; "
-            "use a smaller network or pass a larger max_bytes"
-        )
+DENSE_F_TILDE = FullInverse.name  # F̃ itself (§3)
+#: the structures whose dense matrix approximate_fisher builds from the factors
+STRUCTURES = tuple(name for name, cls in _STRUCTURE_TABLE.items() if cls.matrix_name)
 
 
 def per_case_gradients(mlp: MLP, fwd: Any, g: Sequence[Any]) -> Any:
@@ -132,9 +119,7 @@ def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
 
 def dense_approximation(structure: str) -> Any:
     """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of :data:`STRUCTURES`):
-    F̃ itself for ``"full"``, else the registered structure's :meth:`dense`."""
-    if structure == DENSE_F_TILDE:
-        return dense.F_tilde
+    the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
     return get_structure(structure).dense
 
 
@@ -147,8 +132,8 @@ def approximate_fisher(
     factors: KroneckerFactors | None = None,
     max_bytes: int | None = None,
 ) -> Any:
-    """Dense F̃ (``"full"``, §3), or the dense matrix of a structure of
-    :data:`kfac_ref.structures.STRUCTURES`: F̆ (``"block_diagonal"``, §4.2), F̂
+    """The dense matrix of a structure of :data:`kfac_ref.structures.STRUCTURES` built from
+    the factors: F̃ (``"full"``, §3), F̆ (``"block_diagonal"``, §4.2), F̂
     (``"block_tridiagonal"``, §4.3).
 
     The factors are exact expectations over the model's predictive distribution unless
@@ -168,8 +153,9 @@ def approximate_fisher(
         if not bool(xp.isfinite(F).all()):
             raise NonFiniteError("a damped diagonal block F̃_{i,i} is singular")
     except (NonFiniteError, numpy.linalg.LinAlgError, xp.linalg.LinAlgError) as exc:
-        raise NonFiniteError(f"{get_structure(structure).symbol if structure != DENSE_F_TILDE else 'F̃'} with "
-                             f"γ = {gamma:g} needs invertible damped factors: {exc} (raise γ)") from None
+        raise NonFiniteError(
+            f"{get_structure(structure).symbol} with γ = {gamma:g} needs invertible damped factors: {exc} (raise γ)"
+        ) from None
     return F
 
 

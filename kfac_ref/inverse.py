@@ -65,8 +65,14 @@ class CurvatureInverse:
     method: ClassVar[str]  # the experiments' --method
     symbol: ClassVar[str]  # the paper's symbol
     label: ClassVar[str]  # for plots and tables
-    matrix_name: ClassVar[str]  # the key of its dense matrix in comparisons (kfac_ref.compare)
+    matrix_name: ClassVar[str | None]  # key of its dense matrix in comparisons (kfac_ref.compare); None: none from factors
     statistics: ClassVar[tuple[str, ...]]  # the FactorStats fields it is built from (§5)
+    factored: ClassVar[bool] = True  # Kronecker-factored: scales to the paper's networks
+
+    @classmethod
+    def check_network(cls, mlp: Any, dtype: Any) -> None:
+        """Refuse (:class:`~kfac_ref.errors.TooLargeError`) a network this structure cannot
+        handle; the factored structures handle any."""
 
     @classmethod
     def from_stats(cls, stats: Any, gamma: float, linalg_dtype: Any = None) -> CurvatureInverse:

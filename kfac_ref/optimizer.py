@@ -33,10 +33,11 @@ from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
 from .inverse import CurvatureInverse
 from .mlp import MLP
 from .rescale import Rescaling, inner, quadratic_model_on_span, rescaling_from_model
-from .statistics import FactorStats, choose_subset, running_statistics, subset_forward
+from .statistics import FactorStats, choose_subset, running_statistics, stats_shapes, subset_forward
 from .structures import get_structure
 
 STATE_FORMAT = "kfac_ref.KFACState/1"
+BASE_STATS = ("A_diag", "G_diag", "A_off", "G_off")  # always saved, None or not (format 1)
 
 
 # ------------------------------------------------------------- §8 steps 3 and 4, pure
@@ -166,6 +167,7 @@ class KFAC:
         self.config = config
         self.backend = backend
         self.structure = get_structure(config.structure)
+        self.structure.check_network(mlp, backend.dtype)
 
     def init_state(self, weights: Sequence[Any]) -> KFACState:
         """The state before iteration 1: λ = λ0, γ = γ0, no statistics, no previous update."""
@@ -298,7 +300,8 @@ class KFAC:
         }
         if state.stats is not None:
             s = state.stats
-            d["stats"] = {"A_diag": host(s.A_diag), "G_diag": host(s.G_diag), "A_off": host(s.A_off), "G_off": host(s.G_off)}
+            # the four statistics of F̆, F̂ always (format 1), the others where the structure keeps them
+            d["stats"] = {k: host(v) for k, v in s.fields().items() if v is not None or k in BASE_STATS}
         if state.inverse is not None:
             d["inverse"] = state.inverse.state_dict()
         return d
@@ -306,13 +309,8 @@ class KFAC:
     def _state_shapes(self, d: dict[str, Any]) -> dict[str, list[tuple[int, ...]]]:
         """The shape of every array of a :meth:`state_dict` for this network, by key."""
         sizes = self.mlp.layer_sizes
-        L = self.mlp.n_layers
-        A = [(sizes[k] + 1, sizes[k] + 1) for k in range(L)]
-        G = [(sizes[k + 1], sizes[k + 1]) for k in range(L)]
-        out = {"delta": self.mlp.shapes, "stats.A_diag": A, "stats.G_diag": G}
-        if "A_off" in self.structure.statistics:
-            out["stats.A_off"] = [(sizes[k] + 1, sizes[k + 1] + 1) for k in range(L - 1)]
-            out["stats.G_off"] = [(sizes[k + 1], sizes[k + 2]) for k in range(L - 1)]
+        out = {"delta": self.mlp.shapes}
+        out.update({f"stats.{key}": shapes for key, shapes in stats_shapes(sizes, self.structure.statistics).items()})
         out.update({f"inverse.{key}": shapes for key, shapes in self.structure.state_shapes(sizes).items()})
         return out
 
@@ -344,7 +342,7 @@ class KFAC:
         stats = None
         if d["stats"] is not None:
             s = d["stats"]
-            stats = FactorStats(dev(s["A_diag"]), dev(s["G_diag"]), dev(s["A_off"]), dev(s["G_off"]))
+            stats = FactorStats(**{k: dev(s.get(k)) for k in FactorStats.names()})
         inverse = None if d["inverse"] is None else self.structure.from_state_dict(d["inverse"], self.backend.asarray)
         return KFACState(
             k=int(d["k"]), lam=float(d["lam"]), gamma=float(d["gamma"]), stats=stats, inverse=inverse, delta=dev(d["delta"])

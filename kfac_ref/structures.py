@@ -9,15 +9,21 @@ module with its class and one entry below.
 from __future__ import annotations
 
 from .errors import ConfigError
+from .exact import ExactInverse
+from .full import FullInverse
 from .inverse import BlockDiagonalInverse, BlockTridiagonalInverse, CurvatureInverse
 
 STRUCTURES: dict[str, type[CurvatureInverse]] = {
     cls.name: cls
     for cls in (
+        FullInverse,  # F̃, §3 (small nets)
         BlockDiagonalInverse,  # F̆, §4.2
         BlockTridiagonalInverse,  # F̂, §4.3
+        ExactInverse,  # F, exact natural gradient (small nets)
     )
 }
+#: the Kronecker-factored structures, which scale to the paper's networks
+FACTORED: dict[str, type[CurvatureInverse]] = {name: cls for name, cls in STRUCTURES.items() if cls.factored}
 
 
 def get_structure(name: str) -> type[CurvatureInverse]:
@@ -34,6 +40,6 @@ def structure_of_method(method: str) -> type[CurvatureInverse] | None:
     return next((cls for cls in STRUCTURES.values() if cls.method == method), None)
 
 
-def methods() -> tuple[str, ...]:
-    """The K-FAC methods of the experiments, one per structure."""
-    return tuple(cls.method for cls in STRUCTURES.values())
+def methods(factored_only: bool = False) -> tuple[str, ...]:
+    """The K-FAC methods of the experiments, one per structure (or per factored structure)."""
+    return tuple(cls.method for cls in (FACTORED if factored_only else STRUCTURES).values())

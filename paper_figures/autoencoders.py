@@ -56,7 +56,7 @@ from kfac_ref.experiments import (  # noqa: E402
     run_data_info,
     run_experiment,
 )
-from kfac_ref.structures import STRUCTURES  # noqa: E402
+from kfac_ref.structures import STRUCTURES, methods  # noqa: E402
 
 LABELS = {
     **{cls.method: f"K-FAC ({cls.label})" for cls in STRUCTURES.values()},
@@ -85,8 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["curves"], choices=["curves", "mnist", "faces"],
                    help="data sets, one row of panels each (default: curves)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                   help="methods to train and plot (default: all three)")
+    p.add_argument("--methods", nargs="+", default=[*methods(factored_only=True), "sgd-momentum"], choices=list(METHODS),
+                   help="methods to train and plot (default: the paper's three)")
     p.add_argument("--quick", action="store_true",
                    help=f"small settings for a laptop CPU: {QUICK} (default: the full settings {FULL})")
     p.add_argument("--iters", type=int, default=None, help="K-FAC iterations (default 1000; quick 300)")

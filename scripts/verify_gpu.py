@@ -46,7 +46,7 @@ from kfac_ref.config import KFACConfig  # noqa: E402
 from kfac_ref.experiments import AUTOENCODERS, autoencoder  # noqa: E402
 from kfac_ref.optimizer import KFAC  # noqa: E402
 from kfac_ref.rng import Philox  # noqa: E402
-from kfac_ref.structures import STRUCTURES  # noqa: E402
+from kfac_ref.structures import FACTORED as STRUCTURES  # noqa: E402  (the paper-scale ones)
 from kfac_ref.vec import weights_to_theta  # noqa: E402
 
 # Agreement expected between a GPU and a CPU run from the same start and the same random bits:
