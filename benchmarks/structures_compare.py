@@ -7,7 +7,7 @@ The problem is small enough for dense P×P matrices: the CURVES fixture's 2000 t
 16-8-3-8-16 autoencoder (logistic hidden units, linear code, Bernoulli outputs; P = 339).
 Each method is trained by :func:`kfac_ref.experiments.run_experiment` with the same seed and
 the released code's constants (τ2 = 1), mini-batches growing from 250 to all 2000 cases by
-iteration 50. Printed: the training error (squared error per case) at a few iterations and the
+iteration 50, λ0 = ``--lam0``. Printed: the training error (squared error per case) at a few iterations and the
 optimizer's seconds per iteration.
 
     python benchmarks/structures_compare.py            # 100 iterations, about a minute on one core
@@ -40,14 +40,14 @@ def pooled_curves() -> numpy.ndarray:
     return X.reshape(-1, 4, 7, 4, 7).mean(axis=(2, 4)).reshape(-1, 16)
 
 
-def compare(iters: int, seed: int = 0, dtype: str = "float64") -> list[dict[str, Any]]:
+def compare(iters: int, seed: int = 0, dtype: str = "float64", lam0: float = 150.0) -> list[dict[str, Any]]:
     """One row per structure: the training error at each evaluation and seconds per iteration."""
     X = pooled_curves()
     rows = []
     for cls in STRUCTURES.values():
         cfg = RunConfig(dataset="curves", method=cls.method, iters=iters, seed=seed, backend="numpy", dtype=dtype,
                         eval_every=max(1, iters // 4), layers=LAYERS, m1=250, k_full=50, average_start=iters + 1,
-                        checkpoint_every=iters)
+                        checkpoint_every=iters, kfac={"lam0": lam0})
         with tempfile.TemporaryDirectory() as out:
             log = run_experiment(cfg, out, progress=False, data=(X, None), data_label="CURVES fixture, 4×4 pooled")
         rows.append({
@@ -73,9 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lam0", type=float, default=150.0, help="initial λ (the paper's 150; smaller: less damping)")
     p.add_argument("--out", default=None, help="write the rows here as JSON")
     args = p.parse_args(argv)
-    rows = compare(args.iters, args.seed)
+    rows = compare(args.iters, args.seed, lam0=args.lam0)
     print(table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))

@@ -257,3 +257,15 @@ def test_dense_structures_train_and_resume_exactly(make_net, name):
     b = opt.step(W, back, net.X, net.Y, np.random.default_rng(9))
     for x, y in zip(a[0], b[0], strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_structures_compare_script_runs_every_structure():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("structures_compare", ROOT / "benchmarks" / "structures_compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.compare(iters=2)
+    assert [r["structure"] for r in rows] == list(STRUCTURES)
+    assert all(math.isfinite(e) for r in rows for e in r["errors"].values())
+    assert "| F (`exact`) |" in module.table(rows)
