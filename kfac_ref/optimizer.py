@@ -223,7 +223,8 @@ class KFAC:
                                         self.structure.statistics, cfg.stats_method, cfg.max_stat_decay)
         batch.require_finite(stats.arrays(), f"iteration {k}: the factor statistics is not finite")
         # 3. the damped inverses: at k ≤ 3 and every T3 (§4, §6.3, §8); three γ every T2 (§6.6).
-        refresh, search = inverse_refresh_due(k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3), k % cfg.T2 == 0
+        refresh = inverse_refresh_due(k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3)
+        search = k % cfg.T2 == 0
         gammas = gammas_to_try(state.gamma, search, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value)
         if refresh:
             batch.fetch()  # the inverses must not start from non-finite statistics
@@ -242,12 +243,13 @@ class KFAC:
             batch.scalar("h_new", mlp.loss(new_weights, X, Y, cfg.eta, validate=False),
                          f"iteration {k}: the loss h(θ + δ) is not finite")
         host = batch.fetch()
-        h, h_new = host["h"], host["h_new"] if lam_due else math.nan
-        lam, rho = adjust_lambda(state.lam, h_new, h, best.model_change, cfg.omega1_value, cfg.lam_min, cfg.lam_max) \
-            if lam_due else (state.lam, math.nan)
-        new_state = KFACState(k=k, lam=lam, gamma=float(gammas[c]), stats=stats, inverse=inverses[c], delta=best.delta)
-        return new_weights, new_state, step_record(k, n, h, lam, float(gammas[c]), best, rho, h_new, eps, refresh,
-                                                   search, rescalings, host, idx_stats, idx_fisher)
+        h, h_new, lam, rho, gamma = host["h"], math.nan, state.lam, math.nan, float(gammas[c])
+        if lam_due:
+            h_new = host["h_new"]
+            lam, rho = adjust_lambda(lam, h_new, h, best.model_change, cfg.omega1_value, cfg.lam_min, cfg.lam_max)
+        new_state = KFACState(k=k, lam=lam, gamma=gamma, stats=stats, inverse=inverses[c], delta=best.delta)
+        info = step_record(k, n, h, lam, gamma, best, rho, h_new, eps, refresh, search, rescalings, host, idx_stats, idx_fisher)
+        return new_weights, new_state, info
 
     def _rescalings(
         self, k: int, weights: Sequence[Any], fwd_fisher: Any, grads: Sequence[Any],
