@@ -41,6 +41,8 @@ from typing import Any
 import numpy
 
 from kfac_ref.experiments import RunConfig, run_experiment
+from kfac_ref.structures import FACTORED as STRUCTURES
+from kfac_ref.structures import get_structure
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "data" / "fidelity_curves2000"
 #: Training errors (raw iterate) of two runs of the authors' code that differ only in the seed
@@ -89,7 +91,7 @@ def fixture_config(iters: int, structure: str = "block_tridiagonal", dtype: str 
                    constants: str = "code", seed: int = 0) -> RunConfig:
     """The released code's settings on the fixture (its README, "The settings"); ``constants``
     and ``seed`` only for experiments beside the check."""
-    method = "kfac-tridiag" if structure == "block_tridiagonal" else "kfac-blockdiag"
+    method = get_structure(structure).method
     return RunConfig(
         dataset="curves", method=method, iters=iters, dtype=dtype, eval_every=5,
         m1=250, k_full=100, average_start=200, average_decay=0.99, constants=constants, seed=seed,
@@ -172,7 +174,7 @@ def table(rows: Sequence[Row], every_lambda: bool = False) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iters", type=int, default=500, help="iterations (≤ 500, the fixture's length)")
-    p.add_argument("--structure", choices=["block_tridiagonal", "block_diagonal"],
+    p.add_argument("--structure", choices=list(STRUCTURES),
                    default="block_tridiagonal", help="the fixture was made with block_tridiagonal")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=None)

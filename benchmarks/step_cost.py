@@ -44,6 +44,7 @@ from kfac_ref import MLP, get_backend  # noqa: E402
 from kfac_ref.config import KFACConfig  # noqa: E402
 from kfac_ref.optimizer import KFAC  # noqa: E402
 from kfac_ref.rng import RunGenerator  # noqa: E402
+from kfac_ref.structures import FACTORED as STRUCTURES  # noqa: E402  (the paper-scale ones)
 
 LAYERS = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 ACTIVATIONS = ["logistic"] * 3 + ["linear"] + ["logistic"] * 3
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "gradient_s": g,
         "gradient_times_s": grad_t,
     }
-    for structure, key in (("block_diagonal", "blockdiag"), ("block_tridiagonal", "tridiag")):
+    for structure, key in ((name, cls.method.removeprefix("kfac-")) for name, cls in STRUCTURES.items()):
         config = KFACConfig(structure=structure, eta=ETA, linalg_float64=not args.float32_linalg)
         results[key] = kfac_costs(mlp, weights, X, backend, config, reps, gradient, warm=not args.quick)
 

@@ -132,6 +132,11 @@ def to_numpy(x: Any) -> Any:
     return numpy.asarray(x)
 
 
+def cast(arrays: Any, dtype: Any) -> list[Any]:
+    """Each array in ``dtype``; an array already in it is returned as is (no copy)."""
+    return [a if a.dtype == dtype else a.astype(dtype) for a in arrays]
+
+
 class Linalg:
     """Linear algebra that differs in spelling between NumPy/SciPy and CuPy/cupyx.
 

@@ -18,12 +18,14 @@ from .backend import to_numpy
 from .damping import check_gamma
 from .errors import NonFiniteError
 from .factors import kronecker_factors
-from .fisher import approximate_fisher, exact_fisher
+from .fisher import DENSE_F_TILDE, approximate_fisher, exact_fisher
 from .inverse import spd_inverse
 from .mlp import MLP
+from .structures import STRUCTURES
 from .vec import layer_offsets
 
-APPROXIMATIONS = {"F_tilde": "full", "F_breve": "block_diagonal", "F_hat": "block_tridiagonal"}
+#: key of each compared matrix → the structure name :func:`approximate_fisher` builds it from
+APPROXIMATIONS = {cls.matrix_name: name for name, cls in STRUCTURES.items() if cls.matrix_name}
 
 
 def relative_error(X: Any, Y: Any) -> float:
@@ -115,8 +117,8 @@ def compare_fisher(
     mats = {"F": F}
     for name, structure in APPROXIMATIONS.items():
         mats[name] = to_numpy(approximate_fisher(mlp, weights, X, structure, gamma, factors, max_bytes))
-    undamped_breve = to_numpy(approximate_fisher(mlp, weights, X, "block_diagonal", 0.0, factors, max_bytes))
-    F_damped = F + (mats["F_breve"] - undamped_breve)
+    undamped = to_numpy(approximate_fisher(mlp, weights, X, DENSE_F_TILDE, 0.0, factors, max_bytes))
+    F_damped = F + (mats["F_tilde"] - undamped)  # the damping lives on the diagonal blocks (§6.3)
     invs = {name: _inverse(M, name, gamma) for name, M in [("F", F_damped), *((n, mats[n]) for n in APPROXIMATIONS)]}
     errors = {name: relative_error(mats[name], F) for name in APPROXIMATIONS}
     block_errors = {name: block_relative_errors(mats[name], F, shapes) for name in APPROXIMATIONS}

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from .damping import omega1, omega2
 from .errors import ConfigError
+from .structures import STRUCTURES as _STRUCTURE_TABLE
 
-STRUCTURES = ("block_diagonal", "block_tridiagonal")
+STRUCTURES = tuple(_STRUCTURE_TABLE)  # the names of :data:`kfac_ref.structures.STRUCTURES`
 CONSTANT_SETS = ("paper", "code")
 STATS_METHODS = ("sample", "exact")
 MOMENTUM_SCHEDULES = ("sutskever", "constant")
@@ -82,7 +83,8 @@ class KFACConfig:
       the saved state, so a resumed run repeats the uninterrupted one exactly.
 
     Attributes:
-        structure: ``"block_diagonal"`` (F̆, §4.2) or ``"block_tridiagonal"`` (F̂, §4.3).
+        structure: a name of :data:`kfac_ref.structures.STRUCTURES`: ``"block_diagonal"``
+            (F̆, §4.2) or ``"block_tridiagonal"`` (F̂, §4.3).
         eta: ℓ2 weight cost η in h(θ) (§13: 1e-5 for all three autoencoders).
         lam0: initial λ (§6.5, [code] ``initlambda = 150`` for the autoencoders).
         gamma0: initial γ; ``None`` → √(λ0 + η) (§6.6, [code] ``initgamma``).

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 from .backend import get_array_module
-from .errors import ConfigError
+from .errors import ConfigError, NonFiniteError
 
 
 def check_gamma(gamma: Any) -> float:
@@ -59,6 +60,12 @@ def damped_factors(A_ii: Any, G_ii: Any, gamma: float, pi: Any = None) -> tuple[
     if pi is None:
         pi = pi_trace_norm(A_ii, G_ii)
     return add_diag(A_ii, pi * gamma), add_diag(G_ii, gamma / pi)
+
+
+def damped_diagonal_factors(A_diag: Sequence[Any], G_diag: Sequence[Any], gamma: float) -> tuple[list[Any], list[Any]]:
+    """[Ā_{k,k} + π_k γ I], [G_{k+1,k+1} + (γ/π_k) I] for every layer (§6.3; γ = 0: unchanged)."""
+    pairs = [damped_factors(A, G, gamma) for A, G in zip(A_diag, G_diag, strict=True)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 # ----------------------------------------------------------- §6.5 Levenberg–Marquardt rule
@@ -104,6 +111,16 @@ def update_lambda(
     return min(max(lam, lam_min), lam_max)
 
 
+def adjust_lambda(
+    lam: float, h_new: float, h_old: float, model_change: float, omega1: float,
+    lam_min: float = 0.0, lam_max: float = math.inf,
+) -> tuple[float, float]:
+    """(λ, ρ) after the Levenberg–Marquardt step of §6.5: ρ = :func:`reduction_ratio`, then
+    :func:`update_lambda`."""
+    rho = reduction_ratio(h_new, h_old, model_change)
+    return update_lambda(lam, rho, omega1, lam_min, lam_max), rho
+
+
 # ------------------------------------------------------------------ §6.6 γ candidates
 def gamma_candidates(
     gamma: float, omega2: float, gamma_min: float | None = None, gamma_max: float | None = None
@@ -120,3 +137,22 @@ def gamma_candidates(
     if gamma_max is not None:
         hi = min(hi, gamma_max)
     return (lo, gamma, hi)
+
+
+def gammas_to_try(
+    gamma: float, search: bool, omega2: float, gamma_min: float | None = None, gamma_max: float | None = None
+) -> tuple[float, ...]:
+    """The γ values of this iteration (§6.6): the three :func:`gamma_candidates` when it searches, else (γ,)."""
+    return gamma_candidates(gamma, omega2, gamma_min, gamma_max) if search else (gamma,)
+
+
+def choose_gamma(gammas: Sequence[float], model_changes: Sequence[float]) -> int:
+    """The γ search of §6.6: the index of the γ whose update has the lowest M(δ) − M(0)
+    (the first of equals), among those where the model is finite.
+
+    Raises :class:`NonFiniteError` when M(δ) is finite for no γ.
+    """
+    finite = [c for c in range(len(gammas)) if math.isfinite(model_changes[c])]
+    if not finite:
+        raise NonFiniteError(f"the quadratic model M(δ) is not finite for any γ in {tuple(gammas)}")
+    return min(finite, key=lambda c: model_changes[c])

@@ -36,6 +36,7 @@ from .optimizer import KFAC
 from .rng import RunGenerator
 from .schedules import iterate_average, minibatch_size
 from .sgd import SGDMomentum
+from .structures import STRUCTURES, methods, structure_of_method
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ AUTOENCODERS: dict[str, dict[str, Any]] = {
         "eta": 5e-6,  # [code] with the ½‖y − s‖² loss (spec §10: the paper's loss was scaled by 2)
     },
 }
-METHODS = ("kfac-blockdiag", "kfac-tridiag", "sgd-momentum")
+METHODS = (*methods(), "sgd-momentum")  # one K-FAC method per structure (kfac_ref.structures)
 #: RunConfig fields a resumed run may change: none of them changes its numbers.
 MAY_CHANGE_ON_RESUME = ("iters", "max_seconds", "backend", "data_dir", "eval_every", "checkpoint_every")
 #: KFACConfig fields ``--kfac`` may set (the structure comes from the method, the constants
@@ -178,9 +179,9 @@ class RunConfig:
         and suggest the closest valid name."""
         for name in self.kfac:
             if name == "structure":
+                pairs = ", ".join(f"{cls.method}: {cls.name}" for cls in STRUCTURES.values())
                 raise ConfigError(
-                    "--kfac structure=… conflicts with --method, which chooses the structure "
-                    "(kfac-blockdiag: block_diagonal, kfac-tridiag: block_tridiagonal); drop --kfac structure"
+                    f"--kfac structure=… conflicts with --method, which chooses the structure ({pairs}); drop --kfac structure"
                 )
             if name == "constants":
                 raise ConfigError("--kfac constants=… conflicts with --constants; use --constants alone")
@@ -190,7 +191,8 @@ class RunConfig:
                 raise ConfigError(
                     f"unknown K-FAC option {name!r} in --kfac; {hint}valid names: {', '.join(KFAC_OVERRIDABLE)}"
                 )
-        structure = "block_diagonal" if self.method == "kfac-blockdiag" else "block_tridiagonal"
+        # SGD runs check their overrides against the default method's structure
+        structure = (structure_of_method(self.method) or structure_of_method(RunConfig.method)).name
         eta = AUTOENCODERS[self.dataset]["eta"]  # ℓ2 weight cost η of the data set
         try:
             return KFACConfig(**{"eta": eta, "constants": self.constants, **self.kfac, "structure": structure})

@@ -2,8 +2,10 @@
 
 K-FAC approximates each block of the Fisher, F_{i,j} = E[ā_{i-1}ā_{j-1}ᵀ ⊗ g_i g_jᵀ], by the
 Kronecker product of expectations F̃_{i,j} = Ā_{i-1,j-1} ⊗ G_{i,j}. Indexing follows
-:mod:`kfac_ref.vec`: ``A_bar[k][l]`` = Ā_{k,l}, ``G[k][l]`` = G_{k+1,l+1}, so the block (k, l) of F̃
-is ``kron(A_bar[k][l], G[k][l])``.
+:mod:`kfac_ref.vec` (the table in :mod:`kfac_ref.inverse`): symbols carry the paper's indices and
+list entry k is layer i = k+1, so ``A_bar[k][l]`` = Ā_{k,l} = Ā_{i-1,j-1} and ``G[k][l]`` =
+G_{k+1,l+1} = G_{i,j}, and the block (k, l) of F̃ (the paper's F̃_{i,j}) is
+``kron(A_bar[k][l], G[k][l])``.
 
 The g's in G are backpropagated from targets **sampled from the model** (§5), not the training
 targets. :func:`kronecker_factors` computes G either by sampling or exactly: E_y[Ds_ℓ Ds_ℓᵀ] = F_R
@@ -47,11 +49,11 @@ class KroneckerFactors:
         return len(self.G)
 
     def diagonal(self) -> tuple[list[Any], list[Any]]:
-        """(Ā_{k,k}, G[k][k]) for k = 0..ℓ-1: the factors of F̆ (§4.2)."""
+        """(Ā_{i-1,i-1}, G_{i,i}) for i = 1..ℓ: the factors of F̆ (§4.2)."""
         return [self.A_bar[k][k] for k in range(self.n_layers)], [self.G[k][k] for k in range(self.n_layers)]
 
     def off_diagonal(self) -> tuple[list[Any], list[Any]]:
-        """(Ā_{k,k+1}, G[k][k+1]) for k = 0..ℓ-2: the extra factors of F̂ (§4.3)."""
+        """(Ā_{i-1,i}, G_{i,i+1}) for i = 1..ℓ-1: the extra factors of F̂ (§4.3)."""
         r = range(self.n_layers - 1)
         return [self.A_bar[k][k + 1] for k in r], [self.G[k][k + 1] for k in r]
 
@@ -62,7 +64,8 @@ def all_A_bar(abar: Sequence[Any]) -> list[list[Any]]:
 
 
 def all_G(g_samples: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
-    """Every G_{k,l} from one or more backward passes, averaged over cases: Σ_passes g_kᵀ g_l / n.
+    """Every G_{k+1,l+1} (``G[k][l]``) from one or more backward passes, averaged over cases:
+    Σ_passes g[k]ᵀ g[l] / n.
 
     ``g_samples`` is a list of backward passes, each a list ``g[k]`` of (n, d_{k+1}) arrays.
     Dividing the sum over passes by ``n`` (not by n·passes) is right when the passes are the
@@ -101,7 +104,7 @@ def kronecker_factors(
     n_samples: int = 1,
     Y: Any = None,
 ) -> KroneckerFactors:
-    """Ā_{k,l} and G_{k,l} for all layer pairs on the inputs X (§3, §5).
+    """Ā_{k,l} and G_{k+1,l+1} for all layer pairs on the inputs X (§3, §5).
 
     Args:
         method: ``"exact"`` (expectation over y ~ model computed exactly), ``"sample"``

@@ -14,31 +14,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy
+
+from . import dense
 from .backend import get_array_module
-from .damping import check_gamma, damped_factors
-from .errors import ConfigError, NonFiniteError, ShapeError, TooLargeError
+from .damping import check_gamma, damped_diagonal_factors
+from .dense import DEFAULT_MAX_BYTES, check_dense_size  # noqa: F401 (re-exported)
+from .errors import ConfigError, NonFiniteError, ShapeError
 from .factors import KroneckerFactors, kronecker_factors
-from .inverse import block_tridiagonal_inverse
+from .full import FullInverse
 from .mlp import MLP
-from .vec import layer_offsets, per_case_vec_grad
+from .structures import STRUCTURES as _STRUCTURE_TABLE
+from .structures import get_structure
+from .vec import per_case_vec_grad
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
-STRUCTURES = ("full", "block_diagonal", "block_tridiagonal")
-
-
-def check_dense_size(n_params: int, itemsize: int, max_bytes: int | None, copies: int = 3) -> None:
-    """Refuse (:class:`TooLargeError`) before building a dense P×P matrix that would not fit.
-
-    ``copies`` counts the P×P work arrays the computation holds at once.
-    """
-    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-    need = copies * n_params * n_params * itemsize
-    if need > limit:
-        raise TooLargeError(
-            f"a dense Fisher for {n_params} parameters needs about {need / 2**20:.0f} MiB "
-            f"({copies} × {n_params}² × {itemsize} bytes), over the limit of {limit / 2**20:.0f} MiB; "
-            "use a smaller network or pass a larger max_bytes"
-        )
+DENSE_F_TILDE = FullInverse.name  # F̃ itself (§3)
+#: the structures whose dense matrix approximate_fisher builds from the factors
+STRUCTURES = tuple(name for name, cls in _STRUCTURE_TABLE.items() if cls.matrix_name)
 
 
 def per_case_gradients(mlp: MLP, fwd: Any, g: Sequence[Any]) -> Any:
@@ -105,65 +97,30 @@ def empirical_fisher(mlp: MLP, weights: Sequence[Any], X: Any, Y: Any, max_bytes
 # --------------------------------------------------------------------- F̃, F̆, F̂ dense
 def damped_diagonal(factors: KroneckerFactors, gamma: float) -> tuple[list[Any], list[Any]]:
     """The diagonal factors with factored Tikhonov damping γ (§6.3) applied (γ = 0: unchanged)."""
-    A_diag, G_diag = factors.diagonal()
-    pairs = [damped_factors(A, G, gamma) for A, G in zip(A_diag, G_diag, strict=True)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def _block_slices(factors: KroneckerFactors) -> list[slice]:
-    shapes = [(factors.G[k][k].shape[0], factors.A_bar[k][k].shape[0]) for k in range(factors.n_layers)]
-    off = layer_offsets(shapes)
-    return [slice(off[k], off[k + 1]) for k in range(factors.n_layers)]
+    return damped_diagonal_factors(*factors.diagonal(), gamma)
 
 
 def dense_F_tilde(factors: KroneckerFactors, gamma: float = 0.0, structure: str = "full") -> Any:
-    """Dense F̃ (all blocks Ā_{k,l} ⊗ G_{k,l}, §3) or F̆ (its diagonal blocks only, §4.2).
+    """Dense F̃ (all blocks Ā_{k,l} ⊗ G_{k+1,l+1}, §3) or F̆ (its diagonal blocks only, §4.2):
+    :func:`kfac_ref.dense.F_tilde`, :func:`kfac_ref.dense.F_breve`.
 
     With γ > 0 the diagonal blocks are the damped (Ā + πγI) ⊗ (G + γ/π I) (§6.3).
     """
-    if structure not in ("full", "block_diagonal"):
+    builders = {"full": dense.F_tilde, "block_diagonal": dense.F_breve}
+    if structure not in builders:
         raise ConfigError(f"dense_F_tilde builds 'full' or 'block_diagonal', not {structure!r}")
-    xp = get_array_module(factors.G[0][0])
-    sl = _block_slices(factors)
-    P = sl[-1].stop
-    F = xp.zeros((P, P), dtype=factors.G[0][0].dtype)
-    A_diag, G_diag = damped_diagonal(factors, gamma)
-    L = factors.n_layers
-    for k in range(L):
-        F[sl[k], sl[k]] = xp.kron(A_diag[k], G_diag[k])
-        if structure == "full":
-            for l in range(L):
-                if l != k:
-                    F[sl[k], sl[l]] = xp.kron(factors.A_bar[k][l], factors.G[k][l])
-    return F
+    return builders[structure](factors, gamma)
 
 
 def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
-    """Dense F̂ = Ξ⁻¹ Λ⁻¹ Ξ⁻ᵀ (§4.3), the matrix whose inverse Ξᵀ Λ Ξ is block-tridiagonal.
+    """Dense F̂ = Ξ⁻¹ Λ⁻¹ Ξ⁻ᵀ (§4.3): :func:`kfac_ref.dense.F_hat` (dense Ψ, no Appendix B)."""
+    return dense.F_hat(factors, gamma)
 
-    Built densely from Ψ_{k,k+1} = Ψ^Ā_k ⊗ Ψ^G_k and Σ_{k|k+1} = F̃_{k,k} − Ψ F̃_{k+1,k+1} Ψᵀ
-    (no Appendix-B eigendecompositions), so it can check the efficient path.
-    """
-    xp = get_array_module(factors.G[0][0])
-    A_diag, G_diag = damped_diagonal(factors, gamma)
-    A_off, G_off = factors.off_diagonal()
-    inv = block_tridiagonal_inverse(A_diag, G_diag, A_off, G_off)
-    sl = _block_slices(factors)
-    P, L = sl[-1].stop, factors.n_layers
-    Xi = xp.eye(P, dtype=A_diag[0].dtype)
-    Lambda_inv = xp.zeros((P, P), dtype=A_diag[0].dtype)
-    for k in range(L):
-        F_kk = xp.kron(A_diag[k], G_diag[k])
-        if k < L - 1:
-            Psi = xp.kron(inv.psi_A[k], inv.psi_G[k])
-            Xi[sl[k], sl[k + 1]] = -Psi
-            F_next = xp.kron(A_diag[k + 1], G_diag[k + 1])
-            Lambda_inv[sl[k], sl[k]] = F_kk - Psi @ F_next @ Psi.T
-        else:
-            Lambda_inv[sl[k], sl[k]] = F_kk
-    Xi_inv = xp.linalg.inv(Xi)
-    F_hat = Xi_inv @ Lambda_inv @ Xi_inv.T
-    return 0.5 * (F_hat + F_hat.T)
+
+def dense_approximation(structure: str) -> Any:
+    """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of :data:`STRUCTURES`):
+    the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
+    return get_structure(structure).dense
 
 
 def approximate_fisher(
@@ -175,7 +132,9 @@ def approximate_fisher(
     factors: KroneckerFactors | None = None,
     max_bytes: int | None = None,
 ) -> Any:
-    """Dense F̃ (``"full"``, §3), F̆ (``"block_diagonal"``, §4.2) or F̂ (``"block_tridiagonal"``, §4.3).
+    """The dense matrix of a structure of :data:`kfac_ref.structures.STRUCTURES` built from
+    the factors: F̃ (``"full"``, §3), F̆ (``"block_diagonal"``, §4.2), F̂
+    (``"block_tridiagonal"``, §4.3).
 
     The factors are exact expectations over the model's predictive distribution unless
     ``factors`` is given; ``gamma`` > 0 applies factored Tikhonov damping (§6.3) to the diagonal
@@ -187,12 +146,17 @@ def approximate_fisher(
     _prepare(mlp, weights, X, max_bytes)
     if factors is None:
         factors = kronecker_factors(mlp, weights, X, method="exact")
-    if structure != "block_tridiagonal":
-        return dense_F_tilde(factors, gamma, structure)
+    build = dense_approximation(structure)
+    xp = get_array_module(factors.G[0][0])
     try:
-        return dense_F_hat(factors, gamma)
-    except NonFiniteError as exc:
-        raise NonFiniteError(f"F̂ with γ = {gamma:g} needs invertible damped factors: {exc} (raise γ)") from None
+        F = build(factors, gamma)
+        if not bool(xp.isfinite(F).all()):
+            raise NonFiniteError("a damped diagonal block F̃_{i,i} is singular")
+    except (NonFiniteError, numpy.linalg.LinAlgError, xp.linalg.LinAlgError) as exc:
+        raise NonFiniteError(
+            f"{get_structure(structure).symbol} with γ = {gamma:g} needs invertible damped factors: {exc} (raise γ)"
+        ) from None
+    return F
 
 
 # -------------------------------------------------------------- Fisher-vector products

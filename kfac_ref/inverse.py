@@ -1,17 +1,37 @@
 """Cheap approximations of F̃⁻¹ (§4): block-diagonal F̆⁻¹ (§4.2), block-tridiagonal F̂⁻¹ (§4.3),
-and Appendix B's inverse of a sum of two Kronecker products.
+and Appendix B's inverse of a sum of two Kronecker products; and the interface every curvature
+structure implements (:class:`CurvatureInverse`; the table of them is :mod:`kfac_ref.structures`).
+
+Index convention (the one of :mod:`kfac_ref.vec`, used by every docstring here and in
+:mod:`kfac_ref.factors`, :mod:`kfac_ref.statistics`): symbols carry the **paper's** indices;
+Python lists are 0-based by layer, list entry k belonging to layer i = k+1.
+
+=====================  ===============================  ===============================
+stored (k = 0-based)   paper symbol (i = k+1)           shape
+=====================  ===============================  ===============================
+``V[k]``, ``W[k]``     V_i, W_i                         (d_i, d_{i-1}+1)
+``A_diag[k]``          Ā_{i-1,i-1}                      (d_{i-1}+1, d_{i-1}+1)
+``G_diag[k]``          G_{i,i}                          (d_i, d_i)
+``A_off[k]``           Ā_{i-1,i}                        (d_{i-1}+1, d_i+1)
+``G_off[k]``           G_{i,i+1}                        (d_i, d_{i+1})
+``psi_A[k]``           Ψ^Ā_{i-1,i} = Ā_{i-1,i} Ā_{i,i}⁻¹      (d_{i-1}+1, d_i+1)
+``psi_G[k]``           Ψ^G_{i,i+1} = G_{i,i+1} G_{i+1,i+1}⁻¹  (d_i, d_{i+1})
+``sigma_cond[k]``      Σ_{i|i+1}⁻¹ (Appendix B)         k = 0..ℓ-2
+``sigma_last``         Σ_ℓ⁻¹ = F̃_{ℓ,ℓ}⁻¹                one layer
+=====================  ===============================  ===============================
+
+Ψ_{i,i+1} = Ψ^Ā_{i-1,i} ⊗ Ψ^G_{i,i+1} = F̃_{i,i+1} F̃_{i+1,i+1}⁻¹ (§4.3), so Ψ^Ā ties ā_{i-1}, ā_i
+while Ψ^G ties g_i, g_{i+1}: the Ā and G subscripts of one layer differ by one.
 
 All functions take the (already damped, §6.3) factors and act on gradient blocks in matrix
-form: V[k] has the shape of W_{k+1}, (d_{k+1}, d_k+1), and stands for vec(V[k]) (see
-:mod:`kfac_ref.vec`). With (A ⊗ B) vec(X) = vec(B X Aᵀ):
+form, V_i standing for vec(V_i) (:mod:`kfac_ref.vec`). With (A ⊗ B) vec(X) = vec(B X Aᵀ):
 
-* F̆⁻¹:  U_k = G_{k,k}⁻¹ V_k Ā_{k,k}⁻¹                                      (§4.2)
-* F̂⁻¹ = Ξᵀ Λ Ξ:  u_k = V_k − Ψ^G_k V_{k+1} Ψ^Āᵀ_k,  z_k = Σ_{k|k+1}⁻¹ u_k,
-  w_k = z_k − Ψ^Gᵀ_{k-1} z_{k-1} Ψ^Ā_{k-1}                                  (§4.3)
+* F̆⁻¹:  U_i = G_{i,i}⁻¹ V_i Ā_{i-1,i-1}⁻¹                                           (§4.2)
+* F̂⁻¹ = Ξᵀ Λ Ξ:  u_i = V_i − Ψ^G_{i,i+1} V_{i+1} Ψ^Āᵀ_{i-1,i},  z_i = Σ_{i|i+1}⁻¹ u_i,
+  w_i = z_i − Ψ^Gᵀ_{i-1,i} z_{i-1} Ψ^Ā_{i-2,i-1}                                     (§4.3)
 
-with Ψ^Ā_k = Ā_{k,k+1} Ā_{k+1,k+1}⁻¹ and Ψ^G_k = G_{k,k+1} G_{k+1,k+1}⁻¹ (0-based layer k; the
-paper's Ψ_{i,i+1} with i = k+1), Σ_{k|k+1} = Ā_{k,k} ⊗ G_{k,k} − (Ψ^Ā Ā_{k+1,k+1} Ψ^Āᵀ) ⊗
-(Ψ^G G_{k+1,k+1} Ψ^Gᵀ) and Σ_ℓ = F̃_{ℓ,ℓ}.
+with Σ_{i|i+1} = Ā_{i-1,i-1} ⊗ G_{i,i} − (Ψ^Ā Ā_{i,i} Ψ^Āᵀ) ⊗ (Ψ^G G_{i+1,i+1} Ψ^Gᵀ) and
+Σ_ℓ = F̃_{ℓ,ℓ}. The dense matrices, for checking all of this, are in :mod:`kfac_ref.dense`.
 """
 
 from __future__ import annotations
@@ -19,10 +39,94 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from .backend import HostBatch, get_array_module, linalg_for
-from .errors import NonFiniteError
+from . import dense
+from .backend import HostBatch, cast, get_array_module, linalg_for, to_numpy
+from .damping import damped_diagonal_factors
+from .errors import ConfigError, NonFiniteError
+
+Shapes = dict[str, list[tuple[int, ...]]]
+
+
+# ------------------------------------------------------------- the interface (§4, §6.3)
+class CurvatureInverse:
+    """A curvature structure: the damped inverse of one approximation of F (§4) and what it needs.
+
+    A structure is one subclass plus one entry in :data:`kfac_ref.structures.STRUCTURES`. It
+    says which statistics it is built from (:attr:`statistics`: fields of
+    :class:`kfac_ref.statistics.FactorStats`), builds its damped inverse from them
+    (:meth:`from_factors`, §6.3), applies it (:meth:`apply`), converts its dtype
+    (:meth:`astype`), saves and loads itself (:meth:`state_dict`, :meth:`from_state_dict`,
+    :meth:`state_shapes`) and gives its dense matrix for the comparison tools (:meth:`dense`).
+    """
+
+    name: ClassVar[str]  # the registry key, KFACConfig.structure
+    method: ClassVar[str]  # the experiments' --method
+    symbol: ClassVar[str]  # the paper's symbol
+    label: ClassVar[str]  # for plots and tables
+    matrix_name: ClassVar[str | None]  # key of its dense matrix in comparisons (kfac_ref.compare); None: none from factors
+    statistics: ClassVar[tuple[str, ...]]  # the FactorStats fields it is built from (§5)
+    factored: ClassVar[bool] = True  # Kronecker-factored: scales to the paper's networks
+
+    @classmethod
+    def check_network(cls, mlp: Any, dtype: Any) -> None:
+        """Refuse (:class:`~kfac_ref.errors.TooLargeError`) a network this structure cannot
+        handle; the factored structures handle any."""
+
+    @classmethod
+    def from_stats(cls, stats: Any, gamma: float, linalg_dtype: Any = None) -> CurvatureInverse:
+        """The damped inverse of the statistics with factored Tikhonov damping γ (§6.3), its
+        factorizations in ``linalg_dtype`` (e.g. float64; None: the statistics' dtype), cast
+        back to the statistics' dtype."""
+        missing = [name for name in cls.statistics if getattr(stats, name) is None]
+        if missing:
+            raise ConfigError(f"the {cls.label} inverse needs the statistics {', '.join(missing)}")
+        dtype = stats.A_diag[0].dtype
+        work = linalg_dtype or dtype
+        inv = cls.from_factors(stats.astype(work) if work != dtype else stats, gamma)
+        return inv.astype(dtype) if work != dtype else inv
+
+    @classmethod
+    def from_factors(cls, stats: Any, gamma: float) -> CurvatureInverse:
+        """The damped inverse of the statistics, in their dtype (§6.3)."""
+        raise NotImplementedError
+
+    def apply(self, V: Sequence[Any]) -> list[Any]:
+        """The inverse applied to v (list-of-matrices form, :mod:`kfac_ref.vec`)."""
+        raise NotImplementedError
+
+    def astype(self, dtype: Any) -> CurvatureInverse:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, list[Any]]:
+        """Every array, on the host, by name (the checkpoint's ``inverse`` entry)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> CurvatureInverse:
+        """The inverse saved by :meth:`state_dict`, each array moved with ``asarray``."""
+        raise NotImplementedError
+
+    @classmethod
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+        """The shape of each array of :meth:`state_dict` for layer widths d_0 … d_ℓ."""
+        raise NotImplementedError
+
+    @classmethod
+    def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
+        """The dense (P, P) matrix this structure approximates F with (:mod:`kfac_ref.dense`)."""
+        raise NotImplementedError
+
+
+def _factor_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Shapes of Ā_{i-1,i-1} and G_{i,i} for i = 1..ℓ."""
+    L = len(sizes) - 1
+    return [(sizes[k] + 1, sizes[k] + 1) for k in range(L)], [(sizes[k + 1], sizes[k + 1]) for k in range(L)]
+
+
+def _host(arrays: Sequence[Any]) -> list[Any]:
+    return [to_numpy(a) for a in arrays]
 
 
 # ---------------------------------------------------------------- small dense helpers
@@ -100,21 +204,55 @@ def spd_cholesky(M: Any, name: str = "matrix") -> Any:
 
 # ------------------------------------------------------------------ §4.2 block diagonal
 @dataclass
-class BlockDiagonalInverse:
-    """F̆⁻¹ = diag(Ā_{k,k}⁻¹ ⊗ G_{k,k}⁻¹) stored as the inverse factors (§4.2)."""
+class BlockDiagonalInverse(CurvatureInverse):
+    """F̆⁻¹ = diag(Ā_{i-1,i-1}⁻¹ ⊗ G_{i,i}⁻¹) stored as the inverse factors (§4.2)."""
 
     A_inv: list[Any]
     G_inv: list[Any]
 
+    name: ClassVar[str] = "block_diagonal"
+    method: ClassVar[str] = "kfac-blockdiag"
+    symbol: ClassVar[str] = "F̆"
+    label: ClassVar[str] = "block-diagonal F̆"
+    matrix_name: ClassVar[str] = "F_breve"
+    statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag")
+
+    @classmethod
+    def from_factors(cls, stats: Any, gamma: float) -> BlockDiagonalInverse:
+        """F̆⁻¹ of the damped diagonal factors (§4.2, §6.3)."""
+        return block_diagonal_inverse(*damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma))
+
+    def apply(self, V: Sequence[Any]) -> list[Any]:
+        return apply_block_diagonal_inverse(self, V)
+
+    def astype(self, dtype: Any) -> BlockDiagonalInverse:
+        return BlockDiagonalInverse(A_inv=cast(self.A_inv, dtype), G_inv=cast(self.G_inv, dtype))
+
+    def state_dict(self) -> dict[str, list[Any]]:
+        return {"A_inv": _host(self.A_inv), "G_inv": _host(self.G_inv)}
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> BlockDiagonalInverse:
+        return cls([asarray(a) for a in d["A_inv"]], [asarray(g) for g in d["G_inv"]])
+
+    @classmethod
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+        A, G = _factor_shapes(sizes)
+        return {"A_inv": A, "G_inv": G}
+
+    @classmethod
+    def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
+        return dense.F_breve(factors, gamma)
+
 
 def block_diagonal_inverse(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> BlockDiagonalInverse:
-    """The inverse factors of F̆ from the (damped) diagonal factors Ā_{k,k}, G_{k,k} (§4.2)."""
+    """The inverse factors of F̆ from the (damped) diagonal factors Ā_{i-1,i-1}, G_{i,i} (§4.2)."""
     A_inv, G_inv = _diagonal_inverses(A_diag, G_diag)
     return BlockDiagonalInverse(A_inv=A_inv, G_inv=G_inv)
 
 
 def _diagonal_inverses(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """[Ā_{k,k}⁻¹], [G_{k+1,k+1}⁻¹], factorized together (one synchronization on a GPU)."""
+    """[Ā_{i-1,i-1}⁻¹], [G_{i,i}⁻¹] for i = 1..ℓ, factorized together (one synchronization on a GPU)."""
     L = len(A_diag)
     names = [f"Ā_{{{k},{k}}}" for k in range(L)] + [f"G_{{{k + 1},{k + 1}}}" for k in range(len(G_diag))]
     inv = spd_inverses(list(A_diag) + list(G_diag), names)
@@ -122,7 +260,7 @@ def _diagonal_inverses(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> tuple[li
 
 
 def apply_block_diagonal_inverse(inv: BlockDiagonalInverse, V: Sequence[Any]) -> list[Any]:
-    """(F̆⁻¹ v)_k = vec(G_{k,k}⁻¹ V_k Ā_{k,k}⁻¹) (§4.2)."""
+    """(F̆⁻¹ v)_i = vec(G_{i,i}⁻¹ V_i Ā_{i-1,i-1}⁻¹) (§4.2)."""
     return [G_inv @ V_k @ A_inv for A_inv, G_inv, V_k in zip(inv.A_inv, inv.G_inv, V, strict=True)]
 
 
@@ -248,29 +386,91 @@ def psi_G(G_off: Any, G_next_inv: Any) -> Any:
 
 
 @dataclass
-class BlockTridiagonalInverse:
-    """F̂⁻¹ = Ξᵀ Λ Ξ (§4.3): Ψ^Ā_k, Ψ^G_k (k = 0..ℓ-2), Σ_{k|k+1}⁻¹ (Appendix B) and Σ_ℓ⁻¹."""
+class BlockTridiagonalInverse(CurvatureInverse):
+    """F̂⁻¹ = Ξᵀ Λ Ξ (§4.3): Ψ^Ā_{i-1,i}, Ψ^G_{i,i+1}, Σ_{i|i+1}⁻¹ (Appendix B) for i = 1..ℓ-1,
+    and Σ_ℓ⁻¹ (stored as in the table above)."""
 
     psi_A: list[Any]
     psi_G: list[Any]
     sigma_cond: list[KronSumInverse]
     sigma_last: BlockDiagonalInverse
 
+    name: ClassVar[str] = "block_tridiagonal"
+    method: ClassVar[str] = "kfac-tridiag"
+    symbol: ClassVar[str] = "F̂"
+    label: ClassVar[str] = "block-tridiagonal F̂"
+    matrix_name: ClassVar[str] = "F_hat"
+    statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "A_off", "G_off")
+
+    @classmethod
+    def from_factors(cls, stats: Any, gamma: float) -> BlockTridiagonalInverse:
+        """F̂⁻¹ of the damped diagonal and the undamped off-diagonal factors (§4.3, §6.3, [code])."""
+        A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma)
+        return block_tridiagonal_inverse(A_diag, G_diag, stats.A_off, stats.G_off)
+
+    def apply(self, V: Sequence[Any]) -> list[Any]:
+        return apply_block_tridiagonal_inverse(self, V)
+
+    def astype(self, dtype: Any) -> BlockTridiagonalInverse:
+        return BlockTridiagonalInverse(
+            psi_A=cast(self.psi_A, dtype),
+            psi_G=cast(self.psi_G, dtype),
+            sigma_cond=[KronSumInverse(*cast([s.K1, s.K2, s.denom], dtype)) for s in self.sigma_cond],
+            sigma_last=self.sigma_last.astype(dtype),
+        )
+
+    def state_dict(self) -> dict[str, list[Any]]:
+        return {
+            "psi_A": _host(self.psi_A),
+            "psi_G": _host(self.psi_G),
+            "K1": _host([s.K1 for s in self.sigma_cond]),
+            "K2": _host([s.K2 for s in self.sigma_cond]),
+            "denom": _host([s.denom for s in self.sigma_cond]),
+            "A_inv_last": _host(self.sigma_last.A_inv),
+            "G_inv_last": _host(self.sigma_last.G_inv),
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> BlockTridiagonalInverse:
+        def dev(name: str) -> list[Any]:
+            return [asarray(a) for a in d[name]]
+
+        return cls(
+            psi_A=dev("psi_A"),
+            psi_G=dev("psi_G"),
+            sigma_cond=[KronSumInverse(*t) for t in zip(dev("K1"), dev("K2"), dev("denom"), strict=True)],
+            sigma_last=BlockDiagonalInverse(dev("A_inv_last"), dev("G_inv_last")),
+        )
+
+    @classmethod
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+        A, G = _factor_shapes(sizes)
+        L = len(A)
+        A_off = [(sizes[k] + 1, sizes[k + 1] + 1) for k in range(L - 1)]
+        G_off = [(sizes[k + 1], sizes[k + 2]) for k in range(L - 1)]
+        return {"psi_A": A_off, "psi_G": G_off, "K1": A[:-1], "K2": G[:-1],
+                "denom": [(g[0], a[0]) for a, g in zip(A[:-1], G[:-1], strict=True)],
+                "A_inv_last": A[-1:], "G_inv_last": G[-1:]}
+
+    @classmethod
+    def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
+        return dense.F_hat(factors, gamma)
+
 
 def block_tridiagonal_inverse(
     A_diag: Sequence[Any], G_diag: Sequence[Any], A_off: Sequence[Any], G_off: Sequence[Any]
 ) -> BlockTridiagonalInverse:
-    """Ψ, Σ_{k|k+1}⁻¹ and Σ_ℓ⁻¹ from the factors (§4.3). Diagonal factors damped, off-diagonal not.
+    """Ψ, Σ_{i|i+1}⁻¹ and Σ_ℓ⁻¹ from the factors (§4.3). Diagonal factors damped, off-diagonal not.
 
     Args:
-        A_diag, G_diag: Ā_{k,k}, G_{k+1,k+1} for k = 0..ℓ-1 (damped, §6.3).
-        A_off, G_off: Ā_{k,k+1}, G_{k+1,k+2} for k = 0..ℓ-2.
+        A_diag, G_diag: Ā_{i-1,i-1}, G_{i,i} for i = 1..ℓ (damped, §6.3).
+        A_off, G_off: Ā_{i-1,i}, G_{i,i+1} for i = 1..ℓ-1.
     """
     L = len(A_diag)
     A_inv, G_inv = _diagonal_inverses(A_diag, G_diag)
     pA = [psi_A(A_off[k], A_inv[k + 1]) for k in range(L - 1)]
     pG = [psi_G(G_off[k], G_inv[k + 1]) for k in range(L - 1)]
-    # C = Ψ^Ā Ā_{k+1,k+1} Ψ^Āᵀ = Ā_{k,k+1} Ā_{k+1,k+1}⁻¹ Ā_{k,k+1}ᵀ, D likewise (Appendix B).
+    # C = Ψ^Ā Ā_{i,i} Ψ^Āᵀ = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ, D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ (Appendix B).
     sigma_cond = kron_sum_inverses(
         [(A_diag[k], G_diag[k], symmetrize(pA[k] @ A_off[k].T), symmetrize(pG[k] @ G_off[k].T)) for k in range(L - 1)],
         -1,
@@ -282,19 +482,19 @@ def block_tridiagonal_inverse(
 
 
 def apply_xi(inv: BlockTridiagonalInverse, V: Sequence[Any]) -> list[Any]:
-    """u = Ξ v: u_k = V_k − Ψ^G_k V_{k+1} Ψ^Āᵀ_k, u_ℓ = V_ℓ (§4.3)."""
+    """u = Ξ v: u_i = V_i − Ψ^G_{i,i+1} V_{i+1} Ψ^Āᵀ_{i-1,i}, u_ℓ = V_ℓ (§4.3)."""
     L = len(V)
     return [V[k] - inv.psi_G[k] @ V[k + 1] @ inv.psi_A[k].T for k in range(L - 1)] + [V[-1]]
 
 
 def apply_lambda(inv: BlockTridiagonalInverse, U: Sequence[Any]) -> list[Any]:
-    """z = Λ u: z_k = Σ_{k|k+1}⁻¹ u_k (Appendix B), z_ℓ = Σ_ℓ⁻¹ u_ℓ (§4.3)."""
+    """z = Λ u: z_i = Σ_{i|i+1}⁻¹ u_i (Appendix B), z_ℓ = Σ_ℓ⁻¹ u_ℓ (§4.3)."""
     Z = [apply_kron_sum_inverse(S, U_k) for S, U_k in zip(inv.sigma_cond, U[:-1], strict=True)]
     return Z + apply_block_diagonal_inverse(inv.sigma_last, [U[-1]])
 
 
 def apply_xi_transpose(inv: BlockTridiagonalInverse, Z: Sequence[Any]) -> list[Any]:
-    """w = Ξᵀ z: w_1 = z_1, w_k = z_k − Ψ^Gᵀ_{k-1} z_{k-1} Ψ^Ā_{k-1} (§4.3)."""
+    """w = Ξᵀ z: w_1 = z_1, w_i = z_i − Ψ^Gᵀ_{i-1,i} z_{i-1} Ψ^Ā_{i-2,i-1} (§4.3)."""
     return [Z[0]] + [Z[k] - inv.psi_G[k - 1].T @ Z[k - 1] @ inv.psi_A[k - 1] for k in range(1, len(Z))]
 
 

@@ -13,8 +13,9 @@ Iteration k on the mini-batch S_k = (X, Y):
    θ ← θ + δ;
 5. when k ≡ 0 (mod T1): ρ from h(θ + δ) on S_k and the Levenberg–Marquardt rule for λ (§6.5).
 
-The math lives in the modules named above; :class:`KFAC` only orchestrates them and checks that
-what it returns is finite. The only randomness is the generator passed to :meth:`KFAC.step`
+The math lives in the modules named above; :meth:`KFAC.step` is Algorithm 2 as one named call
+per step, and checks that what it returns is finite. The curvature structure (F̆, F̂, …) is a
+class from :mod:`kfac_ref.structures`, chosen by ``KFACConfig.structure``. The only randomness is the generator passed to :meth:`KFAC.step`
 (subsets and sampled targets), so a run resumed from :meth:`KFAC.state_dict` repeats exactly.
 """
 
@@ -27,79 +28,73 @@ from typing import Any
 
 from .backend import Backend, HostBatch, to_numpy
 from .config import KFACConfig
-from .damping import damped_factors, gamma_candidates, reduction_ratio, update_lambda
+from .damping import adjust_lambda, choose_gamma, gammas_to_try
 from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
-from .inverse import (
-    BlockDiagonalInverse,
-    BlockTridiagonalInverse,
-    KronSumInverse,
-    apply_block_diagonal_inverse,
-    apply_block_tridiagonal_inverse,
-    block_diagonal_inverse,
-    block_tridiagonal_inverse,
-)
+from .inverse import CurvatureInverse
 from .mlp import MLP
-from .rescale import Rescaling, fisher_gram, inner, quadratic_model, rescaling_from_model
-from .statistics import (
-    FactorStats,
-    batch_factor_stats,
-    choose_subset,
-    stat_decay,
-    subset_forward,
-    update_stats,
-)
+from .rescale import Rescaling, inner, quadratic_model_on_span, rescaling_from_model
+from .statistics import FactorStats, choose_subset, running_statistics, stats_shapes, subset_forward
+from .structures import get_structure
 
-CurvatureInverse = BlockDiagonalInverse | BlockTridiagonalInverse
 STATE_FORMAT = "kfac_ref.KFACState/1"
+BASE_STATS = ("A_diag", "G_diag", "A_off", "G_off")  # always saved, None or not (format 1)
 
 
-# ------------------------------------------------------------- §8 step 3 and 4, pure
-def _cast(arrays: Sequence[Any], dtype: Any) -> list[Any]:
-    return [a if a.dtype == dtype else a.astype(dtype) for a in arrays]
-
-
-def _cast_inverse(inv: CurvatureInverse, dtype: Any) -> CurvatureInverse:
-    if isinstance(inv, BlockDiagonalInverse):
-        return BlockDiagonalInverse(A_inv=_cast(inv.A_inv, dtype), G_inv=_cast(inv.G_inv, dtype))
-    return BlockTridiagonalInverse(
-        psi_A=_cast(inv.psi_A, dtype),
-        psi_G=_cast(inv.psi_G, dtype),
-        sigma_cond=[KronSumInverse(*_cast([s.K1, s.K2, s.denom], dtype)) for s in inv.sigma_cond],
-        sigma_last=_cast_inverse(inv.sigma_last, dtype),
-    )
-
-
+# ------------------------------------------------------------- §8 steps 3 and 4, pure
 def curvature_inverse(
-    stats: FactorStats, gamma: float, structure: str, linalg_dtype: Any = None
+    stats: FactorStats, gamma: float, structure: str | type[CurvatureInverse], linalg_dtype: Any = None
 ) -> CurvatureInverse:
-    """F̆⁻¹ (§4.2) or F̂⁻¹ (§4.3) of the statistics with factored Tikhonov damping γ (§6.3).
+    """The damped inverse (F̆⁻¹ of §4.2, F̂⁻¹ of §4.3, … :mod:`kfac_ref.structures`) of the
+    statistics with factored Tikhonov damping γ (§6.3).
 
     The diagonal factors are damped, (Ā + πγI, G + γ/π I); the off-diagonal ones are not
     ([code]). ``linalg_dtype`` (e.g. float64) is the precision of the factorizations; the
     result is cast back to the statistics' dtype.
     """
-    dtype = stats.A_diag[0].dtype
-    work = linalg_dtype or dtype
-    pairs = [damped_factors(A, G, gamma) for A, G in zip(_cast(stats.A_diag, work), _cast(stats.G_diag, work), strict=True)]
-    A_diag, G_diag = [p[0] for p in pairs], [p[1] for p in pairs]
-    if structure == "block_diagonal":
-        inv = block_diagonal_inverse(A_diag, G_diag)
-    elif structure == "block_tridiagonal":
-        if stats.A_off is None or stats.G_off is None:
-            raise ConfigError("the block-tridiagonal inverse needs the off-diagonal statistics Ā_{k,k+1}, G_{k,k+1}")
-        inv = block_tridiagonal_inverse(A_diag, G_diag, _cast(stats.A_off, work), _cast(stats.G_off, work))
-    else:
-        raise ConfigError(f"unknown structure {structure!r}; choose 'block_diagonal' or 'block_tridiagonal'")
-    return _cast_inverse(inv, dtype) if work != dtype else inv
+    cls = get_structure(structure) if isinstance(structure, str) else structure
+    return cls.from_stats(stats, gamma, linalg_dtype)
 
 
 def natural_gradient_direction(inverse: CurvatureInverse, grads: Sequence[Any]) -> list[Any]:
     """Δ = −F̆⁻¹∇h or −F̂⁻¹∇h (§8 step 4), in list-of-matrices form."""
-    if isinstance(inverse, BlockDiagonalInverse):
-        V = apply_block_diagonal_inverse(inverse, grads)
-    else:
-        V = apply_block_tridiagonal_inverse(inverse, grads)
-    return [-v for v in V]
+    return [-v for v in inverse.apply(grads)]
+
+
+def inverse_refresh_due(k: int, have_inverse: bool, first: int, T3: int) -> bool:
+    """Recompute the damped inverses at iteration k? At k ≤ ``first`` (spec §12, [code]
+    ``iter <= 3``), every T3 iterations (§8), and whenever there is none yet."""
+    return not have_inverse or k <= first or k % T3 == 0
+
+
+def step_record(
+    k: int, n: int, h: float, lam: float, gamma: float, best: Rescaling, rho: float, h_new: float,
+    eps: float, refresh: bool, search: bool, rescalings: Sequence[Rescaling], host: dict[str, Any],
+    idx_stats: Any, idx_fisher: Any,
+) -> dict[str, float]:
+    """The log record of one step (the keys :meth:`KFAC.step` documents)."""
+    changes = [r.model_change for r in rescalings] if search else [math.nan] * 3
+    return {
+        "k": k,
+        "batch_size": n,
+        "loss": h,
+        "lam": lam,
+        "gamma": gamma,
+        "alpha": best.alpha,
+        "mu": best.mu,
+        "rho": rho,
+        "loss_after": h_new,
+        "model_change": best.model_change,
+        "model_change_gamma_down": changes[0],
+        "model_change_gamma_same": changes[1],
+        "model_change_gamma_up": changes[2],
+        "stat_decay": eps,
+        "refreshed": int(refresh),
+        "gamma_searched": int(search),
+        "grad_norm": math.sqrt(host["grad_sq"]),
+        "delta_norm": math.sqrt(host["delta_sq"]),
+        "stats_cases": n if idx_stats is None else int(idx_stats.shape[0]),
+        "fisher_cases": n if idx_fisher is None else int(idx_fisher.shape[0]),
+    }
 
 
 # ------------------------------------------------------------------------ state
@@ -171,10 +166,8 @@ class KFAC:
         self.mlp = mlp
         self.config = config
         self.backend = backend
-
-    @property
-    def tridiagonal(self) -> bool:
-        return self.config.structure == "block_tridiagonal"
+        self.structure = get_structure(config.structure)
+        self.structure.check_network(mlp, backend.dtype)
 
     def init_state(self, weights: Sequence[Any]) -> KFACState:
         """The state before iteration 1: λ = λ0, γ = γ0, no statistics, no previous update."""
@@ -184,7 +177,7 @@ class KFAC:
     def _inverse(self, k: int, stats: FactorStats, gamma: float) -> CurvatureInverse:
         linalg_dtype = self.backend.xp.float64 if self.config.linalg_float64 else None
         try:
-            return curvature_inverse(stats, gamma, self.config.structure, linalg_dtype)
+            return self.structure.from_stats(stats, gamma, linalg_dtype)
         except NonFiniteError as exc:
             raise NonFiniteError(f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}") from None
 
@@ -213,108 +206,82 @@ class KFAC:
             TargetError: targets the output distribution cannot have (Bernoulli outside [0, 1]).
             ShapeError, ConfigError: arrays of the wrong shape or dtype; λ, γ not finite and > 0.
         """
-        cfg = self.config
+        cfg, mlp = self.config, self.mlp
         check_state_scalars(state, ("lam", "gamma"))
-        k = state.k + 1
+        k, n = state.k + 1, X.shape[0]
         # What the host needs (the loss, the §7 systems, finiteness flags) is queued on the device
         # and fetched together: one transfer when nothing is refreshed (README, Backends).
         batch = HostBatch()
-        check_step_inputs(self.mlp, k, weights, X, Y, batch, validate)
-        n = X.shape[0]
-
-        # 1. h(θ) and ∇h on the whole mini-batch, real targets, with ηθ.
-        h, grads, fwd = self.mlp.loss_and_grad(weights, X, Y, cfg.eta, validate=False)
+        check_step_inputs(mlp, k, weights, X, Y, batch, validate)
+        # 1. h(θ) and ∇h on the whole mini-batch, real targets, with ηθ (§2.1).
+        h, grads, fwd = mlp.loss_and_grad(weights, X, Y, cfg.eta, validate=False)
         batch.scalar("h", h, f"iteration {k}: the loss h(θ) is not finite")
         batch.require_finite(grads, f"iteration {k}: the gradient ∇h is not finite")
-
-        # 2. statistics on a τ1-subset, reusing its rows of the forward pass (§5).
+        # 2. the statistics on a τ1-subset, reusing its rows of the forward pass (§5).
         idx_stats = choose_subset(n, cfg.tau1, rng)
-        batch_stats = batch_factor_stats(
-            self.mlp, weights, subset_forward(fwd, idx_stats), rng, self.tridiagonal, cfg.stats_method
-        )
-        eps = stat_decay(k, cfg.max_stat_decay)
-        stats = update_stats(state.stats, batch_stats, eps)
+        stats, eps = running_statistics(mlp, weights, subset_forward(fwd, idx_stats), state.stats, rng, k,
+                                        self.structure.statistics, cfg.stats_method, cfg.max_stat_decay)
         batch.require_finite(stats.arrays(), f"iteration {k}: the factor statistics is not finite")
-
-        # 3. which inverses: recompute at k ≤ 3 and every T3; three γ every T2 (§6.6, §8).
-        refresh = state.inverse is None or k <= cfg.inverse_recompute_first or k % cfg.T3 == 0
+        # 3. the damped inverses: at k ≤ 3 and every T3 (§4, §6.3, §8); three γ every T2 (§6.6).
+        refresh = inverse_refresh_due(k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3)
         search = k % cfg.T2 == 0
-        if search:
-            gammas = gamma_candidates(state.gamma, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value)
-        else:
-            gammas = (state.gamma,)
+        gammas = gammas_to_try(state.gamma, search, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value)
         if refresh:
             batch.fetch()  # the inverses must not start from non-finite statistics
-
-        # 4. Δ, then α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7); the
-        # models of all γ candidates come to the host together.
+        inverses = [self._inverse(k, stats, gamma) for gamma in gammas] if refresh else [state.inverse] * len(gammas)
+        # 4. Δ = −F⁻¹∇h; α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
         idx_fisher = choose_subset(n, cfg.tau2_value, rng)
-        fwd_fisher = subset_forward(fwd, idx_fisher)
-        delta0 = state.delta if cfg.use_momentum else None
-        J_delta0 = None if delta0 is None else self.mlp.jvp(weights, fwd_fisher, delta0)
-        damping = state.lam + cfg.eta
-        directions = []
-        for c, gamma in enumerate(gammas):
-            inverse = self._inverse(k, stats, gamma) if refresh else state.inverse
-            Delta = natural_gradient_direction(inverse, grads)
-            Jv = [self.mlp.jvp(weights, fwd_fisher, Delta)] + ([] if J_delta0 is None else [J_delta0])
-            dirs = [Delta] if delta0 is None else [Delta, delta0]
-            Q, r = quadratic_model(grads, dirs, fisher_gram(self.mlp, fwd_fisher, Jv), damping)
-            batch.value(f"Q{c}", Q)
-            batch.value(f"r{c}", r)
-            directions.append((gamma, inverse, Delta))
-        host = batch.fetch()
-        h = host["h"]
-        candidates: list[tuple[float, CurvatureInverse, Rescaling]] = [
-            (gamma, inverse, rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0))
-            for c, (gamma, inverse, Delta) in enumerate(directions)
-        ]
-        finite = [c for c in candidates if math.isfinite(c[2].model_change)]
-        if not finite:
-            raise NonFiniteError(f"iteration {k}: the quadratic model M(δ) is not finite for any γ in {gammas}")
-        gamma, inverse, best = min(finite, key=lambda c: c[2].model_change)  # first of equals
+        rescalings = self._rescalings(k, weights, subset_forward(fwd, idx_fisher), grads, inverses, state, batch)
+        # 5. the γ whose δ has the lowest M(δ) (§6.6); θ ← θ + δ.
+        c = self._choose_gamma(k, gammas, rescalings)
+        best = rescalings[c]
         new_weights = [W + d for W, d in zip(weights, best.delta, strict=True)]
-        batch.require_finite(best.delta, f"iteration {k}: the update δ is not finite")
-        batch.require_finite(new_weights, f"iteration {k}: the new weights θ + δ is not finite")
-        batch.value("grad_sq", inner(grads, grads))
-        batch.value("delta_sq", inner(best.delta, best.delta))
-
-        # 5. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule (§6.5).
-        lam, rho, h_new = state.lam, math.nan, math.nan
-        if k % cfg.T1 == 0:
-            batch.scalar("h_new", self.mlp.loss(new_weights, X, Y, cfg.eta, validate=False),
+        self._queue_update(k, grads, best.delta, new_weights, batch)
+        # 6. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule for λ (§6.5).
+        lam_due = k % cfg.T1 == 0
+        if lam_due:
+            batch.scalar("h_new", mlp.loss(new_weights, X, Y, cfg.eta, validate=False),
                          f"iteration {k}: the loss h(θ + δ) is not finite")
         host = batch.fetch()
-        if k % cfg.T1 == 0:
+        h, h_new, lam, rho, gamma = host["h"], math.nan, state.lam, math.nan, float(gammas[c])
+        if lam_due:
             h_new = host["h_new"]
-            rho = reduction_ratio(h_new, h, best.model_change)
-            lam = update_lambda(lam, rho, cfg.omega1_value, cfg.lam_min, cfg.lam_max)
-
-        new_state = KFACState(k=k, lam=lam, gamma=float(gamma), stats=stats, inverse=inverse, delta=best.delta)
-        changes = [c[2].model_change for c in candidates] if search else [math.nan] * 3
-        info = {
-            "k": k,
-            "batch_size": n,
-            "loss": h,
-            "lam": lam,
-            "gamma": float(gamma),
-            "alpha": best.alpha,
-            "mu": best.mu,
-            "rho": rho,
-            "loss_after": h_new,
-            "model_change": best.model_change,
-            "model_change_gamma_down": changes[0],
-            "model_change_gamma_same": changes[1],
-            "model_change_gamma_up": changes[2],
-            "stat_decay": eps,
-            "refreshed": int(refresh),
-            "gamma_searched": int(search),
-            "grad_norm": math.sqrt(host["grad_sq"]),
-            "delta_norm": math.sqrt(host["delta_sq"]),
-            "stats_cases": n if idx_stats is None else int(idx_stats.shape[0]),
-            "fisher_cases": n if idx_fisher is None else int(idx_fisher.shape[0]),
-        }
+            lam, rho = adjust_lambda(lam, h_new, h, best.model_change, cfg.omega1_value, cfg.lam_min, cfg.lam_max)
+        new_state = KFACState(k=k, lam=lam, gamma=gamma, stats=stats, inverse=inverses[c], delta=best.delta)
+        info = step_record(k, n, h, lam, gamma, best, rho, h_new, eps, refresh, search, rescalings, host, idx_stats, idx_fisher)
         return new_weights, new_state, info
+
+    def _rescalings(
+        self, k: int, weights: Sequence[Any], fwd_fisher: Any, grads: Sequence[Any],
+        inverses: Sequence[CurvatureInverse], state: KFACState, batch: HostBatch,
+    ) -> list[Rescaling]:
+        """For each inverse: Δ = −F⁻¹∇h and the §7 solution δ = αΔ + μδ₀; the quadratic models
+        of all γ candidates come to the host together (one fetch of ``batch``)."""
+        cfg = self.config
+        delta0 = state.delta if cfg.use_momentum else None
+        J_delta0 = None if delta0 is None else self.mlp.jvp(weights, fwd_fisher, delta0)
+        Deltas = [natural_gradient_direction(inverse, grads) for inverse in inverses]
+        for c, Delta in enumerate(Deltas):
+            Q, r = quadratic_model_on_span(self.mlp, weights, fwd_fisher, grads, Delta, delta0, J_delta0, state.lam + cfg.eta)
+            batch.value(f"Q{c}", Q)
+            batch.value(f"r{c}", r)
+        host = batch.fetch()
+        return [rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0) for c, Delta in enumerate(Deltas)]
+
+    @staticmethod
+    def _choose_gamma(k: int, gammas: Sequence[float], rescalings: Sequence[Rescaling]) -> int:
+        try:
+            return choose_gamma(gammas, [r.model_change for r in rescalings])
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"iteration {k}: {exc}") from None
+
+    @staticmethod
+    def _queue_update(k: int, grads: Sequence[Any], delta: Sequence[Any], new_weights: Sequence[Any], batch: HostBatch) -> None:
+        """Queue the checks of δ and θ + δ and the norms ‖∇h‖², ‖δ‖² for the log."""
+        batch.require_finite(delta, f"iteration {k}: the update δ is not finite")
+        batch.require_finite(new_weights, f"iteration {k}: the new weights θ + δ is not finite")
+        batch.value("grad_sq", inner(grads, grads))
+        batch.value("delta_sq", inner(delta, delta))
 
     # ----------------------------------------------------------- checkpoints
     def state_dict(self, state: KFACState) -> dict[str, Any]:
@@ -335,38 +302,18 @@ class KFAC:
         }
         if state.stats is not None:
             s = state.stats
-            d["stats"] = {"A_diag": host(s.A_diag), "G_diag": host(s.G_diag), "A_off": host(s.A_off), "G_off": host(s.G_off)}
-        inv = state.inverse
-        if isinstance(inv, BlockDiagonalInverse):
-            d["inverse"] = {"A_inv": host(inv.A_inv), "G_inv": host(inv.G_inv)}
-        elif isinstance(inv, BlockTridiagonalInverse):
-            d["inverse"] = {
-                "psi_A": host(inv.psi_A),
-                "psi_G": host(inv.psi_G),
-                "K1": host([s.K1 for s in inv.sigma_cond]),
-                "K2": host([s.K2 for s in inv.sigma_cond]),
-                "denom": host([s.denom for s in inv.sigma_cond]),
-                "A_inv_last": host(inv.sigma_last.A_inv),
-                "G_inv_last": host(inv.sigma_last.G_inv),
-            }
+            # the four statistics of F̆, F̂ always (format 1), the others where the structure keeps them
+            d["stats"] = {k: host(v) for k, v in s.fields().items() if v is not None or k in BASE_STATS}
+        if state.inverse is not None:
+            d["inverse"] = state.inverse.state_dict()
         return d
 
     def _state_shapes(self, d: dict[str, Any]) -> dict[str, list[tuple[int, ...]]]:
         """The shape of every array of a :meth:`state_dict` for this network, by key."""
         sizes = self.mlp.layer_sizes
-        L = self.mlp.n_layers
-        A = [(sizes[k] + 1, sizes[k] + 1) for k in range(L)]
-        G = [(sizes[k + 1], sizes[k + 1]) for k in range(L)]
-        A_off = [(sizes[k] + 1, sizes[k + 1] + 1) for k in range(L - 1)]
-        G_off = [(sizes[k + 1], sizes[k + 2]) for k in range(L - 1)]
-        out = {"delta": self.mlp.shapes, "stats.A_diag": A, "stats.G_diag": G}
-        if self.tridiagonal:
-            out.update({"stats.A_off": A_off, "stats.G_off": G_off, "inverse.psi_A": A_off, "inverse.psi_G": G_off,
-                        "inverse.K1": A[:-1], "inverse.K2": G[:-1],
-                        "inverse.denom": [(g[0], a[0]) for a, g in zip(A[:-1], G[:-1], strict=True)],
-                        "inverse.A_inv_last": A[-1:], "inverse.G_inv_last": G[-1:]})
-        else:
-            out.update({"inverse.A_inv": A, "inverse.G_inv": G})
+        out = {"delta": self.mlp.shapes}
+        out.update({f"stats.{key}": shapes for key, shapes in stats_shapes(sizes, self.structure.statistics).items()})
+        out.update({f"inverse.{key}": shapes for key, shapes in self.structure.state_shapes(sizes).items()})
         return out
 
     def _check_state_dict(self, d: dict[str, Any]) -> None:
@@ -397,18 +344,8 @@ class KFAC:
         stats = None
         if d["stats"] is not None:
             s = d["stats"]
-            stats = FactorStats(dev(s["A_diag"]), dev(s["G_diag"]), dev(s["A_off"]), dev(s["G_off"]))
-        inverse: CurvatureInverse | None = None
-        i = d["inverse"]
-        if i is not None and "A_inv" in i:
-            inverse = BlockDiagonalInverse(dev(i["A_inv"]), dev(i["G_inv"]))
-        elif i is not None:
-            inverse = BlockTridiagonalInverse(
-                psi_A=dev(i["psi_A"]),
-                psi_G=dev(i["psi_G"]),
-                sigma_cond=[KronSumInverse(*t) for t in zip(dev(i["K1"]), dev(i["K2"]), dev(i["denom"]), strict=True)],
-                sigma_last=BlockDiagonalInverse(dev(i["A_inv_last"]), dev(i["G_inv_last"])),
-            )
+            stats = FactorStats(**{k: dev(s.get(k)) for k in FactorStats.names()})
+        inverse = None if d["inverse"] is None else self.structure.from_state_dict(d["inverse"], self.backend.asarray)
         return KFACState(
             k=int(d["k"]), lam=float(d["lam"]), gamma=float(d["gamma"]), stats=stats, inverse=inverse, delta=dev(d["delta"])
         )

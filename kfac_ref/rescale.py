@@ -155,3 +155,21 @@ def rescale(
     batch.value("r", r)
     host = batch.fetch()
     return rescaling_from_model(host["Q"], host["r"], Delta, delta0)
+
+
+def quadratic_model_on_span(
+    mlp: MLP,
+    weights: Sequence[Any],
+    fwd: Forward,
+    grads: Sequence[Any],
+    Delta: Sequence[Any],
+    delta0: Sequence[Any] | None,
+    J_delta0: Any,
+    damping: float,
+) -> tuple[Any, Any]:
+    """(Q, r) of M over span{Δ, δ₀} (or span{Δ} when ``delta0`` is None) with the exact Fisher
+    on the cases of ``fwd`` (§7): :func:`quadratic_model` of :func:`fisher_gram` of J Δ and
+    ``J_delta0`` = J δ₀. Device arrays (no synchronization)."""
+    Jv = [mlp.jvp(weights, fwd, Delta)] + ([] if J_delta0 is None else [J_delta0])
+    dirs = [Delta] if delta0 is None else [Delta, delta0]
+    return quadratic_model(grads, dirs, fisher_gram(mlp, fwd, Jv), damping)

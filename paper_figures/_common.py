@@ -65,11 +65,13 @@ import numpy as np
 
 from kfac_ref.backend import Backend, get_backend, to_numpy
 from kfac_ref.cli import ArgumentParser
+from kfac_ref.compare import APPROXIMATIONS as COMPARED
 from kfac_ref.errors import ConfigError
 from kfac_ref.factors import KroneckerFactors, kronecker_factors
 from kfac_ref.fisher import (
+    DENSE_F_TILDE,
     damped_diagonal,
-    dense_F_hat,
+    dense_approximation,
     dense_F_tilde,
     exact_fisher,
     fisher_vector_product,
@@ -577,14 +579,14 @@ class MiddleMatrices:
         """F̃ with factored Tikhonov damping γ (§6.3), dense, host."""
         if self.factors is None:
             raise ValueError("these MiddleMatrices were built without their factors")
-        return to_numpy(dense_F_tilde(self.factors, gamma, "full"))
+        return to_numpy(dense_F_tilde(self.factors, gamma, DENSE_F_TILDE))
 
     def F_at(self, gamma: float) -> np.ndarray:
         """The exact F plus the same block-diagonal damping term as F̃(γ) (F̃(γ) − F̃(0))."""
         return self.undamped["F"] + (self.F_tilde_at(gamma) - self.undamped["F_tilde"])
 
 
-APPROXIMATIONS = ("F_tilde", "F_breve", "F_hat")
+APPROXIMATIONS = tuple(COMPARED)  # F̃ and one dense matrix per structure (kfac_ref.structures)
 
 
 def exact_fisher_chunked(mlp: MLP, weights: Sequence[Any], X: Any, stages: Stages | None = None,
@@ -616,14 +618,9 @@ def middle_matrices(net: TrainedNet, gamma: float, names: Sequence[str] = APPROX
         stages(f"Fisher: exact F and Kronecker factors of W_2..W_5 on {A1.shape[0]:,} cases")
     F = to_numpy(exact_fisher_chunked(sub, sub_w, A1, stages))[:P, :P]
     factors = restrict_factors(kronecker_factors(sub, sub_w, A1, method="exact"), MIDDLE_COUNT)
-    build = {
-        "F_tilde": lambda g: dense_F_tilde(factors, g, "full"),
-        "F_breve": lambda g: dense_F_tilde(factors, g, "block_diagonal"),
-        "F_hat": lambda g: dense_F_hat(factors, g),
-    }
     wanted = ["F_tilde"] + [n for n in names if n != "F_tilde"]
-    undamped = {"F": F, **{n: to_numpy(build[n](0.0)) for n in wanted}}
-    damped = {n: to_numpy(build[n](gamma)) for n in wanted}
+    undamped = {"F": F, **{n: to_numpy(dense_approximation(COMPARED[n])(factors, 0.0)) for n in wanted}}
+    damped = {n: to_numpy(dense_approximation(COMPARED[n])(factors, gamma)) for n in wanted}
     damped["F"] = F + (damped["F_tilde"] - undamped["F_tilde"])  # Δ lives on the diagonal blocks
     return MiddleMatrices(undamped, damped, shapes, gamma, factors)
 

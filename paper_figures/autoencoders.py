@@ -56,13 +56,14 @@ from kfac_ref.experiments import (  # noqa: E402
     run_data_info,
     run_experiment,
 )
+from kfac_ref.structures import STRUCTURES, methods  # noqa: E402
 
 LABELS = {
-    "kfac-blockdiag": "K-FAC (block-diagonal F̆)",
-    "kfac-tridiag": "K-FAC (block-tridiagonal F̂)",
+    **{cls.method: f"K-FAC ({cls.label})" for cls in STRUCTURES.values()},
     "sgd-momentum": "SGD + Nesterov momentum",
 }
-STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2-"}
+STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2-"}  # the paper's colours; others: C4, C5, …
+STYLES.update({m: f"C{4 + j}-" for j, m in enumerate(m for m in LABELS if m not in STYLES)})
 REFERENCE = Path(__file__).resolve().parent / "reference"
 REFERENCE_FILES = {d: REFERENCE / f"kfac3_{d}_trace.csv" for d in ("curves", "mnist", "faces")}
 
@@ -84,8 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["curves"], choices=["curves", "mnist", "faces"],
                    help="data sets, one row of panels each (default: curves)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                   help="methods to train and plot (default: all three)")
+    p.add_argument("--methods", nargs="+", default=[*methods(factored_only=True), "sgd-momentum"], choices=list(METHODS),
+                   help="methods to train and plot (default: the paper's three)")
     p.add_argument("--quick", action="store_true",
                    help=f"small settings for a laptop CPU: {QUICK} (default: the full settings {FULL})")
     p.add_argument("--iters", type=int, default=None, help="K-FAC iterations (default 1000; quick 300)")

@@ -28,10 +28,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import fakecupy  # noqa: E402
 import numpy  # noqa: E402
 
+from kfac_ref.structures import FACTORED  # noqa: E402
+
 MNIST_LAYERS = (784, 1000, 500, 250, 30, 250, 500, 1000, 784)
 KINDS = {"plain": 4, "lambda": 5, "refresh": 3, "gamma_search": 20}
 BUDGET = {"plain": 4, "lambda": 4, "refresh": 12, "gamma_search": 12}
-STRUCTURES = ("block_diagonal", "block_tridiagonal")
+STRUCTURES = tuple(FACTORED)  # the dense structures are for small nets only
 
 
 def layers(shrink: int) -> list[int]:

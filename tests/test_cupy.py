@@ -50,6 +50,7 @@ from kfac_ref.mlp import MLP
 from kfac_ref.optimizer import KFAC
 from kfac_ref.rng import Philox, RunGenerator, philox_blocks
 from kfac_ref.sgd import SGDMomentum
+from kfac_ref.structures import STRUCTURES
 from kfac_ref.vec import weights_to_theta
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +178,7 @@ def _train_kfac(backend, structure: str, output: str, iters: int = 8):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("structure", ["block_diagonal", "block_tridiagonal"])
+@pytest.mark.parametrize("structure", list(STRUCTURES))
 @pytest.mark.parametrize("output", ["bernoulli", "gaussian", "softmax"])
 def test_kfac_float32_sampled_statistics_short_intervals(cupy_kind, structure, output):
     dev = get_backend("cupy", "float32")

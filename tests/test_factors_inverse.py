@@ -1,7 +1,8 @@
 """Kronecker factors and F̃ (§3), F̆⁻¹ (§4.2), F̂ and F̂⁻¹ (§4.3), Appendix B, damping (§6.3).
 
-Dense oracles: ``numpy.kron``, ``numpy.linalg.solve``/``inv`` of the dense F̆ and F̂, Schur
-complements of dense F̃ blocks, per-case loops for Ā, enumeration of y for G. Tolerances:
+Dense oracles: ``numpy.kron``, :mod:`kfac_ref.dense` (F̆, F̂ from dense blocks, Ψ by dense
+solves, no Appendix B: it shares no code with :mod:`kfac_ref.inverse`), ``numpy.linalg.solve``/
+``inv`` of them, Schur complements of dense F̃ blocks, per-case loops for Ā, enumeration of y for G. Tolerances:
 1e-12 for identities of a few matrix products, 1e-9 relative for efficient inverses against a
 dense solve (the nets are chosen with cond(F̂) < 1e7, so round-off stays near 1e-10), 5 % for
 Monte Carlo estimates with 20 000 samples per case.
@@ -16,13 +17,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from kfac_ref import dense
 from kfac_ref.damping import damped_factors, pi_trace_norm
 from kfac_ref.errors import NonFiniteError
 from kfac_ref.factors import F_tilde_block, kronecker_factors
 from kfac_ref.fisher import (
     approximate_fisher,
     damped_diagonal,
-    dense_F_hat,
     dense_F_tilde,
     exact_fisher,
 )
@@ -221,8 +222,8 @@ def _efficient_vs_dense(net, gamma: float, n_vectors: int = 2) -> tuple[float, f
     A_off, G_off = f.off_diagonal()
     breve = block_diagonal_inverse(A_diag, G_diag)
     hat = block_tridiagonal_inverse(A_diag, G_diag, A_off, G_off)
-    F_breve = approximate_fisher(mlp, W, X, "block_diagonal", gamma, f)
-    F_hat = approximate_fisher(mlp, W, X, "block_tridiagonal", gamma, f)
+    F_breve = dense.F_breve(f, gamma)
+    F_hat = dense.F_hat(f, gamma)
     rng = np.random.default_rng(0)
     e_breve = e_hat = 0.0
     for _ in range(n_vectors):
@@ -266,7 +267,7 @@ def test_efficient_inverses_property(make_net, depth, widths, act, output, gamma
         output = "gaussian" if output == "softmax" else output
     net = make_net(tuple(widths[: depth + 1]), act, output, seed=seed, n=40, scale=2.0)
     if gamma == 0.0:
-        F_hat = approximate_fisher(net.mlp, net.weights, net.X, "block_tridiagonal")
+        F_hat = dense.F_hat(kronecker_factors(net.mlp, net.weights, net.X))
         assume(np.linalg.cond(F_hat) < 1e6)
     e_breve, e_hat, _ = _efficient_vs_dense(net, gamma, n_vectors=1)
     assert e_breve < INV_RTOL and e_hat < INV_RTOL
@@ -296,8 +297,8 @@ def test_F_hat_agrees_with_F_tilde_on_tridiagonal_and_inverse_is_tridiagonal(
 ):
     net = make_net(tuple(widths[: depth + 1]), act, output, seed=seed, n=30, scale=1.5)
     f = kronecker_factors(net.mlp, net.weights, net.X)
-    F_tilde = dense_F_tilde(f, gamma)
-    F_hat = dense_F_hat(f, gamma)
+    F_tilde = dense.F_tilde(f, gamma)
+    F_hat = dense.F_hat(f, gamma)
     F_hat_inv = np.linalg.inv(F_hat)
     sl = _blocks(net.mlp)
     far_differs = []
@@ -314,7 +315,7 @@ def test_F_hat_differs_from_F_tilde_far_from_the_diagonal(make_net):
     net = make_net((5, 4, 4, 3, 3), "tanh", "softmax", seed=12, n=40, scale=1.5)
     f = kronecker_factors(net.mlp, net.weights, net.X)
     gamma = 1e-3
-    F_tilde, F_hat = dense_F_tilde(f, gamma), dense_F_hat(f, gamma)
+    F_tilde, F_hat = dense.F_tilde(f, gamma), dense.F_hat(f, gamma)
     sl = _blocks(net.mlp)
     for k, l in itertools.product(range(4), repeat=2):
         err = _rel(F_hat[sl[k], sl[l]], F_tilde[sl[k], sl[l]])
@@ -331,8 +332,9 @@ def test_xi_lambda_factorization_of_F_hat_inverse(make_net):
     hat = block_tridiagonal_inverse(*f.diagonal(), *f.off_diagonal())
     P = net.mlp.n_params
     M = np.stack([weights_to_theta(apply_block_tridiagonal_inverse(hat, net.weights_of(e))) for e in np.eye(P)], axis=1)
-    F_hat = dense_F_hat(f)
+    F_hat = dense.F_hat(f)
     assert _rel(M, np.linalg.inv(F_hat)) < 1e-9
+    assert _rel(M, dense.F_hat_inverse(f)) < 1e-9
     np.testing.assert_allclose(M, M.T, rtol=0, atol=1e-9 * np.abs(M).max())
 
 

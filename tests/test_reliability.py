@@ -160,12 +160,12 @@ def test_valid_soft_targets_are_accepted():
 
 def test_a_singular_damped_matrix_is_blamed_on_gamma(monkeypatch):
     import kfac_ref.compare
-    import kfac_ref.fisher
+    import kfac_ref.dense
 
     def singular(*args, **kwargs):
         raise NonFiniteError("Ā_{0,0} is not positive definite even with jitter 1e-9; increase damping")
 
-    monkeypatch.setattr(kfac_ref.fisher, "dense_F_hat", singular)
+    monkeypatch.setattr(kfac_ref.dense, "F_hat", singular)
     with pytest.raises(NonFiniteError, match=r"F̂ with γ = 0 needs invertible damped factors: Ā_\{0,0\}.*\(raise γ\)"):
         approximate_fisher(NET.mlp, NET.W, NET.X, "block_tridiagonal", gamma=0.0)
     monkeypatch.undo()

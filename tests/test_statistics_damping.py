@@ -274,7 +274,7 @@ def test_config_defaults_cite_the_paper():
     [
         (dict(T2=30, T3=20), "T2"),
         (dict(T1=0), "T1"),
-        (dict(structure="full"), "structure"),
+        (dict(structure="kronecker"), "structure"),
         (dict(tau1=0.0), "tau1"),
         (dict(tau2=1.5), "tau2"),
         (dict(omega1=1.0), "omega1"),

@@ -1,0 +1,90 @@
+"""F̃⁻¹ itself (§3): every block Ā_{i-1,j-1} ⊗ G_{i,j} of the Kronecker-factored F̃, damped
+(§6.3) and inverted as one dense matrix. For small networks: what F̆ (§4.2) and F̂ (§4.3)
+approximate, so a run with it measures what their structure costs.
+
+Built from the running statistics of every factor pair (``A_upper``, ``G_upper`` of
+:class:`~kfac_ref.statistics.FactorStats`, the lower blocks by symmetry); the diagonal blocks
+are damped as in F̆ and F̂, (Ā + πγI) ⊗ (G + γ/π I), the others not. The network's P×P matrix
+must fit (:func:`kfac_ref.dense.check_dense_size`, else :class:`~kfac_ref.errors.TooLargeError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy
+
+from . import dense
+from .backend import get_array_module, to_numpy
+from .damping import damped_diagonal_factors
+from .inverse import CurvatureInverse, Shapes, spd_inverse
+from .statistics import upper_pairs
+from .vec import layer_offsets, theta_to_weights, weights_to_theta
+
+
+def apply_dense_inverse(M_inv: Any, V: Sequence[Any]) -> list[Any]:
+    """M⁻¹ v for a dense (P, P) M⁻¹ and v in list-of-matrices form (:mod:`kfac_ref.vec`)."""
+    return theta_to_weights(M_inv @ weights_to_theta(V), [v.shape for v in V])
+
+
+def n_params(sizes: Sequence[int]) -> int:
+    """P = Σ_i d_i (d_{i-1} + 1)."""
+    return sum(sizes[k + 1] * (sizes[k] + 1) for k in range(len(sizes) - 1))
+
+
+@dataclass
+class FullInverse(CurvatureInverse):
+    """F̃(γ)⁻¹ as a dense (P, P) matrix (§3, §6.3)."""
+
+    M_inv: Any
+
+    name: ClassVar[str] = "full"
+    method: ClassVar[str] = "kfac-full"
+    symbol: ClassVar[str] = "F̃"
+    label: ClassVar[str] = "full F̃"
+    matrix_name: ClassVar[str | None] = "F_tilde"
+    statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "A_upper", "G_upper")
+    factored: ClassVar[bool] = False
+
+    @classmethod
+    def check_network(cls, mlp: Any, dtype: Any) -> None:
+        dense.check_dense_size(mlp.n_params, numpy.dtype(dtype).itemsize, None)
+
+    @classmethod
+    def from_factors(cls, stats: Any, gamma: float) -> FullInverse:
+        A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma)
+        xp = get_array_module(*A_diag)
+        L = len(A_diag)
+        off = layer_offsets([(G.shape[0], A.shape[0]) for A, G in zip(A_diag, G_diag, strict=True)])
+        sl = [slice(off[k], off[k + 1]) for k in range(L)]
+        F = xp.zeros((off[-1], off[-1]), dtype=A_diag[0].dtype)
+        for k in range(L):
+            F[sl[k], sl[k]] = xp.kron(A_diag[k], G_diag[k])
+        for (k, l), A, G in zip(upper_pairs(L), stats.A_upper, stats.G_upper, strict=True):
+            F[sl[k], sl[l]] = xp.kron(A, G)
+            F[sl[l], sl[k]] = F[sl[k], sl[l]].T
+        return cls(spd_inverse(F, "F̃ (damped)"))
+
+    def apply(self, V: Sequence[Any]) -> list[Any]:
+        return apply_dense_inverse(self.M_inv, V)
+
+    def astype(self, dtype: Any) -> FullInverse:
+        return FullInverse(self.M_inv if self.M_inv.dtype == dtype else self.M_inv.astype(dtype))
+
+    def state_dict(self) -> dict[str, list[Any]]:
+        return {"M_inv": [to_numpy(self.M_inv)]}
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> FullInverse:
+        return cls(asarray(d["M_inv"][0]))
+
+    @classmethod
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+        P = n_params(sizes)
+        return {"M_inv": [(P, P)]}
+
+    @classmethod
+    def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
+        return dense.F_tilde(factors, gamma)
