@@ -210,6 +210,25 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
     assert "reusing" in capsys.readouterr().out
 
 
+def test_autoencoder_figure_caps_the_sgd_budget_when_asked(tmp_path, monkeypatch, curves_dir):
+    monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
+    fig = _load_figure_script("autoencoders")
+    argv = ["--quick", "--iters", "3", "--n-train", "64", "--sgd-lr", "0.05", "--sgd-tune-iters", "2",
+            "--methods", "kfac-blockdiag", "sgd-momentum", "--sgd-seconds", "1e-9",
+            "--no-progress", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    assert fig.main(argv) == 0
+    entry = json.loads((tmp_path / "fig" / "autoencoders_curves_quick.json").read_text())["curves"]
+    sgd = entry["curves"]["sgd-momentum"]
+    kfac_time = entry["curves"]["kfac-blockdiag"]["time"][-1]
+    assert sgd["sgd_budget_capped"] is True and sgd["sgd_budget_seconds"] == 1e-9 < kfac_time
+    # the tuned run is already past the cap at its first iteration: it is reused, cut there
+    assert sgd["iteration"] == [1] and sgd["time"][-1] >= 1e-9
+    for bad in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            fig.parse_args(["--sgd-seconds", bad])
+        assert exc.value.code == 2
+
+
 def test_table_beside_the_authors_uses_raw_iterates_at_common_iterations():
     fig = _load_figure_script("autoencoders")
     curves = {
