@@ -471,7 +471,14 @@ def run_experiment(
     io.write_text_atomic(out / "config.json", json.dumps(cfg.to_json(), indent=2))
 
     n = X_train.shape[0]
-    bar = tqdm(total=cfg.iters, initial=st.k, disable=not progress, desc=f"{cfg.dataset}/{cfg.method}")
+    # A run with a time budget (the figures' SGD runs) counts optimizer seconds, not iterations.
+    by_time = cfg.max_seconds is not None
+    desc = f"{cfg.dataset}/{cfg.method}"
+    if by_time:
+        bar = tqdm(total=round(cfg.max_seconds, 1), initial=round(min(st.elapsed, cfg.max_seconds), 1),
+                   unit="s", disable=not progress, desc=desc, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s{postfix}")
+    else:
+        bar = tqdm(total=cfg.iters, initial=st.k, disable=not progress, desc=desc)
     try:
         while not cfg.is_done(st.k, st.elapsed):
             k = st.k + 1
@@ -492,9 +499,12 @@ def run_experiment(
             done = cfg.is_done(k, elapsed)
             if k % cfg.eval_every == 0 or done or k == 1:
                 record.update(_evaluate(cfg, mlp, st, X_train, X_test))
-                bar.set_postfix(train_error=f"{record['train_error']:.4g}")
+                bar.set_postfix(k=k, train_error=f"{record['train_error']:.4g}")
             st.records.append(record)
-            bar.update(1)
+            if by_time:
+                bar.update(round(min(elapsed, cfg.max_seconds) - bar.n, 3))
+            else:
+                bar.update(1)
             if k % cfg.checkpoint_every == 0 or done:
                 io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st, gen))
                 io.write_jsonl_atomic(log_path, st.records)

@@ -84,6 +84,14 @@ def test_resumed_run_is_identical_to_uninterrupted(tmp_path, tiny_data):
         np.testing.assert_array_equal(Wa, Wb)
 
 
+def test_progress_bar_of_a_time_budgeted_run_counts_seconds(tmp_path, tiny_data, capsys):
+    cfg = tiny_config(method="sgd-momentum", sgd_lr=0.5, iters=10**7, max_seconds=0.05)
+    records = run_experiment(cfg, tmp_path, data=tiny_data, progress=True)
+    err = capsys.readouterr().err
+    assert records[-1]["time"] >= 0.05 and "/0.1 s" in err  # 0.05 s shown to one decimal
+    assert "10000000" not in err  # not the iteration cap
+
+
 def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_data):
     run_experiment(tiny_config(iters=5), tmp_path, data=tiny_data, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
