@@ -229,7 +229,8 @@ for ax, lam0 in zip(axes[:2], LAM0S, strict=True):
     ax.set_title(f"λ0 = {lam0:g}: training error (median, range of 3 seeds)", fontsize=9)
     ax.set_xlabel("iteration")
 axes[0].legend(fontsize=7)
-axes[2].bar([STRUCTURES[n].symbol for n in names], [1e3 * cost[n] for n in names], color=[colors[n] for n in names])
+axes[2].bar([f"{STRUCTURES[n].symbol}\n{n}" for n in names], [1e3 * cost[n] for n in names], color=[colors[n] for n in names])
+axes[2].tick_params(axis="x", labelsize=7)
 axes[2].set_title("milliseconds per iteration", fontsize=9)
 plt.show()
 
