@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 from .damping import omega1, omega2
 from .errors import ConfigError
-from .structures import STRUCTURES as _STRUCTURE_TABLE
+from .structures import STRUCTURES
 
-STRUCTURES = tuple(_STRUCTURE_TABLE)  # the names of :data:`kfac_ref.structures.STRUCTURES`
 CONSTANT_SETS = ("paper", "code")
 STATS_METHODS = ("sample", "exact")
 MOMENTUM_SCHEDULES = ("sutskever", "constant")
@@ -144,7 +143,7 @@ class KFACConfig:
     stats_method: str = "sample"  # §5; "exact" is a test hook
 
     def __post_init__(self) -> None:
-        _choice("structure", self.structure, STRUCTURES)
+        _choice("structure", self.structure, tuple(STRUCTURES))
         _choice("constants", self.constants, CONSTANT_SETS)
         _choice("stats_method", self.stats_method, STATS_METHODS)
         for name in ("eta", "lam0", "tau1", "max_stat_decay", "lam_min", "lam_max"):

@@ -24,13 +24,12 @@ from .errors import ConfigError, NonFiniteError, ShapeError
 from .factors import KroneckerFactors, kronecker_factors
 from .full import FullInverse
 from .mlp import MLP
-from .structures import STRUCTURES as _STRUCTURE_TABLE
-from .structures import get_structure
+from .structures import STRUCTURES, get_structure
 from .vec import per_case_vec_grad
 
 DENSE_F_TILDE = FullInverse.name  # F̃ itself (§3)
 #: the structures whose dense matrix approximate_fisher builds from the factors
-STRUCTURES = tuple(name for name, cls in _STRUCTURE_TABLE.items() if cls.matrix_name)
+DENSE_STRUCTURES = tuple(name for name, cls in STRUCTURES.items() if cls.matrix_name)
 
 
 def per_case_gradients(mlp: MLP, fwd: Any, g: Sequence[Any]) -> Any:
@@ -118,7 +117,7 @@ def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
 
 
 def dense_approximation(structure: str) -> Any:
-    """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of :data:`STRUCTURES`):
+    """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of :data:`DENSE_STRUCTURES`):
     the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
     return get_structure(structure).dense
 
@@ -140,8 +139,8 @@ def approximate_fisher(
     ``factors`` is given; ``gamma`` > 0 applies factored Tikhonov damping (§6.3) to the diagonal
     factors (the off-diagonal ones are never damped).
     """
-    if structure not in STRUCTURES:
-        raise ConfigError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
+    if structure not in DENSE_STRUCTURES:
+        raise ConfigError(f"unknown structure {structure!r}; choose one of {', '.join(DENSE_STRUCTURES)}")
     gamma = check_gamma(gamma)
     _prepare(mlp, weights, X, max_bytes)
     if factors is None:

@@ -19,10 +19,9 @@ from typing import Any
 import numpy
 
 from .activations import Activation, get_activation
-from .backend import KNOWN_DTYPES, Backend, get_array_module, get_backend
-from .errors import ConfigError, NonFiniteError, ShapeError
+from .backend import KNOWN_DTYPES, Backend, HostBatch, get_array_module, get_backend
+from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
 from .outputs import OutputDistribution, get_output
-from .vec import weights_to_theta
 
 
 def check_eta(eta: Any) -> None:
@@ -303,6 +302,21 @@ class MLP:
             grads = [dW + eta * W for dW, W in zip(grads, weights, strict=True)]
         return h, grads, fwd
 
-    def theta(self, weights: Sequence[Any]) -> Any:
-        """θ for ``weights`` (see :mod:`kfac_ref.vec`)."""
-        return weights_to_theta(weights)
+
+def check_step_inputs(
+    mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any, batch: HostBatch, validate: bool = True
+) -> None:
+    """What a step receives; errors name iteration k. Shapes and dtypes are checked at once; the
+    weights' finiteness is queued on ``batch`` (no synchronization of its own). ``validate=True``
+    also checks X and Y (finite, targets valid for the output distribution) at once, which costs
+    a pass over the batch and, on a GPU, a few synchronizations; ``validate=False`` is for loops
+    whose data were checked once when loaded (:func:`kfac_ref.experiments.run_experiment`)."""
+    mlp.check_weights(weights)
+    mlp.check_input_shape(X)
+    mlp.check_target_shape(X, Y)
+    batch.require_finite(weights, f"iteration {k}: the weights θ is not finite")
+    if validate:
+        try:
+            mlp.check_inputs(X, Y)
+        except (NonFiniteError, TargetError) as exc:
+            raise type(exc)(f"iteration {k}: {exc}") from None

@@ -29,9 +29,9 @@ from typing import Any
 from .backend import Backend, HostBatch, to_numpy
 from .config import KFACConfig
 from .damping import adjust_lambda, choose_gamma, gammas_to_try
-from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
+from .errors import ConfigError, NonFiniteError, ShapeError
 from .inverse import CurvatureInverse
-from .mlp import MLP
+from .mlp import MLP, check_step_inputs
 from .rescale import Rescaling, inner, quadratic_model_on_span, rescaling_from_model
 from .statistics import FactorStats, choose_subset, running_statistics, stats_shapes, subset_forward
 from .structures import get_structure
@@ -117,25 +117,6 @@ class KFACState:
     stats: FactorStats | None = None
     inverse: CurvatureInverse | None = None
     delta: list[Any] | None = None
-
-
-def check_step_inputs(
-    mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any, batch: HostBatch, validate: bool = True
-) -> None:
-    """What a step receives; errors name iteration k. Shapes and dtypes are checked at once; the
-    weights' finiteness is queued on ``batch`` (no synchronization of its own). ``validate=True``
-    also checks X and Y (finite, targets valid for the output distribution) at once, which costs
-    a pass over the batch and, on a GPU, a few synchronizations; ``validate=False`` is for loops
-    whose data were checked once when loaded (:func:`kfac_ref.experiments.run_experiment`)."""
-    mlp.check_weights(weights)
-    mlp.check_input_shape(X)
-    mlp.check_target_shape(X, Y)
-    batch.require_finite(weights, f"iteration {k}: the weights θ is not finite")
-    if validate:
-        try:
-            mlp.check_inputs(X, Y)
-        except (NonFiniteError, TargetError) as exc:
-            raise type(exc)(f"iteration {k}: {exc}") from None
 
 
 def check_state_scalars(state: Any, names: Sequence[str]) -> None:

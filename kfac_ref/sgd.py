@@ -19,8 +19,7 @@ from typing import Any
 from .backend import Backend, HostBatch, to_numpy
 from .config import SGDConfig
 from .errors import ConfigError, ShapeError
-from .mlp import MLP
-from .optimizer import check_step_inputs
+from .mlp import MLP, check_step_inputs
 from .rescale import inner
 from .schedules import sutskever_momentum
 
