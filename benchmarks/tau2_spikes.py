@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_kfac3 import run_ours  # noqa: E402
 
-from kfac_ref import io  # noqa: E402
+from kfac_ref.experiments import io  # noqa: E402
 from kfac_ref.structures import FACTORED as STRUCTURES  # noqa: E402  (the paper-scale ones)
 
 

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kfac_ref import io
-from kfac_ref.experiments import RunConfig, run_experiment
+from kfac_ref.experiments import RunConfig, io, run_experiment
 
 
 def first_crossing(records: Sequence[dict[str, Any]], target: float) -> dict[str, Any] | None:

@@ -14,9 +14,14 @@ Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
 * §7 re-scaling and momentum (α, μ): :mod:`kfac_ref.rescale`
 * §8 the optimizer: :mod:`kfac_ref.optimizer`, options :mod:`kfac_ref.config`
 * §10 invariance to affine re-parametrization: :mod:`kfac_ref.reparam`
-* §13 experiments: :mod:`kfac_ref.experiments`, :mod:`kfac_ref.schedules`, :mod:`kfac_ref.sgd`,
-  data :mod:`kfac_ref.data`; dense comparisons for small nets: :mod:`kfac_ref.compare`
-* backends: :mod:`kfac_ref.backend`; edge I/O: :mod:`kfac_ref.io`, :mod:`kfac_ref.cli`
+* dense comparisons for small nets: :mod:`kfac_ref.compare`; backends: :mod:`kfac_ref.backend`,
+  the run's random generator: :mod:`kfac_ref.rng`
+
+Beside the paper, in the subpackage :mod:`kfac_ref.experiments` (which the modules above never
+import): §13 experiments :mod:`~kfac_ref.experiments.runner`,
+:mod:`~kfac_ref.experiments.schedules`, the SGD baseline :mod:`~kfac_ref.experiments.sgd`, data
+:mod:`~kfac_ref.experiments.data`; edge I/O :mod:`~kfac_ref.experiments.io`,
+:mod:`~kfac_ref.experiments.cli`.
 """
 
 from .backend import Backend, get_array_module, get_backend, to_numpy

@@ -1,7 +1,7 @@
-"""``python -m kfac_ref``: see :mod:`kfac_ref.cli`."""
+"""``python -m kfac_ref``: see :mod:`kfac_ref.experiments.cli`."""
 
 import sys
 
-from .cli import main
+from .experiments.cli import main
 
 sys.exit(main())

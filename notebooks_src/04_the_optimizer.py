@@ -40,13 +40,13 @@ from kfac_ref.damping import (
     pi_trace_norm,
     update_lambda,
 )
-from kfac_ref.data import downscale_images, make_curves
 from kfac_ref.errors import NonFiniteError
 from kfac_ref.experiments import autoencoder
+from kfac_ref.experiments.data import downscale_images, make_curves
+from kfac_ref.experiments.schedules import minibatch_size
+from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.fisher import exact_fisher
 from kfac_ref.optimizer import KFAC, natural_gradient_direction
-from kfac_ref.schedules import minibatch_size
-from kfac_ref.sgd import SGDMomentum
 from kfac_ref.statistics import batch_factor_stats, stat_decay, subset_size
 from kfac_ref.vec import theta_to_weights, weights_to_theta
 

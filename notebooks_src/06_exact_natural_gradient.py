@@ -48,10 +48,10 @@ import numpy as np
 
 from kfac_ref.backend import get_backend
 from kfac_ref.config import KFACConfig
-from kfac_ref.data import downscale_images, make_curves
 from kfac_ref.experiments import autoencoder, reconstruction_error
+from kfac_ref.experiments.data import downscale_images, make_curves
+from kfac_ref.experiments.schedules import minibatch_size
 from kfac_ref.optimizer import KFAC
-from kfac_ref.schedules import minibatch_size
 from kfac_ref.statistics import FactorStats, batch_statistics
 from kfac_ref.structures import STRUCTURES
 from kfac_ref.vec import weights_to_theta

@@ -24,7 +24,7 @@ of the whole network's F̂: F̂ is the covariance of a Gaussian chain (§4.3), a
 marginal over consecutive layers is the chain of those layers (also checked in the tests).
 
 Data (``--data-dir``, else ``$KFAC_REF_DATA_DIR``, else ``~/.cache/kfac_ref``), read with
-``kfac_ref.data.load_mnist(download=False)`` and down-scaled to 16×16 by area averaging
+``kfac_ref.experiments.data.load_mnist(download=False)`` and down-scaled to 16×16 by area averaging
 (``downscale_images``), as the paper does:
 
 * the four original MNIST files → the first ``--train-cases`` of the 60,000 training cases;
@@ -64,9 +64,10 @@ from typing import Any
 import numpy as np
 
 from kfac_ref.backend import Backend, get_backend, to_numpy
-from kfac_ref.cli import ArgumentParser
 from kfac_ref.compare import APPROXIMATIONS as COMPARED
 from kfac_ref.errors import ConfigError
+from kfac_ref.experiments.cli import ArgumentParser
+from kfac_ref.experiments.io import atomic_path, require_writable_dir
 from kfac_ref.factors import KroneckerFactors, kronecker_factors
 from kfac_ref.fisher import (
     DENSE_F_TILDE,
@@ -77,7 +78,6 @@ from kfac_ref.fisher import (
     fisher_vector_product,
 )
 from kfac_ref.inverse import apply_block_diagonal_inverse, block_diagonal_inverse
-from kfac_ref.io import atomic_path, require_writable_dir
 from kfac_ref.mlp import MLP
 from kfac_ref.rng import RunGenerator
 from kfac_ref.vec import layer_offsets
@@ -308,7 +308,7 @@ def load_images(n: int, seed: int, data_dir: Path | None = None) -> Images:
     A damaged or incomplete MNIST directory raises :class:`kfac_ref.errors.DataError`; asking for
     more cases than the data holds raises :class:`ConfigError`.
     """
-    from kfac_ref import data
+    from kfac_ref.experiments import data
 
     directory = data_dir if data_dir is not None else data.default_data_dir()
     if not data.find_mnist_files(directory):

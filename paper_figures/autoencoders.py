@@ -46,17 +46,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from _common import save_figure  # noqa: E402
 
-from kfac_ref import io  # noqa: E402
-from kfac_ref.cli import ArgumentParser, run_script  # noqa: E402
 from kfac_ref.errors import ConfigError, KFACError, NonFiniteError  # noqa: E402
 from kfac_ref.experiments import (  # noqa: E402
     METHODS,
     RUN_FILES,
     RunConfig,
     finished_log,
+    io,
     run_data_info,
     run_experiment,
 )
+from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
 from kfac_ref.structures import STRUCTURES, methods  # noqa: E402
 
 LABELS = {

@@ -58,8 +58,8 @@ import _common as common
 import numpy as np
 
 from kfac_ref.backend import to_numpy
-from kfac_ref.cli import run_script
 from kfac_ref.compare import block_mean_abs, block_relative_errors, relative_error
+from kfac_ref.experiments.cli import run_script
 from kfac_ref.inverse import spd_inverse
 
 FIG2, FIG3 = "fig2_fisher_vs_ftilde", "fig3_ftilde_inverse"

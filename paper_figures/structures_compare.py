@@ -35,14 +35,14 @@ import _common as common
 import numpy as np
 
 from kfac_ref.backend import get_backend
-from kfac_ref.cli import ArgumentParser, HelpFormatter, run_script
 from kfac_ref.config import KFACConfig
-from kfac_ref.data import downscale_images, make_curves
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import autoencoder, reconstruction_error
-from kfac_ref.io import require_writable_dir
+from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter, run_script
+from kfac_ref.experiments.data import downscale_images, make_curves
+from kfac_ref.experiments.io import require_writable_dir
+from kfac_ref.experiments.schedules import minibatch_size
 from kfac_ref.optimizer import KFAC
-from kfac_ref.schedules import minibatch_size
 from kfac_ref.structures import STRUCTURES
 
 STEM = "structures_compare"

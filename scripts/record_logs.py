@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kfac_ref import io
-from kfac_ref.experiments import RunConfig, run_experiment
+from kfac_ref.experiments import RunConfig, io, run_experiment
 
 
 def settings() -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -35,6 +35,7 @@ from kfac_ref.compare import compare_fisher
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import BackendError, ConfigError, NonFiniteError
 from kfac_ref.experiments import RunConfig, run_experiment
+from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import approximate_fisher, damped_diagonal, exact_fisher, fisher_vector_product
 from kfac_ref.inverse import (
@@ -49,7 +50,6 @@ from kfac_ref.inverse import (
 from kfac_ref.mlp import MLP
 from kfac_ref.optimizer import KFAC
 from kfac_ref.rng import Philox, RunGenerator, philox_blocks
-from kfac_ref.sgd import SGDMomentum
 from kfac_ref.structures import STRUCTURES
 from kfac_ref.vec import weights_to_theta
 
@@ -227,7 +227,7 @@ def _tiny_data():
 
 def _optimizer_records(records):
     """The log without timings and evaluations (a run that stops at k evaluates at k)."""
-    from kfac_ref.io import jsonable
+    from kfac_ref.experiments.io import jsonable
 
     return [{k: v for k, v in jsonable(r).items() if k != "time" and "error" not in k} for r in records]
 
@@ -235,7 +235,7 @@ def _optimizer_records(records):
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["kfac-blockdiag", "kfac-tridiag", "sgd-momentum"])
 def test_experiment_runner_checkpoint_and_resume_on_cupy(cupy_kind, tmp_path, method):
-    from kfac_ref import io
+    from kfac_ref.experiments import io
 
     data = _tiny_data()
     whole = run_experiment(_tiny_run(method=method), tmp_path / "whole", data=data, progress=False)
@@ -251,7 +251,7 @@ def test_experiment_runner_checkpoint_and_resume_on_cupy(cupy_kind, tmp_path, me
 
 @pytest.mark.gpu
 def test_resume_without_saved_generator_is_refused_on_cupy(cupy_kind, tmp_path):
-    from kfac_ref import io
+    from kfac_ref.experiments import io
 
     data = _tiny_data()
     run_experiment(_tiny_run(iters=5), tmp_path, data=data, progress=False)

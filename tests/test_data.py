@@ -21,8 +21,8 @@ import pytest
 import scipy.io
 from scipy.interpolate import CubicSpline
 
-from kfac_ref import data
 from kfac_ref.errors import ConfigError, DataError
+from kfac_ref.experiments import data
 
 # --------------------------------------------------------------------------------------------
 # Fixtures: tiny IDX files and a local HTTP server with Range support
@@ -652,7 +652,7 @@ def test_wrong_curves_download_is_refused_and_the_stand_in_used(
 ) -> None:
     server.server.files["digs3pts_1.mat"] = b"<html>captive portal</html>"
     cache = tmp_path / "cache"
-    with caplog.at_level("WARNING", logger="kfac_ref.data"):
+    with caplog.at_level("WARNING", logger="kfac_ref.experiments.data"):
         ds = data.load_curves(data_dir=cache, n_train=5, n_test=2, download=True, url=server.good + "digs3pts_1.mat")
     assert ds.origin == "stand-in" and ds.X_train.shape == (5, 784)
     assert "could not download the original CURVES" in caplog.text and "stand-in" in caplog.text

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from kfac_ref import io
-from kfac_ref.cli import main as cli_main
 from kfac_ref.errors import ConfigError, DataError, NonFiniteError
-from kfac_ref.experiments import RunConfig, autoencoder, reconstruction_error, run_experiment
+from kfac_ref.experiments import RunConfig, autoencoder, io, reconstruction_error, run_experiment
+from kfac_ref.experiments.cli import main as cli_main
 
 LAYERS = [16, 10, 3, 10, 16]
 

@@ -1,4 +1,4 @@
-"""Tests of the MNIST sources of ``kfac_ref.data.load_mnist`` (spec §11): the four original files,
+"""Tests of the MNIST sources of ``kfac_ref.experiments.data.load_mnist`` (spec §11): the four original files,
 re-gzipped copies, the test split alone, damaged cache files, and (when present) the real test
 split in ``../shared/data/mnist-t10k``.
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kfac_ref import data
 from kfac_ref.errors import DataError
+from kfac_ref.experiments import data
 
 SHARED_T10K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist-t10k"
 TRAIN_IMAGES, TRAIN_LABELS = data.MNIST_TRAIN_FILES
@@ -201,7 +201,7 @@ def test_damaged_cached_file_is_reported_and_downloaded_again(
     url, requests = mirror
     d = files.write(tmp_path / "d")
     (d / TRAIN_IMAGES).write_bytes(damage(files.gz[TRAIN_IMAGES]))
-    with caplog.at_level(logging.WARNING, logger="kfac_ref.data"):
+    with caplog.at_level(logging.WARNING, logger="kfac_ref.experiments.data"):
         ds = data.load_mnist(data_dir=d, mirrors=[url])
     assert requests == [TRAIN_IMAGES]
     assert any(TRAIN_IMAGES in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)

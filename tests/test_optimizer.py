@@ -16,10 +16,10 @@ import pytest
 from kfac_ref import MLP, get_backend, to_numpy
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
+from kfac_ref.experiments.schedules import minibatch_size
+from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.fisher import approximate_fisher, exact_fisher
 from kfac_ref.optimizer import KFAC
-from kfac_ref.schedules import minibatch_size
-from kfac_ref.sgd import SGDMomentum
 from kfac_ref.statistics import choose_subset
 from kfac_ref.vec import weights_to_theta
 

@@ -18,10 +18,7 @@ import numpy as np
 import pytest
 from test_mnist_data import TRAIN_IMAGES, files, flip_bit, mirror, pixels, truncate  # noqa: F401 (fixtures)
 
-from kfac_ref import data, io
 from kfac_ref.backend import get_backend
-from kfac_ref.cli import HelpFormatter, build_parser, run_script
-from kfac_ref.cli import main as cli_main
 from kfac_ref.compare import compare_fisher
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import (
@@ -32,11 +29,13 @@ from kfac_ref.errors import (
     ShapeError,
     TargetError,
 )
-from kfac_ref.experiments import RunConfig, run_experiment
+from kfac_ref.experiments import RunConfig, data, io, run_experiment
+from kfac_ref.experiments.cli import HelpFormatter, build_parser, run_script
+from kfac_ref.experiments.cli import main as cli_main
+from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.fisher import approximate_fisher, exact_fisher, fisher_vector_product
 from kfac_ref.mlp import MLP
 from kfac_ref.optimizer import KFAC
-from kfac_ref.sgd import SGDMomentum
 
 BE = get_backend("numpy", "float64")
 LAYERS = [16, 6, 3, 6, 16]
@@ -622,7 +621,7 @@ def test_damaged_curves_cache_is_reported_and_rebuilt_identically(tmp_path, capl
     fresh = data.load_curves(tmp_path, n_train=30, n_test=10)
     cache = data._curves_cache_path(tmp_path, 0, 30, 10)
     damage(cache)
-    with caplog.at_level(logging.WARNING, logger="kfac_ref.data"):
+    with caplog.at_level(logging.WARNING, logger="kfac_ref.experiments.data"):
         again = data.load_curves(tmp_path, n_train=30, n_test=10)
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "is damaged" in message and fragment in message and "rebuilding" in message
@@ -636,7 +635,7 @@ def test_damaged_mnist_file_is_reported_and_downloaded_again(damage, files, mirr
     url, requests = mirror
     d = files.write(tmp_path / "d")
     (d / TRAIN_IMAGES).write_bytes(damage(files.gz[TRAIN_IMAGES]))
-    with caplog.at_level(logging.WARNING, logger="kfac_ref.data"):
+    with caplog.at_level(logging.WARNING, logger="kfac_ref.experiments.data"):
         ds = data.load_mnist(data_dir=d, mirrors=[url])
     assert requests == [TRAIN_IMAGES] and any("damaged" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(ds.X_train, pixels(files.arrays[TRAIN_IMAGES]))

@@ -10,8 +10,13 @@ import pytest
 from kfac_ref import MLP, get_backend
 from kfac_ref.config import SGDConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
-from kfac_ref.schedules import average_decay, iterate_average, minibatch_size, sutskever_momentum
-from kfac_ref.sgd import SGDMomentum
+from kfac_ref.experiments.schedules import (
+    average_decay,
+    iterate_average,
+    minibatch_size,
+    sutskever_momentum,
+)
+from kfac_ref.experiments.sgd import SGDMomentum
 
 BE = get_backend("numpy", "float64")
 

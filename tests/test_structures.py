@@ -130,7 +130,7 @@ def test_nothing_outside_the_registry_tests_a_structure():
     # "exact" is also a value of stats_method and of kronecker_factors' method
     names = (set(STRUCTURES) | {cls.method for cls in STRUCTURES.values()}) - {"exact"}
     classes = {cls.__name__ for cls in STRUCTURES.values()}
-    for folder in ("kfac_ref", "paper_figures", "benchmarks", "scripts"):
+    for folder in ("kfac_ref", "kfac_ref/experiments", "paper_figures", "benchmarks", "scripts"):
         for path in (ROOT / folder).glob("*.py"):
             if path.name in ("structures.py", "inverse.py"):
                 continue

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import ConfigError, KFACError
+from ..errors import ConfigError, KFACError
 
 EXIT_USAGE = 2
 
@@ -75,7 +75,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from .experiments import AUTOENCODERS, METHODS
+    from .runner import AUTOENCODERS, METHODS
 
     p = sub.add_parser("train", help="train a deep autoencoder of §13", parents=[common], formatter_class=HelpFormatter,
                        description="Train a deep autoencoder of §13 and write its run directory (--out).")
@@ -138,7 +138,7 @@ def _parse_overrides(items: Sequence[str]) -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .experiments import RunConfig, run_experiment
+    from .runner import RunConfig, run_experiment
 
     cfg = RunConfig(
         dataset=args.dataset, method=args.method, iters=args.iters, seed=args.seed,
@@ -157,7 +157,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from .activations import ACTIVATIONS
+    from ..activations import ACTIVATIONS
 
     p = sub.add_parser("compare", help="errors of F̃, F̆, F̂ vs the exact Fisher on a small random net",
                        parents=[common], formatter_class=HelpFormatter,
@@ -174,8 +174,8 @@ def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 def _run_compare(args: argparse.Namespace) -> int:
     import numpy
 
-    from .compare import compare_fisher
-    from .mlp import MLP
+    from ..compare import compare_fisher
+    from ..mlp import MLP
 
     if args.seed < 0:
         raise ConfigError(f"--seed must be ≥ 0, got {args.seed}")

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 CHECKPOINT_NAME = "checkpoint.npz"
 LEGACY_CHECKPOINT_NAME = "checkpoint.pkl"  # kfac_ref before checkpoint version 2: a pickle

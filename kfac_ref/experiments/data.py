@@ -44,7 +44,7 @@ import numpy as np
 import scipy.io
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

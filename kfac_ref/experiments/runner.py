@@ -27,16 +27,16 @@ from typing import Any
 
 import numpy
 
+from ..backend import KNOWN_BACKENDS, KNOWN_DTYPES, Backend, get_backend, to_numpy
+from ..config import CONSTANT_SETS, KFACConfig, SGDConfig
+from ..errors import ConfigError, DataError, KFACError, ShapeError
+from ..mlp import MLP
+from ..optimizer import KFAC
+from ..rng import RunGenerator
+from ..structures import STRUCTURES, methods, structure_of_method
 from . import io
-from .backend import KNOWN_BACKENDS, KNOWN_DTYPES, Backend, get_backend, to_numpy
-from .config import CONSTANT_SETS, KFACConfig, SGDConfig
-from .errors import ConfigError, DataError, KFACError, ShapeError
-from .mlp import MLP
-from .optimizer import KFAC
-from .rng import RunGenerator
 from .schedules import iterate_average, minibatch_size
 from .sgd import SGDMomentum
-from .structures import STRUCTURES, methods, structure_of_method
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The baseline of the experiments: SGD with Nesterov momentum (§13, spec §12).
 
 Sutskever et al. (2013)'s form of Nesterov's accelerated gradient, with a fixed learning rate ε
-and the momentum schedule μ_k of :func:`kfac_ref.schedules.sutskever_momentum`:
+and the momentum schedule μ_k of :func:`kfac_ref.experiments.schedules.sutskever_momentum`:
 
     v_k = μ_k v_{k−1} − ε ∇h(θ_{k−1} + μ_k v_{k−1}),    θ_k = θ_{k−1} + v_k
 
@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, HostBatch, to_numpy
-from .config import SGDConfig
-from .errors import ConfigError, ShapeError
-from .mlp import MLP, check_step_inputs
-from .rescale import inner
+from ..backend import Backend, HostBatch, to_numpy
+from ..config import SGDConfig
+from ..errors import ConfigError, ShapeError
+from ..mlp import MLP, check_step_inputs
+from ..rescale import inner
 from .schedules import sutskever_momentum
 
 STATE_FORMAT = "kfac_ref.SGDState/1"

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def minibatch_size(k: int, m1: int, n_total: int, k_full: int = 500) -> int:

@@ -1,0 +1,69 @@
+"""The package layout (issue #13): the paper's modules flat in ``kfac_ref/``, the experiments and
+the edges (data, checkpoints, command line) in ``kfac_ref.experiments``, imported one way only."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import kfac_ref
+
+PACKAGE = Path(kfac_ref.__file__).parent
+EXPERIMENTS = "kfac_ref.experiments"
+ENTRY_POINT = "__main__"  # ``python -m kfac_ref`` runs the command line, so it may import it
+
+
+def math_modules() -> list[str]:
+    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != ENTRY_POINT)
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Every module an ``import`` statement of ``path`` names, anywhere in the file (also the
+    imports inside functions), relative imports resolved against ``package`` (the one that
+    holds ``path``)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            out.add(module)
+            out.update(f"{module}.{alias.name}" for alias in node.names)
+    return out
+
+
+def _is_experiments(module: str) -> bool:
+    return module == EXPERIMENTS or module.startswith(EXPERIMENTS + ".")
+
+
+def test_math_modules_import_nothing_from_the_experiments() -> None:
+    bad = {
+        name: sorted(m for m in imported_modules(PACKAGE / f"{name}.py", "kfac_ref") if _is_experiments(m))
+        for name in math_modules()
+    }
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_importing_every_math_module_loads_no_experiment_module() -> None:
+    names = ", ".join(f"kfac_ref.{n}" for n in math_modules())
+    code = f"import sys, {names}; print(sorted(m for m in sys.modules if m.startswith({EXPERIMENTS!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_experiment_side_lives_in_the_subpackage() -> None:
+    moved = {"experiments", "data", "schedules", "sgd", "io", "cli"}
+    assert not moved & set(math_modules())
+    assert {"runner", "data", "schedules", "sgd", "io", "cli"} <= {p.stem for p in (PACKAGE / "experiments").glob("*.py")}
+
+
+def test_the_analysis_sees_relative_imports() -> None:
+    """The import scan resolves ``from ..x import y`` inside the subpackage (a self-check)."""
+    got = imported_modules(PACKAGE / "experiments" / "runner.py", EXPERIMENTS)
+    assert "kfac_ref.optimizer" in got and "kfac_ref.experiments.io" in got
