@@ -83,33 +83,61 @@ def load_fixture(path: Path = FIXTURE) -> tuple[numpy.ndarray, numpy.ndarray, li
     with numpy.load(path / "init_weights.npz", allow_pickle=False) as w:
         weights = [w[f"W{i}"] for i in range(1, len(w.files) + 1)]
     with (path / "kfac3_tridiag_octave.csv").open() as f:
-        rows = [{k: float(v) if v not in ("", "nan") else None for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [
+            {k: float(v) if v not in ("", "nan") else None for k, v in r.items()}
+            for r in csv.DictReader(f)
+        ]
     return X_train, X_test, weights, rows
 
 
-def fixture_config(iters: int, structure: str = "block_tridiagonal", dtype: str = "float32",
-                   constants: str = "code", seed: int = 0) -> RunConfig:
+def fixture_config(
+    iters: int,
+    structure: str = "block_tridiagonal",
+    dtype: str = "float32",
+    constants: str = "code",
+    seed: int = 0,
+) -> RunConfig:
     """The released code's settings on the fixture (its README, "The settings"); ``constants``
     and ``seed`` only for experiments beside the check."""
     method = get_structure(structure).method
     return RunConfig(
-        dataset="curves", method=method, iters=iters, dtype=dtype, eval_every=5,
-        m1=250, k_full=100, average_start=200, average_decay=0.99, constants=constants, seed=seed,
+        dataset="curves",
+        method=method,
+        iters=iters,
+        dtype=dtype,
+        eval_every=5,
+        m1=250,
+        k_full=100,
+        average_start=200,
+        average_decay=0.99,
+        constants=constants,
+        seed=seed,
         checkpoint_every=max(iters, 1),
     )
 
 
-def run_ours(iters: int, structure: str = "block_tridiagonal", dtype: str = "float32",
-             progress: bool = True, backend: str | None = None, constants: str = "code",
-             seed: int = 0) -> list[dict[str, Any]]:
+def run_ours(
+    iters: int,
+    structure: str = "block_tridiagonal",
+    dtype: str = "float32",
+    progress: bool = True,
+    backend: str | None = None,
+    constants: str = "code",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Train kfac_ref on the fixture from its θ₀; the run's log (one record per iteration)."""
     X_train, X_test, weights, _ = load_fixture()
     cfg = fixture_config(iters, structure, dtype, constants, seed)
     cfg.backend = backend
     with tempfile.TemporaryDirectory() as tmp:
-        return run_experiment(cfg, Path(tmp) / "run", data=(X_train, X_test), init_weights=weights,
-                              data_label="fidelity fixture: CURVES stand-in v1, 2000 + 1000 cases",
-                              progress=progress)
+        return run_experiment(
+            cfg,
+            Path(tmp) / "run",
+            data=(X_train, X_test),
+            init_weights=weights,
+            data_label="fidelity fixture: CURVES stand-in v1, 2000 + 1000 cases",
+            progress=progress,
+        )
 
 
 @dataclass
@@ -122,7 +150,9 @@ class Row:
     note: str = ""
 
 
-def compare(ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]], T2: int = 20) -> list[Row]:
+def compare(
+    ours: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]], T2: int = 20
+) -> list[Row]:
     """Side-by-side rows: λ every iteration, γ every search, error at every logged iteration."""
     rows: list[Row] = []
     by_k = {int(r["iteration"]): r for r in theirs}
@@ -163,8 +193,11 @@ def table(rows: Sequence[Row], every_lambda: bool = False) -> str:
             continue
         if r.what == "error" and r.ok is None and r.k % 25:
             continue
-        mark = {True: "same" if r.what != "error" else "inside", False: "DIFFERENT" if r.what != "error"
-                else "OUTSIDE", None: "(not judged)"}[r.ok]
+        mark = {
+            True: "same" if r.what != "error" else "inside",
+            False: "DIFFERENT" if r.what != "error" else "OUTSIDE",
+            None: "(not judged)",
+        }[r.ok]
         note = f" {r.note}" if r.note else ""
         sym = {"lambda": "λ", "gamma": "γ", "error": "training error"}[r.what]
         lines.append(f"| {r.k} | {sym} | {r.ours:.5g} | {r.theirs:.5g} | {mark}{note} |")
@@ -172,10 +205,18 @@ def table(rows: Sequence[Row], every_lambda: bool = False) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--iters", type=int, default=500, help="iterations (≤ 500, the fixture's length)")
-    p.add_argument("--structure", choices=list(STRUCTURES),
-                   default="block_tridiagonal", help="the fixture was made with block_tridiagonal")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--iters", type=int, default=500, help="iterations (≤ 500, the fixture's length)"
+    )
+    p.add_argument(
+        "--structure",
+        choices=list(STRUCTURES),
+        default="block_tridiagonal",
+        help="the fixture was made with block_tridiagonal",
+    )
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=None)
     p.add_argument("--every-lambda", action="store_true", help="print λ at every iteration")
@@ -191,7 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for what, (n_ok, n) in counts.items():
         print(f"{what}: {n_ok}/{n} as the authors' code")
-    flips = [r.k for r in rows if r.what == "gamma" and r.ok is None and not same_printed(r.ours, r.theirs)]
+    flips = [
+        r.k
+        for r in rows
+        if r.what == "gamma" and r.ok is None and not same_printed(r.ours, r.theirs)
+    ]
     if flips:
         print(f"γ differs at k ≥ {GAMMA_FLIP_FROM} (at its floor, not judged) at k = {flips}")
     print(f"optimizer time {ours[-1]['time']:.1f} s for {ours[-1]['iteration']} iterations")

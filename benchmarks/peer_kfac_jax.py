@@ -226,7 +226,9 @@ class KfacRefSide:
         self.k += 1
         rng = self.backend.rng(self.seed * 1_000_003 + self.k)
         t0 = time.perf_counter()
-        self.weights, self.state, _ = self.opt.step(self.weights, self.state, X, X, rng, validate=False)
+        self.weights, self.state, _ = self.opt.step(
+            self.weights, self.state, X, X, rng, validate=False
+        )
         return time.perf_counter() - t0
 
     def loss(self, X: numpy.ndarray) -> float:

@@ -61,7 +61,9 @@ def timed(fn: Callable[[], Any], backend) -> float:
     return time.perf_counter() - t0
 
 
-def paired(fn: Callable[[], Any], gradient: Callable[[], Any], backend, reps: int) -> dict[str, list[float]]:
+def paired(
+    fn: Callable[[], Any], gradient: Callable[[], Any], backend, reps: int
+) -> dict[str, list[float]]:
     """``reps`` timings of ``fn``, each right after a timing of one gradient, so that each ratio
     compares the two under the same machine load (the host may be shared)."""
     out: dict[str, list[float]] = {"step": [], "gradient": [], "ratio": []}
@@ -97,7 +99,12 @@ def kfac_costs(
 
     # k = 21: plain; 25: λ rule; 40: recompute for three γ and λ rule; 60 with T2 = 40: recompute
     # for one γ and λ rule (the window without the γ search)
-    kinds = {"plain": (21, WINDOW), "lambda": (25, WINDOW), "gamma_search": (40, WINDOW), "refresh_only": (60, 2 * WINDOW)}
+    kinds = {
+        "plain": (21, WINDOW),
+        "lambda": (25, WINDOW),
+        "gamma_search": (40, WINDOW),
+        "refresh_only": (60, 2 * WINDOW),
+    }
     times: dict[str, dict[str, list[float]]] = {}
     for kind, (k, T2) in kinds.items():
         opt.config = dataclasses.replace(opt.config, T2=T2)
@@ -127,11 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--batch", type=int, default=1000, help="mini-batch size (default 1000)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (under a minute on 2 cores)")
-    parser.add_argument("--json", metavar="PATH", help="save the measurements as JSON")
-    parser.add_argument("--threads", type=int, help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS)")
     parser.add_argument(
-        "--float32-linalg", action="store_true",
+        "--quick", action="store_true", help="fewer repetitions (under a minute on 2 cores)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="save the measurements as JSON")
+    parser.add_argument(
+        "--threads", type=int, help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS)"
+    )
+    parser.add_argument(
+        "--float32-linalg",
+        action="store_true",
         help="factorize in the training dtype (KFACConfig.linalg_float64=False) instead of float64",
     )
     args = parser.parse_args(argv)
@@ -152,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     grad_t = [timed(gradient, backend) for _ in range(grad_reps)]
     g = statistics.median(grad_t)
     results: dict[str, Any] = {
-        "device": f"{platform.machine()}, {os.cpu_count()} CPUs" if args.backend == "numpy" else "GPU",
+        "device": f"{platform.machine()}, {os.cpu_count()} CPUs"
+        if args.backend == "numpy"
+        else "GPU",
         "blas_threads": {var: os.environ.get(var) for var in THREAD_VARS},
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "backend": args.backend,
@@ -163,31 +177,46 @@ def main(argv: list[str] | None = None) -> int:
         "gradient_s": g,
         "gradient_times_s": grad_t,
     }
-    for structure, key in ((name, cls.method.removeprefix("kfac-")) for name, cls in STRUCTURES.items()):
+    for structure, key in (
+        (name, cls.method.removeprefix("kfac-")) for name, cls in STRUCTURES.items()
+    ):
         config = KFACConfig(structure=structure, eta=ETA, linalg_float64=not args.float32_linalg)
-        results[key] = kfac_costs(mlp, weights, X, backend, config, reps, gradient, warm=not args.quick)
+        results[key] = kfac_costs(
+            mlp, weights, X, backend, config, reps, gradient, warm=not args.quick
+        )
 
     bd, td = results["blockdiag"], results["tridiag"]
     linalg = "float32" if args.float32_linalg else "float64"
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} ({linalg} factorizations), "
-          f"{args.backend} ({results['device']}, BLAS threads: {threads})")
+    print(
+        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} ({linalg} factorizations), "
+        f"{args.backend} ({results['device']}, BLAS threads: {threads})"
+    )
     print("seconds (median) and, in brackets, the median ratio to a gradient timed just before")
     print(f"{'':28}{'block-diag':>20}{'tridiag':>20}")
     print(f"{'gradient':28}{g:>20.4f}{g:>20.4f}")
-    rows = [("plain iteration", "plain"), ("iteration with λ rule", "lambda"),
-            ("iteration with γ search", "gamma_search"), ("recompute, no γ search", "refresh_only")]
+    rows = [
+        ("plain iteration", "plain"),
+        ("iteration with λ rule", "lambda"),
+        ("iteration with γ search", "gamma_search"),
+        ("recompute, no γ search", "refresh_only"),
+    ]
     for label, kind in rows:
         cells = [f"{r['median_s'][kind]:.4f} [{r['median_ratio'][kind]:5.2f}]" for r in (bd, td)]
         print(f"{label:28}{cells[0]:>20}{cells[1]:>20}")
-    for label, a, b in (("amortized over T3 = 20", "amortized_s", "ratio"),
-                        ("  without the γ search", "amortized_no_gamma_search_s", "ratio_no_gamma_search")):
+    for label, a, b in (
+        ("amortized over T3 = 20", "amortized_s", "ratio"),
+        ("  without the γ search", "amortized_no_gamma_search_s", "ratio_no_gamma_search"),
+    ):
         cells = [f"{r[a]:.4f} [{r[b]:5.2f}]" for r in (bd, td)]
         print(f"{label:28}{cells[0]:>20}{cells[1]:>20}")
     r1, r2 = bd["ratio"], td["ratio"]
-    results.update(kfac_blockdiag_over_gradient=r1, kfac_tridiag_over_gradient=r2,
-                   kfac_blockdiag_over_gradient_no_gamma_search=bd["ratio_no_gamma_search"],
-                   kfac_tridiag_over_gradient_no_gamma_search=td["ratio_no_gamma_search"])
+    results.update(
+        kfac_blockdiag_over_gradient=r1,
+        kfac_tridiag_over_gradient=r2,
+        kfac_blockdiag_over_gradient_no_gamma_search=bd["ratio_no_gamma_search"],
+        kfac_tridiag_over_gradient_no_gamma_search=td["ratio_no_gamma_search"],
+    )
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.json:
         with open(args.json, "w") as f:

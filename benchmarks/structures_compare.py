@@ -40,22 +40,40 @@ def pooled_curves() -> numpy.ndarray:
     return X.reshape(-1, 4, 7, 4, 7).mean(axis=(2, 4)).reshape(-1, 16)
 
 
-def compare(iters: int, seed: int = 0, dtype: str = "float64", lam0: float = 150.0) -> list[dict[str, Any]]:
+def compare(
+    iters: int, seed: int = 0, dtype: str = "float64", lam0: float = 150.0
+) -> list[dict[str, Any]]:
     """One row per structure: the training error at each evaluation and seconds per iteration."""
     X = pooled_curves()
     rows = []
     for cls in STRUCTURES.values():
-        cfg = RunConfig(dataset="curves", method=cls.method, iters=iters, seed=seed, backend="numpy", dtype=dtype,
-                        eval_every=max(1, iters // 4), layers=LAYERS, m1=250, k_full=50, average_start=iters + 1,
-                        checkpoint_every=iters, kfac={"lam0": lam0})
+        cfg = RunConfig(
+            dataset="curves",
+            method=cls.method,
+            iters=iters,
+            seed=seed,
+            backend="numpy",
+            dtype=dtype,
+            eval_every=max(1, iters // 4),
+            layers=LAYERS,
+            m1=250,
+            k_full=50,
+            average_start=iters + 1,
+            checkpoint_every=iters,
+            kfac={"lam0": lam0},
+        )
         with tempfile.TemporaryDirectory() as out:
-            log = run_experiment(cfg, out, progress=False, data=(X, None), data_label="CURVES fixture, 4×4 pooled")
-        rows.append({
-            "structure": cls.name,
-            "symbol": cls.symbol,
-            "errors": {r["iteration"]: r["train_error"] for r in log if "train_error" in r},
-            "seconds_per_iteration": log[-1]["time"] / len(log),
-        })
+            log = run_experiment(
+                cfg, out, progress=False, data=(X, None), data_label="CURVES fixture, 4×4 pooled"
+            )
+        rows.append(
+            {
+                "structure": cls.name,
+                "symbol": cls.symbol,
+                "errors": {r["iteration"]: r["train_error"] for r in log if "train_error" in r},
+                "seconds_per_iteration": log[-1]["time"] / len(log),
+            }
+        )
     return rows
 
 
@@ -65,15 +83,24 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [head, "|---" * (len(its) + 2) + "|"]
     for r in rows:
         errs = " | ".join(f"{r['errors'][k]:.4g}" for k in its)
-        lines.append(f"| {r['symbol']} (`{r['structure']}`) | {errs} | {r['seconds_per_iteration']:.3g} |")
+        lines.append(
+            f"| {r['symbol']} (`{r['structure']}`) | {errs} | {r['seconds_per_iteration']:.3g} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lam0", type=float, default=150.0, help="initial λ (the paper's 150; smaller: less damping)")
+    p.add_argument(
+        "--lam0",
+        type=float,
+        default=150.0,
+        help="initial λ (the paper's 150; smaller: less damping)",
+    )
     p.add_argument("--out", default=None, help="write the rows here as JSON")
     args = p.parse_args(argv)
     rows = compare(args.iters, args.seed, lam0=args.lam0)

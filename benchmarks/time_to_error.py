@@ -55,15 +55,18 @@ def _run_until(cfg: RunConfig, out: Path, target: float) -> list[dict[str, Any]]
     while k < cfg.iters:
         k = min(k + cfg.eval_every, cfg.iters)
         chunk = RunConfig(**{**cfg.to_json(), "iters": k})
-        records = run_experiment(chunk, out, resume=k > cfg.eval_every, overwrite=k <= cfg.eval_every,
-                                 progress=False)
+        records = run_experiment(
+            chunk, out, resume=k > cfg.eval_every, overwrite=k <= cfg.eval_every, progress=False
+        )
         if first_crossing(records, target) is not None:
             break
     return records
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", choices=["curves", "mnist", "faces"], default="mnist")
     p.add_argument("--target", type=float, default=1.0, help="training error to reach")
     p.add_argument("--methods", nargs="+", default=["kfac-tridiag", "sgd-momentum"])
@@ -81,17 +84,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
-            cfg = RunConfig(dataset=args.dataset, method=method, iters=args.max_iters, seed=args.seed,
-                            backend=args.backend, dtype="float32", eval_every=args.eval_every,
-                            n_train=args.n_train, n_test=0, m1=args.m1, k_full=args.k_full,
-                            sgd_lr=args.sgd_lr, checkpoint_every=args.eval_every, data_dir=args.data_dir)
+            cfg = RunConfig(
+                dataset=args.dataset,
+                method=method,
+                iters=args.max_iters,
+                seed=args.seed,
+                backend=args.backend,
+                dtype="float32",
+                eval_every=args.eval_every,
+                n_train=args.n_train,
+                n_test=0,
+                m1=args.m1,
+                k_full=args.k_full,
+                sgd_lr=args.sgd_lr,
+                checkpoint_every=args.eval_every,
+                data_dir=args.data_dir,
+            )
             rows.append(time_to_target(cfg, args.target, Path(tmp) / method))
-    print(f"{args.dataset}, target training error {args.target}, backend {args.backend or 'default'}")
+    print(
+        f"{args.dataset}, target training error {args.target}, backend {args.backend or 'default'}"
+    )
     print(f"{'method':15s} {'reached':>8s} {'iteration':>10s} {'seconds':>9s} {'final error':>12s}")
     for r in rows:
         it = r["iteration"] if r["reached"] else "-"
         sec = f"{r['seconds']:.1f}" if r["reached"] else "-"
-        print(f"{r['method']:15s} {str(r['reached']):>8s} {it!s:>10s} {sec:>9s} {r['final_train_error']:>12.4f}")
+        print(
+            f"{r['method']:15s} {str(r['reached']):>8s} {it!s:>10s} {sec:>9s} {r['final_train_error']:>12.4f}"
+        )
     if args.json:
         io.write_text_atomic(args.json, json.dumps({"args": vars(args), "rows": rows}, indent=2))
     return 0

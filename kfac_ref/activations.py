@@ -30,9 +30,7 @@ class Activation:
 
 ACTIVATIONS: dict[str, Activation] = {
     "logistic": Activation("logistic", _logistic, lambda s, a: a * (1.0 - a)),
-    "tanh": Activation(
-        "tanh", lambda s: get_array_module(s).tanh(s), lambda s, a: 1.0 - a * a
-    ),
+    "tanh": Activation("tanh", lambda s: get_array_module(s).tanh(s), lambda s, a: 1.0 - a * a),
     "linear": Activation("linear", lambda s: s, lambda s, a: get_array_module(s).ones_like(s)),
     "relu": Activation(
         "relu",

@@ -39,7 +39,9 @@ def _import_cupy() -> ModuleType:
     try:
         n_devices = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # pragma: no cover - depends on the machine
-        raise BackendError(f"backend 'cupy' was requested but no CUDA GPU is usable: {exc}") from exc
+        raise BackendError(
+            f"backend 'cupy' was requested but no CUDA GPU is usable: {exc}"
+        ) from exc
     if n_devices < 1:  # pragma: no cover - depends on the machine
         raise BackendError("backend 'cupy' was requested but no CUDA GPU is present")
     try:
@@ -283,7 +285,9 @@ class HostBatch:
                 raise NonFiniteError(f"{message} ({v})")
             self.host[key] = v
         else:
-            self.host[key] = float(h) if numpy.ndim(h) == 0 else numpy.asarray(h, dtype=numpy.float64)
+            self.host[key] = (
+                float(h) if numpy.ndim(h) == 0 else numpy.asarray(h, dtype=numpy.float64)
+            )
 
     def require_finite(self, arrays: Any, message: str) -> None:
         """Queue one flag: every entry of every array in ``arrays`` is finite."""

@@ -96,7 +96,9 @@ def _inverse(M: numpy.ndarray, name: str, gamma: float) -> numpy.ndarray:
     try:
         return spd_inverse(M, name)
     except NonFiniteError as exc:
-        raise NonFiniteError(f"{name} with γ = {gamma:g} cannot be inverted: {exc} (raise γ)") from None
+        raise NonFiniteError(
+            f"{name} with γ = {gamma:g} cannot be inverted: {exc} (raise γ)"
+        ) from None
 
 
 def compare_fisher(
@@ -116,14 +118,22 @@ def compare_fisher(
     F = to_numpy(exact_fisher(mlp, weights, X, max_bytes=max_bytes))
     mats = {"F": F}
     for name, structure in APPROXIMATIONS.items():
-        mats[name] = to_numpy(approximate_fisher(mlp, weights, X, structure, gamma, factors, max_bytes))
+        mats[name] = to_numpy(
+            approximate_fisher(mlp, weights, X, structure, gamma, factors, max_bytes)
+        )
     undamped = to_numpy(approximate_fisher(mlp, weights, X, DENSE_F_TILDE, 0.0, factors, max_bytes))
     F_damped = F + (mats["F_tilde"] - undamped)  # the damping lives on the diagonal blocks (§6.3)
-    invs = {name: _inverse(M, name, gamma) for name, M in [("F", F_damped), *((n, mats[n]) for n in APPROXIMATIONS)]}
+    invs = {
+        name: _inverse(M, name, gamma)
+        for name, M in [("F", F_damped), *((n, mats[n]) for n in APPROXIMATIONS)]
+    }
     errors = {name: relative_error(mats[name], F) for name in APPROXIMATIONS}
     block_errors = {name: block_relative_errors(mats[name], F, shapes) for name in APPROXIMATIONS}
     inv_err = {
-        name: {"vs_F_tilde": relative_error(invs[name], invs["F_tilde"]), "vs_F": relative_error(invs[name], invs["F"])}
+        name: {
+            "vs_F_tilde": relative_error(invs[name], invs["F_tilde"]),
+            "vs_F": relative_error(invs[name], invs["F"]),
+        }
         for name in APPROXIMATIONS
     }
     inv_block = {

@@ -179,10 +179,17 @@ class KFACConfig:
             raise ConfigError(f"gamma_max must be > 0 or None, got {self.gamma_max!r}")
         _nonnegative("lam_min", self.lam_min)
         if not self.lam_max > self.lam_min:
-            raise ConfigError(f"lam_max must exceed lam_min, got {self.lam_max!r} ≤ {self.lam_min!r}")
-        if not isinstance(self.inverse_recompute_first, int) or isinstance(self.inverse_recompute_first, bool) \
-                or self.inverse_recompute_first < 0:
-            raise ConfigError(f"inverse_recompute_first must be an integer ≥ 0, got {self.inverse_recompute_first!r}")
+            raise ConfigError(
+                f"lam_max must exceed lam_min, got {self.lam_max!r} ≤ {self.lam_min!r}"
+            )
+        if (
+            not isinstance(self.inverse_recompute_first, int)
+            or isinstance(self.inverse_recompute_first, bool)
+            or self.inverse_recompute_first < 0
+        ):
+            raise ConfigError(
+                f"inverse_recompute_first must be an integer ≥ 0, got {self.inverse_recompute_first!r}"
+            )
 
     # ------------------------------------------------------------- resolved values
     @property

@@ -24,7 +24,12 @@ from .errors import ConfigError, NonFiniteError
 def check_gamma(gamma: Any) -> float:
     """γ as a float; :class:`ConfigError` naming γ unless it is a finite number ≥ 0 (§6.3:
     the damped factors Ā + πγI, G + (γ/π)I need γ ≥ 0; γ = 0 is no damping)."""
-    ok = isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and math.isfinite(gamma) and gamma >= 0
+    ok = (
+        isinstance(gamma, numbers.Real)
+        and not isinstance(gamma, bool)
+        and math.isfinite(gamma)
+        and gamma >= 0
+    )
     if not ok:
         raise ConfigError(
             f"γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got {gamma!r}"
@@ -62,7 +67,9 @@ def damped_factors(A_ii: Any, G_ii: Any, gamma: float, pi: Any = None) -> tuple[
     return add_diag(A_ii, pi * gamma), add_diag(G_ii, gamma / pi)
 
 
-def damped_diagonal_factors(A_diag: Sequence[Any], G_diag: Sequence[Any], gamma: float) -> tuple[list[Any], list[Any]]:
+def damped_diagonal_factors(
+    A_diag: Sequence[Any], G_diag: Sequence[Any], gamma: float
+) -> tuple[list[Any], list[Any]]:
     """[Ā_{k,k} + π_k γ I], [G_{k+1,k+1} + (γ/π_k) I] for every layer (§6.3; γ = 0: unchanged)."""
     pairs = [damped_factors(A, G, gamma) for A, G in zip(A_diag, G_diag, strict=True)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -112,8 +119,13 @@ def update_lambda(
 
 
 def adjust_lambda(
-    lam: float, h_new: float, h_old: float, model_change: float, omega1: float,
-    lam_min: float = 0.0, lam_max: float = math.inf,
+    lam: float,
+    h_new: float,
+    h_old: float,
+    model_change: float,
+    omega1: float,
+    lam_min: float = 0.0,
+    lam_max: float = math.inf,
 ) -> tuple[float, float]:
     """(λ, ρ) after the Levenberg–Marquardt step of §6.5: ρ = :func:`reduction_ratio`, then
     :func:`update_lambda`."""
@@ -140,7 +152,11 @@ def gamma_candidates(
 
 
 def gammas_to_try(
-    gamma: float, search: bool, omega2: float, gamma_min: float | None = None, gamma_max: float | None = None
+    gamma: float,
+    search: bool,
+    omega2: float,
+    gamma_min: float | None = None,
+    gamma_max: float | None = None,
 ) -> tuple[float, ...]:
     """The γ values of this iteration (§6.6): the three :func:`gamma_candidates` when it searches, else (γ,)."""
     return gamma_candidates(gamma, omega2, gamma_min, gamma_max) if search else (gamma,)

@@ -42,7 +42,9 @@ def _pi(A: Any, G: Any) -> Any:
     """π = √[(tr Ā / dim Ā) / (tr G / dim G)] (§6.3), each trace floored at the dtype's tiny."""
     xp = get_array_module(A, G)
     tiny = xp.finfo(A.dtype).tiny
-    return xp.sqrt(xp.maximum(xp.trace(A) / A.shape[0], tiny) / xp.maximum(xp.trace(G) / G.shape[0], tiny))
+    return xp.sqrt(
+        xp.maximum(xp.trace(A) / A.shape[0], tiny) / xp.maximum(xp.trace(G) / G.shape[0], tiny)
+    )
 
 
 def diagonal_block(factors: Any, k: int, gamma: float = 0.0) -> Any:

@@ -33,7 +33,9 @@ def factored_damping(A_diag: Sequence[Any], G_diag: Sequence[Any], gamma: float)
     off = layer_offsets([(G.shape[0], A.shape[0]) for A, G in zip(A_diag, G_diag, strict=True)])
     D = xp.zeros((off[-1], off[-1]), dtype=A_diag[0].dtype)
     for k in range(len(A_diag)):
-        D[off[k] : off[k + 1], off[k] : off[k + 1]] = xp.kron(A_d[k], G_d[k]) - xp.kron(A_diag[k], G_diag[k])
+        D[off[k] : off[k + 1], off[k] : off[k + 1]] = xp.kron(A_d[k], G_d[k]) - xp.kron(
+            A_diag[k], G_diag[k]
+        )
     return D
 
 
@@ -57,7 +59,9 @@ class ExactInverse(CurvatureInverse):
 
     @classmethod
     def from_factors(cls, stats: Any, gamma: float) -> ExactInverse:
-        return cls(spd_inverse(stats.F[0] + factored_damping(stats.A_diag, stats.G_diag, gamma), "F + D_γ"))
+        return cls(
+            spd_inverse(stats.F[0] + factored_damping(stats.A_diag, stats.G_diag, gamma), "F + D_γ")
+        )
 
     def apply(self, V: Sequence[Any]) -> list[Any]:
         return apply_dense_inverse(self.M_inv, V)

@@ -50,7 +50,9 @@ class KroneckerFactors:
 
     def diagonal(self) -> tuple[list[Any], list[Any]]:
         """(Ā_{i-1,i-1}, G_{i,i}) for i = 1..ℓ: the factors of F̆ (§4.2)."""
-        return [self.A_bar[k][k] for k in range(self.n_layers)], [self.G[k][k] for k in range(self.n_layers)]
+        return [self.A_bar[k][k] for k in range(self.n_layers)], [
+            self.G[k][k] for k in range(self.n_layers)
+        ]
 
     def off_diagonal(self) -> tuple[list[Any], list[Any]]:
         """(Ā_{i-1,i}, G_{i,i+1}) for i = 1..ℓ-1: the extra factors of F̂ (§4.3)."""
@@ -72,9 +74,7 @@ def all_G(g_samples: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
     columns of C with F_R = C Cᵀ; for S Monte Carlo samples pass ``n`` = S·n.
     """
     L = len(g_samples[0])
-    return [
-        [sum(G_block(gs[k], gs[l], n) for gs in g_samples) for l in range(L)] for k in range(L)
-    ]
+    return [[sum(G_block(gs[k], gs[l], n) for gs in g_samples) for l in range(L)] for k in range(L)]
 
 
 def exact_G_passes(mlp: MLP, weights: Sequence[Any], fwd: Forward) -> list[list[Any]]:
@@ -127,7 +127,9 @@ def kronecker_factors(
             raise ConfigError("method='empirical' needs the training targets Y")
         passes, denom = [mlp.backward(weights, fwd, mlp.output.ds(fwd.output, Y))], n
     else:
-        raise ConfigError(f"unknown factor method {method!r}; choose 'exact', 'sample' or 'empirical'")
+        raise ConfigError(
+            f"unknown factor method {method!r}; choose 'exact', 'sample' or 'empirical'"
+        )
     return KroneckerFactors(A_bar=all_A_bar(fwd.abar), G=all_G(passes, denom))
 
 

@@ -35,7 +35,9 @@ DENSE_STRUCTURES = tuple(name for name, cls in STRUCTURES.items() if cls.matrix_
 def per_case_gradients(mlp: MLP, fwd: Any, g: Sequence[Any]) -> Any:
     """Per-case Dθ = [vec(g_1 ā_0ᵀ); …] for one backward pass, shape (n, P)."""
     xp = get_array_module(fwd.abar[0])
-    return xp.concatenate([per_case_vec_grad(a, g_k) for a, g_k in zip(fwd.abar, g, strict=True)], axis=1)
+    return xp.concatenate(
+        [per_case_vec_grad(a, g_k) for a, g_k in zip(fwd.abar, g, strict=True)], axis=1
+    )
 
 
 def _outer_mean(mlp: MLP, weights: Sequence[Any], X: Any, ds_list_fn, denom_per_case: int) -> Any:
@@ -49,7 +51,9 @@ def _outer_mean(mlp: MLP, weights: Sequence[Any], X: Any, ds_list_fn, denom_per_
     return F / (X.shape[0] * denom_per_case)
 
 
-def _prepare(mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None, Y: Any = None) -> None:
+def _prepare(
+    mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None, Y: Any = None
+) -> None:
     mlp.check_finite_weights(weights)
     mlp.check_inputs(X, Y)
     check_dense_size(mlp.n_params, X.dtype.itemsize, max_bytes)
@@ -72,7 +76,12 @@ def exact_fisher(mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None
 
 
 def monte_carlo_fisher(
-    mlp: MLP, weights: Sequence[Any], X: Any, n_samples: int, rng: Any = None, max_bytes: int | None = None
+    mlp: MLP,
+    weights: Sequence[Any],
+    X: Any,
+    n_samples: int,
+    rng: Any = None,
+    max_bytes: int | None = None,
 ) -> Any:
     """Monte Carlo F: mean of Dθ Dθᵀ over ``n_samples`` targets y ~ P(y|x, θ) per case (§2.2, §5)."""
     _prepare(mlp, weights, X, max_bytes)
@@ -87,7 +96,9 @@ def monte_carlo_fisher(
     return _outer_mean(mlp, weights, X, samples, n_samples)
 
 
-def empirical_fisher(mlp: MLP, weights: Sequence[Any], X: Any, Y: Any, max_bytes: int | None = None) -> Any:
+def empirical_fisher(
+    mlp: MLP, weights: Sequence[Any], X: Any, Y: Any, max_bytes: int | None = None
+) -> Any:
     """The *empirical* Fisher (1/n) Σ Dθ Dθᵀ with the training targets Y — not the Fisher of §2.2."""
     _prepare(mlp, weights, X, max_bytes, Y)
     return _outer_mean(mlp, weights, X, lambda fwd: [mlp.output.ds(fwd.output, Y)], 1)
@@ -140,7 +151,9 @@ def approximate_fisher(
     factors (the off-diagonal ones are never damped).
     """
     if structure not in DENSE_STRUCTURES:
-        raise ConfigError(f"unknown structure {structure!r}; choose one of {', '.join(DENSE_STRUCTURES)}")
+        raise ConfigError(
+            f"unknown structure {structure!r}; choose one of {', '.join(DENSE_STRUCTURES)}"
+        )
     gamma = check_gamma(gamma)
     _prepare(mlp, weights, X, max_bytes)
     if factors is None:
@@ -160,7 +173,12 @@ def approximate_fisher(
 
 # -------------------------------------------------------------- Fisher-vector products
 def fisher_vector_product(
-    mlp: MLP, weights: Sequence[Any], X: Any, V: Sequence[Any], fwd: Any = None, validate: bool = True
+    mlp: MLP,
+    weights: Sequence[Any],
+    X: Any,
+    V: Sequence[Any],
+    fwd: Any = None,
+    validate: bool = True,
 ) -> list[Any]:
     """F v = (1/n) Σ_x Jᵀ F_R J v on the batch X, without forming F (§2.2, §6 and §7).
 

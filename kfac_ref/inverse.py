@@ -65,7 +65,9 @@ class CurvatureInverse:
     method: ClassVar[str]  # the experiments' --method
     symbol: ClassVar[str]  # the paper's symbol
     label: ClassVar[str]  # for plots and tables
-    matrix_name: ClassVar[str | None]  # key of its dense matrix in comparisons (kfac_ref.compare); None: none from factors
+    matrix_name: ClassVar[
+        str | None
+    ]  # key of its dense matrix in comparisons (kfac_ref.compare); None: none from factors
     statistics: ClassVar[tuple[str, ...]]  # the FactorStats fields it is built from (§5)
     factored: ClassVar[bool] = True  # Kronecker-factored: scales to the paper's networks
 
@@ -122,7 +124,9 @@ class CurvatureInverse:
 def _factor_shapes(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Shapes of Ā_{i-1,i-1} and G_{i,i} for i = 1..ℓ."""
     L = len(sizes) - 1
-    return [(sizes[k] + 1, sizes[k] + 1) for k in range(L)], [(sizes[k + 1], sizes[k + 1]) for k in range(L)]
+    return [(sizes[k] + 1, sizes[k] + 1) for k in range(L)], [
+        (sizes[k + 1], sizes[k + 1]) for k in range(L)
+    ]
 
 
 def _host(arrays: Sequence[Any]) -> list[Any]:
@@ -153,13 +157,21 @@ def _with_jitter(factorize: Callable[[Any], tuple[Any, Any]], M: Any, name: str)
         out, ok = factorize(M + jitter * xp.eye(M.shape[0], dtype=M.dtype))
         if bool(ok):
             # outside any try: a warning turned into an error must reach the caller
-            warnings.warn(f"{name} was not positive definite; added jitter {jitter:.3g}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{name} was not positive definite; added jitter {jitter:.3g}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return out
         jitter *= 100.0
-    raise NonFiniteError(f"{name} is not positive definite even with jitter {jitter / 100:.3g}; increase damping")
+    raise NonFiniteError(
+        f"{name} is not positive definite even with jitter {jitter / 100:.3g}; increase damping"
+    )
 
 
-def _factorize_all(factorize: Callable[[Any], tuple[Any, Any]], Ms: Sequence[Any], names: Sequence[str]) -> list[Any]:
+def _factorize_all(
+    factorize: Callable[[Any], tuple[Any, Any]], Ms: Sequence[Any], names: Sequence[str]
+) -> list[Any]:
     """``factorize(symmetrize(M))`` for every M, checked with one device→host transfer.
 
     Every M must be finite (else :class:`NonFiniteError` naming the first bad one) and is
@@ -176,8 +188,10 @@ def _factorize_all(factorize: Callable[[Any], tuple[Any, Any]], Ms: Sequence[Any
         outs.append(out)
         batch.value(f"ok{i}", ok)
     host = batch.fetch()
-    return [out if host[f"ok{i}"] else _with_jitter(factorize, S, name)
-            for i, (out, S, name) in enumerate(zip(outs, sym, names, strict=True))]
+    return [
+        out if host[f"ok{i}"] else _with_jitter(factorize, S, name)
+        for i, (out, S, name) in enumerate(zip(outs, sym, names, strict=True))
+    ]
 
 
 def spd_inverses(Ms: Sequence[Any], names: Sequence[str]) -> list[Any]:
@@ -232,7 +246,9 @@ class BlockDiagonalInverse(CurvatureInverse):
         return {"A_inv": _host(self.A_inv), "G_inv": _host(self.G_inv)}
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> BlockDiagonalInverse:
+    def from_state_dict(
+        cls, d: dict[str, Any], asarray: Callable[[Any], Any]
+    ) -> BlockDiagonalInverse:
         return cls([asarray(a) for a in d["A_inv"]], [asarray(g) for g in d["G_inv"]])
 
     @classmethod
@@ -254,7 +270,9 @@ def block_diagonal_inverse(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> Bloc
 def _diagonal_inverses(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """[Ā_{i-1,i-1}⁻¹], [G_{i,i}⁻¹] for i = 1..ℓ, factorized together (one synchronization on a GPU)."""
     L = len(A_diag)
-    names = [f"Ā_{{{k},{k}}}" for k in range(L)] + [f"G_{{{k + 1},{k + 1}}}" for k in range(len(G_diag))]
+    names = [f"Ā_{{{k},{k}}}" for k in range(L)] + [
+        f"G_{{{k + 1},{k + 1}}}" for k in range(len(G_diag))
+    ]
     inv = spd_inverses(list(A_diag) + list(G_diag), names)
     return inv[:L], inv[L:]
 
@@ -278,7 +296,9 @@ class KronSumInverse:
     denom: Any
 
 
-def _queue_generalized_eighs(batch: HostBatch, pairs: Sequence[tuple[Any, Any, str]]) -> list[tuple[Any, Any, Any]]:
+def _queue_generalized_eighs(
+    batch: HostBatch, pairs: Sequence[tuple[Any, Any, str]]
+) -> list[tuple[Any, Any, Any]]:
     """Start (s, K) = eigh(C, A) for each (C, A, name), queueing the finiteness of A and C and
     each factorization's success on ``batch``. Returns (result, C sym, A sym) per pair."""
     out = []
@@ -292,7 +312,9 @@ def _queue_generalized_eighs(batch: HostBatch, pairs: Sequence[tuple[Any, Any, s
     return out
 
 
-def _finish_generalized_eigh(host: dict[str, Any], i: int, started: tuple[Any, Any, Any], name: str) -> tuple[tuple[Any, Any], bool]:
+def _finish_generalized_eigh(
+    host: dict[str, Any], i: int, started: tuple[Any, Any, Any], name: str
+) -> tuple[tuple[Any, Any], bool]:
     """(s, K) of a started eigh(C, A), retried with jitter on A where it failed; and whether it was."""
     result, Cs, As = started
     if host[f"eigh_ok{i}"]:
@@ -312,7 +334,9 @@ def generalized_eigh(C: Any, A: Any, name: str = "A") -> tuple[Any, Any]:
     return _finish_generalized_eigh(batch.fetch(), 0, started[0], name)[0]
 
 
-def _kron_sum_factors(e1: tuple[Any, Any], e2: tuple[Any, Any], sign: int) -> tuple[KronSumInverse, Any]:
+def _kron_sum_factors(
+    e1: tuple[Any, Any], e2: tuple[Any, Any], sign: int
+) -> tuple[KronSumInverse, Any]:
     """The Appendix-B factors from eigh(C, A) = (s₁, K₁) and eigh(D, B) = (s₂, K₂), and a 0-d
     flag "Σ is singular" (1 − s₂s₁ ≤ round-off somewhere; always False for sign > 0)."""
     (s1, K1), (s2, K2) = e1, e2
@@ -329,15 +353,17 @@ def _kron_sum_factors(e1: tuple[Any, Any], e2: tuple[Any, Any], sign: int) -> tu
     return KronSumInverse(K1=K1, K2=K2, denom=denom), singular
 
 
-SINGULAR_SIGMA = (
-    "Σ_{i|i+1} is singular (1 − s₁s₂ = 0 in Appendix B): the factors are exactly dependent; use damping γ > 0"
-)
+SINGULAR_SIGMA = "Σ_{i|i+1} is singular (1 − s₁s₂ = 0 in Appendix B): the factors are exactly dependent; use damping γ > 0"
 
 
-def kron_sum_inverses(blocks: Sequence[tuple[Any, Any, Any, Any]], sign: int = -1) -> list[KronSumInverse]:
+def kron_sum_inverses(
+    blocks: Sequence[tuple[Any, Any, Any, Any]], sign: int = -1
+) -> list[KronSumInverse]:
     """:func:`kron_sum_inverse` of each (A, B, C, D), with one device→host transfer for all."""
     batch = HostBatch()
-    pairs = [p for A, B, C, D in blocks for p in ((C, A, "A (Appendix B)"), (D, B, "B (Appendix B)"))]
+    pairs = [
+        p for A, B, C, D in blocks for p in ((C, A, "A (Appendix B)"), (D, B, "B (Appendix B)"))
+    ]
     started = _queue_generalized_eighs(batch, pairs)
     first = []
     for j in range(len(blocks)):
@@ -348,7 +374,9 @@ def kron_sum_inverses(blocks: Sequence[tuple[Any, Any, Any, Any]], sign: int = -
     host = batch.fetch()
     out = []
     for j in range(len(blocks)):
-        (e1, redo1), (e2, redo2) = (_finish_generalized_eigh(host, i, started[i], pairs[i][2]) for i in (2 * j, 2 * j + 1))
+        (e1, redo1), (e2, redo2) = (
+            _finish_generalized_eigh(host, i, started[i], pairs[i][2]) for i in (2 * j, 2 * j + 1)
+        )
         if redo1 or redo2 or first[j] is None:
             inv, singular = _kron_sum_factors(e1, e2, sign)
             singular = bool(singular)
@@ -415,7 +443,9 @@ class BlockTridiagonalInverse(CurvatureInverse):
         return BlockTridiagonalInverse(
             psi_A=cast(self.psi_A, dtype),
             psi_G=cast(self.psi_G, dtype),
-            sigma_cond=[KronSumInverse(*cast([s.K1, s.K2, s.denom], dtype)) for s in self.sigma_cond],
+            sigma_cond=[
+                KronSumInverse(*cast([s.K1, s.K2, s.denom], dtype)) for s in self.sigma_cond
+            ],
             sigma_last=self.sigma_last.astype(dtype),
         )
 
@@ -431,14 +461,18 @@ class BlockTridiagonalInverse(CurvatureInverse):
         }
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> BlockTridiagonalInverse:
+    def from_state_dict(
+        cls, d: dict[str, Any], asarray: Callable[[Any], Any]
+    ) -> BlockTridiagonalInverse:
         def dev(name: str) -> list[Any]:
             return [asarray(a) for a in d[name]]
 
         return cls(
             psi_A=dev("psi_A"),
             psi_G=dev("psi_G"),
-            sigma_cond=[KronSumInverse(*t) for t in zip(dev("K1"), dev("K2"), dev("denom"), strict=True)],
+            sigma_cond=[
+                KronSumInverse(*t) for t in zip(dev("K1"), dev("K2"), dev("denom"), strict=True)
+            ],
             sigma_last=BlockDiagonalInverse(dev("A_inv_last"), dev("G_inv_last")),
         )
 
@@ -448,9 +482,15 @@ class BlockTridiagonalInverse(CurvatureInverse):
         L = len(A)
         A_off = [(sizes[k] + 1, sizes[k + 1] + 1) for k in range(L - 1)]
         G_off = [(sizes[k + 1], sizes[k + 2]) for k in range(L - 1)]
-        return {"psi_A": A_off, "psi_G": G_off, "K1": A[:-1], "K2": G[:-1],
-                "denom": [(g[0], a[0]) for a, g in zip(A[:-1], G[:-1], strict=True)],
-                "A_inv_last": A[-1:], "G_inv_last": G[-1:]}
+        return {
+            "psi_A": A_off,
+            "psi_G": G_off,
+            "K1": A[:-1],
+            "K2": G[:-1],
+            "denom": [(g[0], a[0]) for a, g in zip(A[:-1], G[:-1], strict=True)],
+            "A_inv_last": A[-1:],
+            "G_inv_last": G[-1:],
+        }
 
     @classmethod
     def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
@@ -472,11 +512,16 @@ def block_tridiagonal_inverse(
     pG = [psi_G(G_off[k], G_inv[k + 1]) for k in range(L - 1)]
     # C = Ψ^Ā Ā_{i,i} Ψ^Āᵀ = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ, D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ (Appendix B).
     sigma_cond = kron_sum_inverses(
-        [(A_diag[k], G_diag[k], symmetrize(pA[k] @ A_off[k].T), symmetrize(pG[k] @ G_off[k].T)) for k in range(L - 1)],
+        [
+            (A_diag[k], G_diag[k], symmetrize(pA[k] @ A_off[k].T), symmetrize(pG[k] @ G_off[k].T))
+            for k in range(L - 1)
+        ],
         -1,
     )
     return BlockTridiagonalInverse(
-        psi_A=pA, psi_G=pG, sigma_cond=sigma_cond,
+        psi_A=pA,
+        psi_G=pG,
+        sigma_cond=sigma_cond,
         sigma_last=BlockDiagonalInverse(A_inv=[A_inv[-1]], G_inv=[G_inv[-1]]),
     )
 
@@ -495,7 +540,9 @@ def apply_lambda(inv: BlockTridiagonalInverse, U: Sequence[Any]) -> list[Any]:
 
 def apply_xi_transpose(inv: BlockTridiagonalInverse, Z: Sequence[Any]) -> list[Any]:
     """w = Ξᵀ z: w_1 = z_1, w_i = z_i − Ψ^Gᵀ_{i-1,i} z_{i-1} Ψ^Ā_{i-2,i-1} (§4.3)."""
-    return [Z[0]] + [Z[k] - inv.psi_G[k - 1].T @ Z[k - 1] @ inv.psi_A[k - 1] for k in range(1, len(Z))]
+    return [Z[0]] + [
+        Z[k] - inv.psi_G[k - 1].T @ Z[k - 1] @ inv.psi_A[k - 1] for k in range(1, len(Z))
+    ]
 
 
 def apply_block_tridiagonal_inverse(inv: BlockTridiagonalInverse, V: Sequence[Any]) -> list[Any]:

@@ -26,7 +26,12 @@ from .outputs import OutputDistribution, get_output
 
 def check_eta(eta: Any) -> None:
     """:class:`ConfigError` unless the ℓ2 weight cost η (§2.1) is a finite number ≥ 0."""
-    ok = isinstance(eta, numbers.Real) and not isinstance(eta, bool) and math.isfinite(eta) and eta >= 0
+    ok = (
+        isinstance(eta, numbers.Real)
+        and not isinstance(eta, bool)
+        and math.isfinite(eta)
+        and eta >= 0
+    )
     if not ok:
         raise ConfigError(f"η (eta, the ℓ2 weight cost) must be a finite number ≥ 0, got {eta!r}")
 
@@ -77,7 +82,9 @@ class MLP:
     ) -> None:
         sizes = [int(d) for d in layer_sizes]
         if len(sizes) < 2 or any(d < 1 for d in sizes):
-            raise ConfigError(f"layer_sizes must list at least two positive widths, got {list(layer_sizes)}")
+            raise ConfigError(
+                f"layer_sizes must list at least two positive widths, got {list(layer_sizes)}"
+            )
         n_hidden = len(sizes) - 2
         if isinstance(activations, str):
             activations = [activations] * n_hidden
@@ -117,7 +124,9 @@ class MLP:
             raise ShapeError(f"expected {self.n_layers} weight matrices, got {len(weights)}")
         for i, (W, shape) in enumerate(zip(weights, self.shapes, strict=True), start=1):
             if tuple(W.shape) != shape:
-                raise ShapeError(f"W_{i} has shape {tuple(W.shape)}; expected {shape} = (d_{i}, d_{i-1}+1)")
+                raise ShapeError(
+                    f"W_{i} has shape {tuple(W.shape)}; expected {shape} = (d_{i}, d_{i - 1}+1)"
+                )
 
     def check_input_shape(self, X: Any) -> None:
         """Raise :class:`ShapeError` unless X is (n, d_0), :class:`ConfigError` unless float32/64.
@@ -125,16 +134,22 @@ class MLP:
         Checks shapes and dtype only (no pass over the data, no GPU synchronization).
         """
         if X.ndim != 2 or X.shape[1] != self.layer_sizes[0]:
-            raise ShapeError(f"X has shape {tuple(X.shape)}; expected (n_examples, {self.layer_sizes[0]})")
+            raise ShapeError(
+                f"X has shape {tuple(X.shape)}; expected (n_examples, {self.layer_sizes[0]})"
+            )
         if numpy.dtype(X.dtype).name not in KNOWN_DTYPES:
-            raise ConfigError(f"X has dtype {numpy.dtype(X.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}")
+            raise ConfigError(
+                f"X has dtype {numpy.dtype(X.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
+            )
 
     def check_finite_weights(self, weights: Sequence[Any]) -> None:
         """:meth:`check_weights`, then :class:`NonFiniteError` naming W_i if it holds NaN or inf."""
         self.check_weights(weights)
         for i, W in enumerate(weights, start=1):
             if numpy.dtype(W.dtype).name not in KNOWN_DTYPES:
-                raise ConfigError(f"W_{i} has dtype {numpy.dtype(W.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}")
+                raise ConfigError(
+                    f"W_{i} has dtype {numpy.dtype(W.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
+                )
             if not bool(get_array_module(W).isfinite(W).all()):
                 raise NonFiniteError(f"W_{i} contains NaN or infinite values")
 
@@ -145,7 +160,9 @@ class MLP:
                 f"targets have shape {tuple(Y.shape)}; expected ({X.shape[0]}, {self.layer_sizes[-1]})"
             )
         if numpy.dtype(Y.dtype).name not in KNOWN_DTYPES:
-            raise ConfigError(f"targets have dtype {numpy.dtype(Y.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}")
+            raise ConfigError(
+                f"targets have dtype {numpy.dtype(Y.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
+            )
 
     def check_inputs(self, X: Any, Y: Any | None = None) -> None:
         """Raise for malformed X (and targets Y): :class:`ShapeError` (shape, no rows),
@@ -166,7 +183,9 @@ class MLP:
             raise NonFiniteError("targets contain NaN or infinite values")
         self.output.check_targets(Y)
 
-    def validate(self, weights: Sequence[Any], X: Any, Y: Any | None = None, eta: float = 0.0) -> None:
+    def validate(
+        self, weights: Sequence[Any], X: Any, Y: Any | None = None, eta: float = 0.0
+    ) -> None:
         """Everything a public entry checks: weights (shapes, dtype, finite), X and Y
         (:meth:`check_inputs`; Y's shape against the network's output) and η (finite, ≥ 0)."""
         self.check_finite_weights(weights)
@@ -174,7 +193,9 @@ class MLP:
         if Y is not None:
             out_shape = (X.shape[0], self.layer_sizes[-1])
             if tuple(Y.shape) != out_shape:
-                raise ShapeError(f"targets have shape {tuple(Y.shape)} but outputs have shape {out_shape}")
+                raise ShapeError(
+                    f"targets have shape {tuple(Y.shape)} but outputs have shape {out_shape}"
+                )
             self.check_target_shape(X, Y)
             self._check_target_values(Y)
         check_eta(eta)
@@ -206,12 +227,18 @@ class MLP:
             W = numpy.zeros((d_out, d_in1))
             k = n_nonzero if replace else min(n_nonzero, d_in)
             for r in range(d_out):
-                cols = rng.integers(0, d_in, size=k) if replace else rng.choice(d_in, size=k, replace=False)
+                cols = (
+                    rng.integers(0, d_in, size=k)
+                    if replace
+                    else rng.choice(d_in, size=k, replace=False)
+                )
                 W[r, cols] = scale * rng.standard_normal(k)
             weights.append(backend.asarray(W))
         return weights
 
-    def init_gaussian(self, seed: int | None = 0, backend: Backend | None = None, scale: float = 1.0) -> list[Any]:
+    def init_gaussian(
+        self, seed: int | None = 0, backend: Backend | None = None, scale: float = 1.0
+    ) -> list[Any]:
         """Dense initialization W_ij ~ N(0, scale² / fan_in), biases N(0, scale²/fan_in) too."""
         backend = backend or get_backend()
         rng = numpy.random.default_rng(seed)
@@ -267,7 +294,9 @@ class MLP:
         return [g_k.T @ abar_k / n for g_k, abar_k in zip(g, fwd.abar, strict=True)]
 
     # ----------------------------------------------------------------- objective
-    def loss(self, weights: Sequence[Any], X: Any, Y: Any, eta: float = 0.0, validate: bool = True) -> Any:
+    def loss(
+        self, weights: Sequence[Any], X: Any, Y: Any, eta: float = 0.0, validate: bool = True
+    ) -> Any:
         """h(θ) = mean over cases of L(y, z) + (η/2)‖θ‖² (§2.1), a 0-d array.
 
         ``validate`` checks the weights, X, Y and η first (:meth:`validate`); loops that checked
@@ -304,7 +333,13 @@ class MLP:
 
 
 def check_step_inputs(
-    mlp: MLP, k: int, weights: Sequence[Any], X: Any, Y: Any, batch: HostBatch, validate: bool = True
+    mlp: MLP,
+    k: int,
+    weights: Sequence[Any],
+    X: Any,
+    Y: Any,
+    batch: HostBatch,
+    validate: bool = True,
 ) -> None:
     """What a step receives; errors name iteration k. Shapes and dtypes are checked at once; the
     weights' finiteness is queued on ``batch`` (no synchronization of its own). ``validate=True``

@@ -42,7 +42,10 @@ BASE_STATS = ("A_diag", "G_diag", "A_off", "G_off")  # always saved, None or not
 
 # ------------------------------------------------------------- §8 steps 3 and 4, pure
 def curvature_inverse(
-    stats: FactorStats, gamma: float, structure: str | type[CurvatureInverse], linalg_dtype: Any = None
+    stats: FactorStats,
+    gamma: float,
+    structure: str | type[CurvatureInverse],
+    linalg_dtype: Any = None,
 ) -> CurvatureInverse:
     """The damped inverse (F̆⁻¹ of §4.2, F̂⁻¹ of §4.3, … :mod:`kfac_ref.structures`) of the
     statistics with factored Tikhonov damping γ (§6.3).
@@ -67,9 +70,21 @@ def inverse_refresh_due(k: int, have_inverse: bool, first: int, T3: int) -> bool
 
 
 def step_record(
-    k: int, n: int, h: float, lam: float, gamma: float, best: Rescaling, rho: float, h_new: float,
-    eps: float, refresh: bool, search: bool, rescalings: Sequence[Rescaling], host: dict[str, Any],
-    idx_stats: Any, idx_fisher: Any,
+    k: int,
+    n: int,
+    h: float,
+    lam: float,
+    gamma: float,
+    best: Rescaling,
+    rho: float,
+    h_new: float,
+    eps: float,
+    refresh: bool,
+    search: bool,
+    rescalings: Sequence[Rescaling],
+    host: dict[str, Any],
+    idx_stats: Any,
+    idx_fisher: Any,
 ) -> dict[str, float]:
     """The log record of one step (the keys :meth:`KFAC.step` documents)."""
     changes = [r.model_change for r in rescalings] if search else [math.nan] * 3
@@ -123,12 +138,16 @@ def check_state_scalars(state: Any, names: Sequence[str]) -> None:
     """:class:`ConfigError` unless ``state.k`` is an integer ≥ 0 and each named scalar of the
     state (λ, γ) is a finite number > 0 (Python floats: no GPU synchronization)."""
     if not isinstance(state.k, int) or state.k < 0:
-        raise ConfigError(f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}")
+        raise ConfigError(
+            f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}"
+        )
     for name in names:
         v = getattr(state, name)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             symbol = {"lam": "λ", "gamma": "γ"}.get(name, name)
-            raise ConfigError(f"{symbol} ({name}) of the optimizer state must be a finite number > 0, got {v!r}")
+            raise ConfigError(
+                f"{symbol} ({name}) of the optimizer state must be a finite number > 0, got {v!r}"
+            )
 
 
 class KFAC:
@@ -160,11 +179,19 @@ class KFAC:
         try:
             return self.structure.from_stats(stats, gamma, linalg_dtype)
         except NonFiniteError as exc:
-            raise NonFiniteError(f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}") from None
+            raise NonFiniteError(
+                f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}"
+            ) from None
 
     # ------------------------------------------------------------------ step
     def step(
-        self, weights: Sequence[Any], state: KFACState, X: Any, Y: Any, rng: Any, validate: bool = True
+        self,
+        weights: Sequence[Any],
+        state: KFACState,
+        X: Any,
+        Y: Any,
+        rng: Any,
+        validate: bool = True,
     ) -> tuple[list[Any], KFACState, dict[str, float]]:
         """One iteration of Algorithm 2 on the mini-batch (X, Y); returns (θ + δ, state, info).
 
@@ -200,19 +227,38 @@ class KFAC:
         batch.require_finite(grads, f"iteration {k}: the gradient ∇h is not finite")
         # 2. the statistics on a τ1-subset, reusing its rows of the forward pass (§5).
         idx_stats = choose_subset(n, cfg.tau1, rng)
-        stats, eps = running_statistics(mlp, weights, subset_forward(fwd, idx_stats), state.stats, rng, k,
-                                        self.structure.statistics, cfg.stats_method, cfg.max_stat_decay)
+        stats, eps = running_statistics(
+            mlp,
+            weights,
+            subset_forward(fwd, idx_stats),
+            state.stats,
+            rng,
+            k,
+            self.structure.statistics,
+            cfg.stats_method,
+            cfg.max_stat_decay,
+        )
         batch.require_finite(stats.arrays(), f"iteration {k}: the factor statistics is not finite")
         # 3. the damped inverses: at k ≤ 3 and every T3 (§4, §6.3, §8); three γ every T2 (§6.6).
-        refresh = inverse_refresh_due(k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3)
+        refresh = inverse_refresh_due(
+            k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3
+        )
         search = k % cfg.T2 == 0
-        gammas = gammas_to_try(state.gamma, search, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value)
+        gammas = gammas_to_try(
+            state.gamma, search, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value
+        )
         if refresh:
             batch.fetch()  # the inverses must not start from non-finite statistics
-        inverses = [self._inverse(k, stats, gamma) for gamma in gammas] if refresh else [state.inverse] * len(gammas)
+        inverses = (
+            [self._inverse(k, stats, gamma) for gamma in gammas]
+            if refresh
+            else [state.inverse] * len(gammas)
+        )
         # 4. Δ = −F⁻¹∇h; α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
         idx_fisher = choose_subset(n, cfg.tau2_value, rng)
-        rescalings = self._rescalings(k, weights, subset_forward(fwd, idx_fisher), grads, inverses, state, batch)
+        rescalings = self._rescalings(
+            k, weights, subset_forward(fwd, idx_fisher), grads, inverses, state, batch
+        )
         # 5. the γ whose δ has the lowest M(δ) (§6.6); θ ← θ + δ.
         c = self._choose_gamma(k, gammas, rescalings)
         best = rescalings[c]
@@ -221,20 +267,49 @@ class KFAC:
         # 6. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule for λ (§6.5).
         lam_due = k % cfg.T1 == 0
         if lam_due:
-            batch.scalar("h_new", mlp.loss(new_weights, X, Y, cfg.eta, validate=False),
-                         f"iteration {k}: the loss h(θ + δ) is not finite")
+            batch.scalar(
+                "h_new",
+                mlp.loss(new_weights, X, Y, cfg.eta, validate=False),
+                f"iteration {k}: the loss h(θ + δ) is not finite",
+            )
         host = batch.fetch()
         h, h_new, lam, rho, gamma = host["h"], math.nan, state.lam, math.nan, float(gammas[c])
         if lam_due:
             h_new = host["h_new"]
-            lam, rho = adjust_lambda(lam, h_new, h, best.model_change, cfg.omega1_value, cfg.lam_min, cfg.lam_max)
-        new_state = KFACState(k=k, lam=lam, gamma=gamma, stats=stats, inverse=inverses[c], delta=best.delta)
-        info = step_record(k, n, h, lam, gamma, best, rho, h_new, eps, refresh, search, rescalings, host, idx_stats, idx_fisher)
+            lam, rho = adjust_lambda(
+                lam, h_new, h, best.model_change, cfg.omega1_value, cfg.lam_min, cfg.lam_max
+            )
+        new_state = KFACState(
+            k=k, lam=lam, gamma=gamma, stats=stats, inverse=inverses[c], delta=best.delta
+        )
+        info = step_record(
+            k,
+            n,
+            h,
+            lam,
+            gamma,
+            best,
+            rho,
+            h_new,
+            eps,
+            refresh,
+            search,
+            rescalings,
+            host,
+            idx_stats,
+            idx_fisher,
+        )
         return new_weights, new_state, info
 
     def _rescalings(
-        self, k: int, weights: Sequence[Any], fwd_fisher: Any, grads: Sequence[Any],
-        inverses: Sequence[CurvatureInverse], state: KFACState, batch: HostBatch,
+        self,
+        k: int,
+        weights: Sequence[Any],
+        fwd_fisher: Any,
+        grads: Sequence[Any],
+        inverses: Sequence[CurvatureInverse],
+        state: KFACState,
+        batch: HostBatch,
     ) -> list[Rescaling]:
         """For each inverse: Δ = −F⁻¹∇h and the §7 solution δ = αΔ + μδ₀; the quadratic models
         of all γ candidates come to the host together (one fetch of ``batch``)."""
@@ -243,11 +318,16 @@ class KFAC:
         J_delta0 = None if delta0 is None else self.mlp.jvp(weights, fwd_fisher, delta0)
         Deltas = [natural_gradient_direction(inverse, grads) for inverse in inverses]
         for c, Delta in enumerate(Deltas):
-            Q, r = quadratic_model_on_span(self.mlp, weights, fwd_fisher, grads, Delta, delta0, J_delta0, state.lam + cfg.eta)
+            Q, r = quadratic_model_on_span(
+                self.mlp, weights, fwd_fisher, grads, Delta, delta0, J_delta0, state.lam + cfg.eta
+            )
             batch.value(f"Q{c}", Q)
             batch.value(f"r{c}", r)
         host = batch.fetch()
-        return [rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0) for c, Delta in enumerate(Deltas)]
+        return [
+            rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0)
+            for c, Delta in enumerate(Deltas)
+        ]
 
     @staticmethod
     def _choose_gamma(k: int, gammas: Sequence[float], rescalings: Sequence[Rescaling]) -> int:
@@ -257,7 +337,13 @@ class KFAC:
             raise NonFiniteError(f"iteration {k}: {exc}") from None
 
     @staticmethod
-    def _queue_update(k: int, grads: Sequence[Any], delta: Sequence[Any], new_weights: Sequence[Any], batch: HostBatch) -> None:
+    def _queue_update(
+        k: int,
+        grads: Sequence[Any],
+        delta: Sequence[Any],
+        new_weights: Sequence[Any],
+        batch: HostBatch,
+    ) -> None:
         """Queue the checks of δ and θ + δ and the norms ‖∇h‖², ‖δ‖² for the log."""
         batch.require_finite(delta, f"iteration {k}: the update δ is not finite")
         batch.require_finite(new_weights, f"iteration {k}: the new weights θ + δ is not finite")
@@ -284,7 +370,9 @@ class KFAC:
         if state.stats is not None:
             s = state.stats
             # the four statistics of F̆, F̂ always (format 1), the others where the structure keeps them
-            d["stats"] = {k: host(v) for k, v in s.fields().items() if v is not None or k in BASE_STATS}
+            d["stats"] = {
+                k: host(v) for k, v in s.fields().items() if v is not None or k in BASE_STATS
+            }
         if state.inverse is not None:
             d["inverse"] = state.inverse.state_dict()
         return d
@@ -293,8 +381,15 @@ class KFAC:
         """The shape of every array of a :meth:`state_dict` for this network, by key."""
         sizes = self.mlp.layer_sizes
         out = {"delta": self.mlp.shapes}
-        out.update({f"stats.{key}": shapes for key, shapes in stats_shapes(sizes, self.structure.statistics).items()})
-        out.update({f"inverse.{key}": shapes for key, shapes in self.structure.state_shapes(sizes).items()})
+        out.update(
+            {
+                f"stats.{key}": shapes
+                for key, shapes in stats_shapes(sizes, self.structure.statistics).items()
+            }
+        )
+        out.update(
+            {f"inverse.{key}": shapes for key, shapes in self.structure.state_shapes(sizes).items()}
+        )
         return out
 
     def _check_state_dict(self, d: dict[str, Any]) -> None:
@@ -303,7 +398,9 @@ class KFAC:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ConfigError(f"not a K-FAC state (format {got!r}, expected {STATE_FORMAT!r})")
         if d.get("structure") != self.config.structure:
-            raise ConfigError(f"the saved state is for {d.get('structure')!r}, this optimizer is {self.config.structure!r}")
+            raise ConfigError(
+                f"the saved state is for {d.get('structure')!r}, this optimizer is {self.config.structure!r}"
+            )
         for key, shapes in self._state_shapes(d).items():
             node: Any = d
             for part in key.split("."):
@@ -312,7 +409,9 @@ class KFAC:
                 continue  # before the first step, or the other structure's off-diagonals
             got = [tuple(a.shape) for a in node] if isinstance(node, list) else node
             if got != list(shapes):
-                raise ShapeError(f"the saved state's {key} has shapes {got}; this network needs {list(shapes)}")
+                raise ShapeError(
+                    f"the saved state's {key} has shapes {got}; this network needs {list(shapes)}"
+                )
 
     def load_state_dict(self, d: dict[str, Any]) -> KFACState:
         """The :class:`KFACState` of :meth:`state_dict`'s output, on this optimizer's backend
@@ -326,7 +425,16 @@ class KFAC:
         if d["stats"] is not None:
             s = d["stats"]
             stats = FactorStats(**{k: dev(s.get(k)) for k in FactorStats.names()})
-        inverse = None if d["inverse"] is None else self.structure.from_state_dict(d["inverse"], self.backend.asarray)
+        inverse = (
+            None
+            if d["inverse"] is None
+            else self.structure.from_state_dict(d["inverse"], self.backend.asarray)
+        )
         return KFACState(
-            k=int(d["k"]), lam=float(d["lam"]), gamma=float(d["gamma"]), stats=stats, inverse=inverse, delta=dev(d["delta"])
+            k=int(d["k"]),
+            lam=float(d["lam"]),
+            gamma=float(d["gamma"]),
+            stats=stats,
+            inverse=inverse,
+            delta=dev(d["delta"]),
         )

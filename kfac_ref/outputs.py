@@ -63,7 +63,9 @@ class OutputDistribution:
 
 def _check_same_shape(s: Any, y: Any) -> None:
     if s.shape != y.shape:
-        raise ShapeError(f"targets have shape {tuple(y.shape)} but outputs have shape {tuple(s.shape)}")
+        raise ShapeError(
+            f"targets have shape {tuple(y.shape)} but outputs have shape {tuple(s.shape)}"
+        )
 
 
 def _softplus(s: Any) -> Any:

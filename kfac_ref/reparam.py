@@ -68,22 +68,32 @@ def _check_transforms(mlp: MLP, omegas: Sequence[Any], phis: Sequence[Any] | Non
     """Raise :class:`ShapeError` for wrong shapes, :class:`ConfigError` if an Ω drops the 1."""
     d = mlp.layer_sizes
     if len(omegas) != mlp.n_layers:
-        raise ShapeError(f"expected {mlp.n_layers} matrices Ω_0..Ω_{mlp.n_layers - 1}, got {len(omegas)}")
+        raise ShapeError(
+            f"expected {mlp.n_layers} matrices Ω_0..Ω_{mlp.n_layers - 1}, got {len(omegas)}"
+        )
     for k, Omega in enumerate(omegas):
         if tuple(Omega.shape) != (d[k] + 1, d[k] + 1):
-            raise ShapeError(f"Ω_{k} has shape {tuple(Omega.shape)}; expected {(d[k] + 1, d[k] + 1)}")
+            raise ShapeError(
+                f"Ω_{k} has shape {tuple(Omega.shape)}; expected {(d[k] + 1, d[k] + 1)}"
+            )
         xp = get_array_module(Omega)
         last = xp.zeros(d[k] + 1, dtype=Omega.dtype)
         last[-1] = 1.0
         if not bool((Omega[-1] == last).all()):
-            raise ConfigError(f"the last row of Ω_{k} must be [0, …, 0, 1] to keep the homogeneous 1")
+            raise ConfigError(
+                f"the last row of Ω_{k} must be [0, …, 0, 1] to keep the homogeneous 1"
+            )
     if phis is None:
         return
     if len(phis) != mlp.n_layers - 1:
-        raise ShapeError(f"expected {mlp.n_layers - 1} matrices Φ_1..Φ_{mlp.n_layers - 1}, got {len(phis)}")
+        raise ShapeError(
+            f"expected {mlp.n_layers - 1} matrices Φ_1..Φ_{mlp.n_layers - 1}, got {len(phis)}"
+        )
     for k, Phi in enumerate(phis):
         if tuple(Phi.shape) != (d[k + 1], d[k + 1]):
-            raise ShapeError(f"Φ_{k + 1} has shape {tuple(Phi.shape)}; expected {(d[k + 1], d[k + 1])}")
+            raise ShapeError(
+                f"Φ_{k + 1} has shape {tuple(Phi.shape)}; expected {(d[k + 1], d[k + 1])}"
+            )
 
 
 def _phi_list(omegas: Sequence[Any], phis: Sequence[Any] | None) -> list[Any]:
@@ -110,7 +120,9 @@ def _inv(Phi: Any) -> Any:
 
 
 # ------------------------------------------------------------------ the maps
-def transform_weights(weights: Sequence[Any], omegas: Sequence[Any], phis: Sequence[Any] | None = None) -> list[Any]:
+def transform_weights(
+    weights: Sequence[Any], omegas: Sequence[Any], phis: Sequence[Any] | None = None
+) -> list[Any]:
     """W†_i = Φ_i W_i Ω_{i-1}⁻¹ (§10): the transformed network's parameters for the same function."""
     out = []
     for W, Omega, Phi in zip(weights, omegas, _phi_list(omegas, phis), strict=True):
@@ -131,7 +143,9 @@ def untransform_weights(
     return out
 
 
-def transform_gradients(grads: Sequence[Any], omegas: Sequence[Any], phis: Sequence[Any] | None = None) -> list[Any]:
+def transform_gradients(
+    grads: Sequence[Any], omegas: Sequence[Any], phis: Sequence[Any] | None = None
+) -> list[Any]:
     """DW†_i = Φ_i⁻ᵀ DW_i Ω_{i-1}ᵀ (chain rule through W_i = Φ_i⁻¹ W†_i Ω_{i-1})."""
     out = []
     for dW, Omega, Phi in zip(grads, omegas, _phi_list(omegas, phis), strict=True):
@@ -148,7 +162,10 @@ def transform_factors(
     Phi_inv = [_inv(P) for P in _phi_list(omegas, phis)]
     Phi_inv_T = [None if P is None else P.T for P in Phi_inv]
     A_bar = [[omegas[k] @ factors.A_bar[k][l] @ omegas[l].T for l in range(L)] for k in range(L)]
-    G = [[_left(Phi_inv_T[k], _right(factors.G[k][l], Phi_inv[l])) for l in range(L)] for k in range(L)]
+    G = [
+        [_left(Phi_inv_T[k], _right(factors.G[k][l], Phi_inv[l])) for l in range(L)]
+        for k in range(L)
+    ]
     return KroneckerFactors(A_bar=A_bar, G=G)
 
 

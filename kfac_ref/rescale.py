@@ -89,13 +89,19 @@ def quadratic_model(
     """
     xp = get_array_module(*directions[0])
     d = len(directions)
-    extra = {(i, j): damping * inner(directions[i], directions[j]) for i in range(d) for j in range(i, d)}
-    Q = xp.stack([F_gram[i, j] + extra[min(i, j), max(i, j)] for i in range(d) for j in range(d)]).reshape(d, d)
+    extra = {
+        (i, j): damping * inner(directions[i], directions[j]) for i in range(d) for j in range(i, d)
+    }
+    Q = xp.stack(
+        [F_gram[i, j] + extra[min(i, j), max(i, j)] for i in range(d) for j in range(d)]
+    ).reshape(d, d)
     r = xp.stack([inner(grads, v) for v in directions])
     return Q, r
 
 
-def solve_quadratic_model(Q: numpy.ndarray, r: numpy.ndarray, rcond: float) -> tuple[numpy.ndarray, float]:
+def solve_quadratic_model(
+    Q: numpy.ndarray, r: numpy.ndarray, rcond: float
+) -> tuple[numpy.ndarray, float]:
     """c = −Q⁺ r minimizing ½ cᵀQc + rᵀc, and its value ½ cᵀr = M(δ) − M(0) (§7, [code] ``pinv``).
 
     Host float64 arrays. ``rcond``: singular values below rcond × the largest are treated as
@@ -120,7 +126,10 @@ def rescaling_from_model(
     ``delta0`` = None means μ = 0 and a 1×1 solve; so does a zero δ₀ (Q₁₁ = 0: [code] drops
     zero directions).
     """
-    Q, r = numpy.asarray(Q, dtype=numpy.float64).reshape(len(r), len(r)), numpy.asarray(r, dtype=numpy.float64)
+    Q, r = (
+        numpy.asarray(Q, dtype=numpy.float64).reshape(len(r), len(r)),
+        numpy.asarray(r, dtype=numpy.float64),
+    )
     two = delta0 is not None
     if two and Q[1, 1] == 0.0:  # δ₀ = 0: drop it
         two, Q, r = False, Q[:1, :1], r[:1]

@@ -84,7 +84,11 @@ class Philox:
     def state_dict(self) -> dict[str, Any]:
         """{"bit_generator": "philox4x32-10", "key": [lo, hi], "counter": [lo, hi]}: 32-bit words,
         so any JSON reader (or an int64 array) holds them exactly."""
-        return {"bit_generator": PHILOX_NAME, "key": _words32(self.key), "counter": _words32(self.counter)}
+        return {
+            "bit_generator": PHILOX_NAME,
+            "key": _words32(self.key),
+            "counter": _words32(self.counter),
+        }
 
     @classmethod
     def from_state(cls, xp: Any, state: dict[str, Any]) -> Philox:
@@ -116,10 +120,14 @@ class Philox:
             bits = ((w[:, 0] >> 5) << 26) | (w[:, 1] >> 6)  # 27 + 26 = 53 bits
             u = bits.astype(xp.float64) * (2.0**-53)
         else:
-            raise ConfigError(f"random numbers of dtype {numpy.dtype(dtype).name}: use float32 or float64")
+            raise ConfigError(
+                f"random numbers of dtype {numpy.dtype(dtype).name}: use float32 or float64"
+            )
         return u.reshape(shape)
 
-    def standard_normal(self, size: int | tuple[int, ...] | None = None, dtype: Any = numpy.float64) -> Any:
+    def standard_normal(
+        self, size: int | tuple[int, ...] | None = None, dtype: Any = numpy.float64
+    ) -> Any:
         """N(0, 1) numbers by the Box–Muller transform of pairs of uniforms (float64 inside)."""
         xp = self.xp
         shape = () if size is None else (size,) if isinstance(size, int) else tuple(size)
@@ -165,4 +173,6 @@ class RunGenerator:
                 "the checkpoint holds no device generator state (written by a NumPy run or an older "
                 "version), so a CuPy run cannot resume it exactly; resume it on NumPy or start afresh"
             )
-        self.device = Philox.from_state(self.xp, {"bit_generator": d["kind"], "key": d["key"], "counter": d["counter"]})
+        self.device = Philox.from_state(
+            self.xp, {"bit_generator": d["kind"], "key": d["key"], "counter": d["counter"]}
+        )

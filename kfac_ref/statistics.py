@@ -61,7 +61,9 @@ class FactorStats:
 
     def astype(self, dtype: Any) -> FactorStats:
         """The statistics in ``dtype`` (arrays already in it are not copied)."""
-        return FactorStats(**{k: None if v is None else cast(v, dtype) for k, v in self.fields().items()})
+        return FactorStats(
+            **{k: None if v is None else cast(v, dtype) for k, v in self.fields().items()}
+        )
 
 
 def upper_pairs(L: int) -> list[tuple[int, int]]:
@@ -133,7 +135,9 @@ def subset_forward(fwd: Forward, idx: Any | None) -> Forward:
     """The rows ``idx`` of a forward pass (its ā, s and φ'); ``idx`` = None returns ``fwd``."""
     if idx is None:
         return fwd
-    return Forward(abar=[a[idx] for a in fwd.abar], s=[s[idx] for s in fwd.s], dphi=[d[idx] for d in fwd.dphi])
+    return Forward(
+        abar=[a[idx] for a in fwd.abar], s=[s[idx] for s in fwd.s], dphi=[d[idx] for d in fwd.dphi]
+    )
 
 
 def batch_factor_stats(
@@ -154,7 +158,12 @@ def batch_factor_stats(
 
 
 def batch_statistics(
-    mlp: MLP, weights: Sequence[Any], fwd: Forward, rng: Any, names: Sequence[str], method: str = "sample"
+    mlp: MLP,
+    weights: Sequence[Any],
+    fwd: Forward,
+    rng: Any,
+    names: Sequence[str],
+    method: str = "sample",
 ) -> FactorStats:
     """Batch estimates of the statistics ``names`` (fields of :class:`FactorStats`) on the
     cases of ``fwd`` (§5), with the backward passes of ``method`` (:func:`batch_factor_stats`).
@@ -198,7 +207,9 @@ def exact_fisher_of_cases(mlp: MLP, weights: Sequence[Any], fwd: Forward) -> Any
     n = fwd.abar[0].shape[0]
     total: Any = 0.0
     for g in exact_G_passes(mlp, weights, fwd):
-        J = xp.concatenate([per_case_vec_grad(a, g_k) for a, g_k in zip(fwd.abar, g, strict=True)], axis=1)
+        J = xp.concatenate(
+            [per_case_vec_grad(a, g_k) for a, g_k in zip(fwd.abar, g, strict=True)], axis=1
+        )
         total = total + J.T @ J
     return total / n
 

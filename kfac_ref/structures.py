@@ -23,7 +23,9 @@ STRUCTURES: dict[str, type[CurvatureInverse]] = {
     )
 }
 #: the Kronecker-factored structures, which scale to the paper's networks
-FACTORED: dict[str, type[CurvatureInverse]] = {name: cls for name, cls in STRUCTURES.items() if cls.factored}
+FACTORED: dict[str, type[CurvatureInverse]] = {
+    name: cls for name, cls in STRUCTURES.items() if cls.factored
+}
 
 
 def get_structure(name: str) -> type[CurvatureInverse]:
@@ -31,7 +33,9 @@ def get_structure(name: str) -> type[CurvatureInverse]:
     try:
         return STRUCTURES[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown structure {name!r}; choose one of {', '.join(STRUCTURES)}") from None
+        raise ConfigError(
+            f"unknown structure {name!r}; choose one of {', '.join(STRUCTURES)}"
+        ) from None
 
 
 def structure_of_method(method: str) -> type[CurvatureInverse] | None:

@@ -43,7 +43,9 @@ def theta_to_weights(theta: Any, shapes: Sequence[tuple[int, int]]) -> list[Any]
     """The list [W_1, …, W_ℓ] whose θ is ``theta`` (inverse of :func:`weights_to_theta`)."""
     sizes = [r * c for r, c in shapes]
     if theta.ndim != 1 or theta.shape[0] != sum(sizes):
-        raise ShapeError(f"θ has shape {tuple(theta.shape)}; expected ({sum(sizes)},) for shapes {list(shapes)}")
+        raise ShapeError(
+            f"θ has shape {tuple(theta.shape)}; expected ({sum(sizes)},) for shapes {list(shapes)}"
+        )
     out, start = [], 0
     for size, shape in zip(sizes, shapes, strict=True):
         out.append(unvec(theta[start : start + size], shape))

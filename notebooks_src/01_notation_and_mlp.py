@@ -79,7 +79,10 @@ for k, W in enumerate(weights):
     s = abar @ W.T  # s_{k+1} = W_{k+1} ā_k, one row per case
     assert np.allclose(abar, fwd.abar[k]) and np.allclose(s, fwd.s[k])
     a = np.tanh(s) if k < mlp.n_layers - 1 else None
-print("forward pass reproduced; last column of every ā is 1:", all(np.all(ab[:, -1] == 1) for ab in fwd.abar))
+print(
+    "forward pass reproduced; last column of every ā is 1:",
+    all(np.all(ab[:, -1] == 1) for ab in fwd.abar),
+)
 
 # %% [markdown]
 # ## The backward pass in the paper's symbols
@@ -165,7 +168,9 @@ def h_of(theta_vec: np.ndarray) -> float:
 _, grads_eta, _ = mlp.loss_and_grad(weights, X, Y, eta)
 analytic = weights_to_theta(grads_eta)
 eps = 1e-6
-numeric = np.array([(h_of(theta + eps * e) - h_of(theta - eps * e)) / (2 * eps) for e in np.eye(theta.size)])
+numeric = np.array(
+    [(h_of(theta + eps * e) - h_of(theta - eps * e)) / (2 * eps) for e in np.eye(theta.size)]
+)
 max_err = np.abs(analytic - numeric).max() / np.abs(analytic).max()
 print(f"max |analytic − finite difference| / max |gradient| = {max_err:.2e}")
 assert max_err < 1e-7

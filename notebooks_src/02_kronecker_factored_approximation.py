@@ -64,7 +64,10 @@ Y = np.eye(3)[rng.integers(0, 3, size=n)]
 
 F = exact_fisher(mlp, weights, X)
 samples = [1, 4, 16, 64, 256]
-mc_err = [relative_error(monte_carlo_fisher(mlp, weights, X, S, rng=np.random.default_rng(S)), F) for S in samples]
+mc_err = [
+    relative_error(monte_carlo_fisher(mlp, weights, X, S, rng=np.random.default_rng(S)), F)
+    for S in samples
+]
 emp_err = relative_error(empirical_fisher(mlp, weights, X, Y), F)
 for S, e in zip(samples, mc_err, strict=True):
     print(f"Monte Carlo Fisher with {S:3d} target(s) per case: relative error {e:.4f}")
@@ -98,9 +101,17 @@ plt.show()
 fwd = mlp.forward(weights, X)
 passes = exact_G_passes(mlp, weights, fwd)  # one backward pass per column of C, F_R = C Cᵀ
 off = layer_offsets(mlp.shapes)
-F12 = sum(per_case_vec_grad(fwd.abar[0], g[0]).T @ per_case_vec_grad(fwd.abar[1], g[1]) for g in passes) / n
+F12 = (
+    sum(
+        per_case_vec_grad(fwd.abar[0], g[0]).T @ per_case_vec_grad(fwd.abar[1], g[1])
+        for g in passes
+    )
+    / n
+)
 assert np.allclose(F12, F[off[0] : off[1], off[1] : off[2]])
-assert np.allclose(sum(per_case_gradients(mlp, fwd, g).T @ per_case_gradients(mlp, fwd, g) for g in passes) / n, F)
+assert np.allclose(
+    sum(per_case_gradients(mlp, fwd, g).T @ per_case_gradients(mlp, fwd, g) for g in passes) / n, F
+)
 print("F_{1,2} =", F12.shape, "rebuilt from E[ā_0 ā_1ᵀ ⊗ g_1 g_2ᵀ]")
 
 # %% [markdown]
@@ -120,7 +131,9 @@ print("F_{1,2} =", F12.shape, "rebuilt from E[ā_0 ā_1ᵀ ⊗ g_1 g_2ᵀ]")
 # %%
 factors = kronecker_factors(mlp, weights, X, method="exact")
 F_tilde = approximate_fisher(mlp, weights, X, "full", factors=factors)
-assert np.allclose(F_tilde[off[0] : off[1], off[1] : off[2]], np.kron(factors.A_bar[0][1], factors.G[0][1]))
+assert np.allclose(
+    F_tilde[off[0] : off[1], off[1] : off[2]], np.kron(factors.A_bar[0][1], factors.G[0][1])
+)
 print(f"‖F̃ − F‖/‖F‖ = {relative_error(F_tilde, F):.4f} on this 6-5-4-3 tanh network")
 
 # %% [markdown]
@@ -135,6 +148,7 @@ print(f"‖F̃ − F‖/‖F‖ = {relative_error(F_tilde, F):.4f} on this 6-5-4
 # $\tilde F = F$ **exactly** — for a single layer and for a deep linear network alike. A
 # nonlinearity (through $\phi'(s_i)$) or a softmax output (through $p(x)$) makes $g$ depend on
 # $x$ and the approximation inexact.
+
 
 # %%
 def ftilde_error(sizes, hidden, output, seed=0):
@@ -212,7 +226,15 @@ show(axes[0], Ft_mid, np.quantile(np.abs(Ft_mid), 0.995), "|F̃|")
 show(axes[1], inv, np.quantile(np.abs(inv), 0.995), f"|F̃⁻¹|  (γ = {gamma})")
 axes[2].imshow(means, cmap="gray")
 for (k, l), m in np.ndenumerate(means):
-    axes[2].text(l, k, f"{m:.2g}", ha="center", va="center", fontsize=8, color="w" if m < means.max() / 2 else "k")
+    axes[2].text(
+        l,
+        k,
+        f"{m:.2g}",
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="w" if m < means.max() / 2 else "k",
+    )
 axes[2].set_xticks(range(4), ["W_2", "W_3", "W_4", "W_5"])
 axes[2].set_yticks(range(4), ["W_2", "W_3", "W_4", "W_5"])
 axes[2].set_title("mean |entry| per block of F̃⁻¹", fontsize=9)
@@ -245,7 +267,15 @@ assert np.allclose(E, block_relative_errors(cmp.matrices["F_tilde"], cmp.matrice
 fig, ax = plt.subplots(figsize=(4.2, 3.6))
 im = ax.imshow(E, cmap="viridis")
 for (k, l), e in np.ndenumerate(E):
-    ax.text(l, k, f"{e:.2f}", ha="center", va="center", fontsize=7, color="w" if e < E.max() / 2 else "k")
+    ax.text(
+        l,
+        k,
+        f"{e:.2f}",
+        ha="center",
+        va="center",
+        fontsize=7,
+        color="w" if e < E.max() / 2 else "k",
+    )
 labels = [f"W_{i + 1}" for i in range(net.n_layers)]
 ax.set_xticks(range(net.n_layers), labels)
 ax.set_yticks(range(net.n_layers), labels)

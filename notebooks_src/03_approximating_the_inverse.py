@@ -67,13 +67,17 @@ print(mlp, "—", off[-1], "parameters")
 # layers are known, distant layers add little: the inverse is nearly block-tridiagonal even
 # though $F$ (and $\tilde F$) are dense. The mean absolute entry per block shows it.
 
+
 # %%
 def block_means(M):
     return np.array([[np.abs(M[blk[k], blk[l]]).mean() for l in range(L)] for k in range(L)])
 
 
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), layout="constrained")
-for ax, M, title in ((axes[0], F_tilde, "mean |F̃ block|"), (axes[1], np.linalg.inv(F_tilde), "mean |F̃⁻¹ block|")):
+for ax, M, title in (
+    (axes[0], F_tilde, "mean |F̃ block|"),
+    (axes[1], np.linalg.inv(F_tilde), "mean |F̃⁻¹ block|"),
+):
     m = block_means(M)
     ax.imshow(m, cmap="gray")
     ax.set_title(title, fontsize=9)
@@ -163,6 +167,7 @@ print("F̂ agrees with F̃ on the tridiagonal blocks, F̂⁻¹ is block-tridiago
 # (for the minus sign the difference must stay positive definite, so the eigenvalues $S_1$,
 # $S_2$ are kept below 1), then the real $\Sigma_{1|2}$.
 
+
 # %%
 def spd(m, seed):
     M = np.random.default_rng(seed).standard_normal((m, m))
@@ -184,22 +189,32 @@ Xv = rng.standard_normal((m2, m1))  # vec(X) has the length of A ⊗ B
 for sign in (-1, +1):
     dense = np.linalg.inv(np.kron(A, B) + sign * np.kron(C, D)) @ vec(Xv)
     fast = vec(apply_kron_sum_inverse(kron_sum_inverse(A, B, C, D, sign), Xv))
-    print(f"sign {sign:+d}: relative difference to the dense inverse {relative_error(fast, dense):.1e}")
+    print(
+        f"sign {sign:+d}: relative difference to the dense inverse {relative_error(fast, dense):.1e}"
+    )
     assert relative_error(fast, dense) < 1e-10
 
 # the real Σ_{1|2} of the network
 C12 = tri.psi_A[0] @ A_off[0].T
 D12 = tri.psi_G[0] @ G_off[0].T
 Sigma = np.kron(A_diag[0], G_diag[0]) - np.kron(C12, D12)
-Sigma_dense = F_tilde[blk[0], blk[0]] - np.kron(tri.psi_A[0], tri.psi_G[0]) @ F_tilde[blk[1], blk[1]] @ np.kron(tri.psi_A[0], tri.psi_G[0]).T
+Sigma_dense = (
+    F_tilde[blk[0], blk[0]]
+    - np.kron(tri.psi_A[0], tri.psi_G[0])
+    @ F_tilde[blk[1], blk[1]]
+    @ np.kron(tri.psi_A[0], tri.psi_G[0]).T
+)
 assert np.allclose(Sigma, Sigma_dense)
-assert np.allclose(vec(apply_kron_sum_inverse(tri.sigma_cond[0], V[0])), np.linalg.solve(Sigma, vec(V[0])))
+assert np.allclose(
+    vec(apply_kron_sum_inverse(tri.sigma_cond[0], V[0])), np.linalg.solve(Sigma, vec(V[0]))
+)
 print("Σ_{1|2}⁻¹ by Appendix B equals the dense solve")
 
 # %% [markdown]
 # The cost is what makes this worthwhile: two eigendecompositions of $m \times m$ and
 # $n \times n$ matrices ($O(m^3 + n^3)$) instead of one inverse of an $mn \times mn$ matrix
 # ($O(m^3 n^3)$).
+
 
 # %%
 def best_time(f, repeats=3):
@@ -218,7 +233,9 @@ for m in (10, 20, 40):
     C, D = psd_below(A, 3), psd_below(B, 4)
     t_fast = best_time(lambda: kron_sum_inverse(A, B, C, D, -1))  # noqa: B023 (called at once)
     t_dense = best_time(lambda: np.linalg.inv(np.kron(A, B) - np.kron(C, D)))  # noqa: B023
-    print(f"m = n = {m:2d}: Appendix B {t_fast:7.2f} ms, dense ({m * m}×{m * m}) inverse {t_dense:8.2f} ms")
+    print(
+        f"m = n = {m:2d}: Appendix B {t_fast:7.2f} ms, dense ({m * m}×{m * m}) inverse {t_dense:8.2f} ms"
+    )
 
 # %% [markdown]
 # ## Which approximation of the inverse is better?
@@ -232,9 +249,14 @@ for m in (10, 20, 40):
 # %%
 cmp = compare_fisher(mlp, weights, X, gamma=gamma)
 print(cmp.table())
-mat_err = {name: relative_error(cmp.matrices[name], cmp.matrices["F_tilde"]) for name in ("F_breve", "F_hat")}
-print(f"as approximations of the matrix F̃: ‖F̆ − F̃‖/‖F̃‖ = {mat_err['F_breve']:.3f}, "
-      f"‖F̂ − F̃‖/‖F̃‖ = {mat_err['F_hat']:.3f}")
+mat_err = {
+    name: relative_error(cmp.matrices[name], cmp.matrices["F_tilde"])
+    for name in ("F_breve", "F_hat")
+}
+print(
+    f"as approximations of the matrix F̃: ‖F̆ − F̃‖/‖F̃‖ = {mat_err['F_breve']:.3f}, "
+    f"‖F̂ − F̃‖/‖F̃‖ = {mat_err['F_hat']:.3f}"
+)
 assert mat_err["F_hat"] < mat_err["F_breve"]
 inv_err = {name: cmp.inverse_errors[name]["vs_F_tilde"] for name in ("F_breve", "F_hat")}
 assert inv_err["F_hat"] < inv_err["F_breve"]
@@ -244,8 +266,11 @@ ref = cmp.inverses["F_tilde"]
 v = np.quantile(np.abs(ref), 0.995)
 for row, (name, sym) in enumerate((("F_breve", "F̆⁻¹"), ("F_hat", "F̂⁻¹"))):
     approx = cmp.inverses[name]
-    for ax, M, title in ((axes[row, 0], ref, "|F̃⁻¹|"), (axes[row, 1], approx, f"|{sym}|"),
-                         (axes[row, 2], approx - ref, f"|{sym} − F̃⁻¹|  ({inv_err[name]:.3f})")):
+    for ax, M, title in (
+        (axes[row, 0], ref, "|F̃⁻¹|"),
+        (axes[row, 1], approx, f"|{sym}|"),
+        (axes[row, 2], approx - ref, f"|{sym} − F̃⁻¹|  ({inv_err[name]:.3f})"),
+    ):
         ax.imshow(np.abs(M), cmap="gray", vmin=0, vmax=v)
         for b in off[1:-1]:
             ax.axhline(b - 0.5, color="tab:orange", ls="--", lw=0.6)

@@ -64,7 +64,9 @@ rng = np.random.default_rng(0)
 # the paper's 784-400-200-100-50-25-6-… — on 800 training cases.
 
 # %%
-X = downscale_images(make_curves(800, rng, version=1), 28, 14)  # generator v1: the numbers below were read off it
+X = downscale_images(
+    make_curves(800, rng, version=1), 28, 14
+)  # generator v1: the numbers below were read off it
 mlp = autoencoder("curves", [196, 64, 24, 6, 24, 64, 196])
 W0 = mlp.init_sparse(seed=0, backend=backend)  # Martens (2010): 15 nonzero weights per unit
 print(mlp, "—", mlp.n_params, "parameters;", X.shape[0], "cases of", X.shape[1], "pixels")

@@ -94,17 +94,25 @@ approx = [n for n in names if n != "exact"]
 def cosines_to_exact(weights, Xb):
     """Cosine of each structure's Δ with exact natural gradient's, for every γ in GAMMAS."""
     fwd = mlp.forward(weights, Xb)
-    stats = batch_statistics(mlp, weights, fwd, np.random.default_rng(0), FactorStats.names(), "exact")
+    stats = batch_statistics(
+        mlp, weights, fwd, np.random.default_rng(0), FactorStats.names(), "exact"
+    )
     _, grads, _ = mlp.loss_and_grad(weights, Xb, Xb, 1e-5)
     out = {name: [] for name in names}
     for gamma in GAMMAS:
-        d = {n: weights_to_theta(c.from_stats(stats, gamma).apply(grads)) for n, c in STRUCTURES.items()}
+        d = {
+            n: weights_to_theta(c.from_stats(stats, gamma).apply(grads))
+            for n, c in STRUCTURES.items()
+        }
         for n in names:
             out[n].append(d[n] @ d["exact"] / (np.linalg.norm(d[n]) * np.linalg.norm(d["exact"])))
     return {n: np.array(v) for n, v in out.items()}
 
 
-cos = {seed: cosines_to_exact(mlp.init_sparse(seed=seed, backend=backend), X[:250]) for seed in (0, 1, 2)}
+cos = {
+    seed: cosines_to_exact(mlp.init_sparse(seed=seed, backend=backend), X[:250])
+    for seed in (0, 1, 2)
+}
 print("γ       " + "".join(f"{labels[n]:>26s}" for n in approx))
 for j in (0, 4, 8, 10, 12):
     row = "".join(f"{np.median([cos[s][n][j] for s in cos]):26.3f}" for n in approx)
@@ -167,7 +175,9 @@ def train(structure, lam0, seed):
     W = mlp.init_sparse(seed=seed, backend=backend)
     state, errors, seconds = opt.init_state(W), [reconstruction_error(mlp, W, X)], []
     for k in range(1, ITERS + 1):
-        idx = np.random.default_rng([seed, 0, k]).choice(N, size=minibatch_size(k, 100, N, k_full=40), replace=False)
+        idx = np.random.default_rng([seed, 0, k]).choice(
+            N, size=minibatch_size(k, 100, N, k_full=40), replace=False
+        )
         t0 = time.perf_counter()
         W, state, info = opt.step(W, state, X[idx], X[idx], np.random.default_rng([seed, 1, k]))
         seconds.append(time.perf_counter() - t0)
@@ -190,7 +200,9 @@ its = np.arange(0, ITERS + 1, EVAL_EVERY)
 
 # %%
 mid = ITERS // (2 * EVAL_EVERY)
-cost = {n: np.min([runs[lam0, s, n][1] for lam0 in LAM0S for s in SEEDS], axis=0).mean() for n in names}
+cost = {
+    n: np.min([runs[lam0, s, n][1] for lam0 in LAM0S for s in SEEDS], axis=0).mean() for n in names
+}
 
 
 def summary(lam0, n, j):
@@ -199,7 +211,11 @@ def summary(lam0, n, j):
 
 
 print(f"{'':>26s}{'λ0 = 150':^52s}{'λ0 = 0.01':^52s}")
-print(f"{'structure':26s}" + f"{'error at it. 40':>26s}{'error at it. 80':>26s}" * 2 + f"{'ms / it.':>10s}{'× F̆':>7s}")
+print(
+    f"{'structure':26s}"
+    + f"{'error at it. 40':>26s}{'error at it. 80':>26s}" * 2
+    + f"{'ms / it.':>10s}{'× F̆':>7s}"
+)
 for n in names:
     row = "".join(f"{summary(lam0, n, j):>26s}" for lam0 in LAM0S for j in (mid, -1))
     print(f"{labels[n]:26s}{row}{1e3 * cost[n]:10.2f}{cost[n] / cost['block_diagonal']:7.1f}")
@@ -215,10 +231,19 @@ def exact_iterations(lam0, seed, n):
 equiv = {n: [exact_iterations(0.01, s, n) for s in SEEDS] for n in names}
 print("final error per seed, λ0 = 0.01 (the iteration at which exact NG had reached it; —: never)")
 for n in names:
-    print(f"  {labels[n]:24s}" + "".join(f"{runs[0.01, s, n][0][-1]:9.4f} ({'—' if e is None else e:>2})" for s, e in zip(SEEDS, equiv[n], strict=True)))
+    print(
+        f"  {labels[n]:24s}"
+        + "".join(
+            f"{runs[0.01, s, n][0][-1]:9.4f} ({'—' if e is None else e:>2})"
+            for s, e in zip(SEEDS, equiv[n], strict=True)
+        )
+    )
 for lam0 in LAM0S:
     gam = {n: np.median([runs[lam0, s, n][2] for s in SEEDS]) for n in names}
-    print(f"final γ, λ0 = {lam0}: " + ", ".join(f"{STRUCTURES[n].symbol} {g:.3g}" for n, g in gam.items()))
+    print(
+        f"final γ, λ0 = {lam0}: "
+        + ", ".join(f"{STRUCTURES[n].symbol} {g:.3g}" for n, g in gam.items())
+    )
 
 # %%
 colors = dict(zip(names, ("tab:green", "tab:blue", "tab:orange", "k"), strict=True))
@@ -231,7 +256,11 @@ for ax, lam0 in zip(axes[:2], LAM0S, strict=True):
     ax.set_title(f"λ0 = {lam0:g}: training error (median, range of 3 seeds)", fontsize=9)
     ax.set_xlabel("iteration")
 axes[0].legend(fontsize=7)
-axes[2].bar([f"{STRUCTURES[n].symbol}\n{n}" for n in names], [1e3 * cost[n] for n in names], color=[colors[n] for n in names])
+axes[2].bar(
+    [f"{STRUCTURES[n].symbol}\n{n}" for n in names],
+    [1e3 * cost[n] for n in names],
+    color=[colors[n] for n in names],
+)
 axes[2].tick_params(axis="x", labelsize=7)
 axes[2].set_title("milliseconds per iteration", fontsize=9)
 plt.show()

@@ -148,51 +148,113 @@ def description_of(doc: str | None) -> str:
 def base_parser(description: str, default_scale: str = "linear") -> argparse.ArgumentParser:
     """The options both matrix-figure scripts share (each script may add its own)."""
     p = ArgumentParser(description=description, formatter_class=HelpFormatter)
-    p.add_argument("--out", default=DEFAULT_OUT, help="output directory (PNG, PDF, JSON and NPZ go here)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace output files of an earlier run in --out (otherwise refused)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory with the MNIST files (all four originals, or only the two t10k-* "
-                        "files of the test split); default: $KFAC_REF_DATA_DIR, else "
-                        "~/.cache/kfac_ref. Without any MNIST file a labelled stand-in is used")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer cases and iterations (about half a minute on 2 cores)")
+    p.add_argument(
+        "--out", default=DEFAULT_OUT, help="output directory (PNG, PDF, JSON and NPZ go here)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files of an earlier run in --out (otherwise refused)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the MNIST files (all four originals, or only the two t10k-* "
+        "files of the test split); default: $KFAC_REF_DATA_DIR, else "
+        "~/.cache/kfac_ref. Without any MNIST file a labelled stand-in is used",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer cases and iterations (about half a minute on 2 cores)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialization and training")
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
-                   help="array backend (default: $KFAC_REF_BACKEND, else numpy); float64 throughout")
-    p.add_argument("--train-cases", type=int, default=None,
-                   help="training cases (default 10000, quick 2000)")
-    p.add_argument("--cases", type=int, default=None,
-                   help="cases on which F, F̃, F̆ and F̂ are computed, the first of the training "
-                        "cases (default 2000, quick 500)")
-    p.add_argument("--iters", type=int, default=None,
-                   help="training iterations (default 20, which ends with K-FAC's first γ search; "
-                        "quick 10)")
-    p.add_argument("--hidden", type=int, default=PAPER_WIDTHS[1],
-                   help="width of the five hidden layers (20 is the paper's; smaller for tests)")
-    p.add_argument("--gamma", type=float, default=None,
-                   help="factored Tikhonov damping γ of the inverses (§6.3; default: the trainer's "
-                        "final γ, as in the paper)")
-    p.add_argument("--trainer", choices=["auto", "kfac", "natgrad"], default="auto",
-                   help="kfac: kfac_ref.optimizer.KFAC in batch mode; natgrad: damped F̆⁻¹ steps "
-                        "with fixed γ (a small trainer for tests); auto: kfac")
-    p.add_argument("--init", choices=["gaussian", "sparse"], default="gaussian",
-                   help="initial weights: dense N(0, 1/fan_in), or the sparse initialization of the "
-                        "authors' code (15 nonzero N(0, 1) inputs per unit, §13)")
-    p.add_argument("--weights", default=None,
-                   help="use the weights saved in this .npz (by either script) instead of training")
-    p.add_argument("--scale", choices=["linear", "log"], default=default_scale,
-                   help="grey scale of the matrix panels: linear in |entry| up to the white level "
-                        "(the paper's), or log10 |entry| over --decades below it")
-    p.add_argument("--decades", type=float, default=4.0,
-                   help="with --scale log: powers of ten shown below the white level (smaller is black)")
-    p.add_argument("--vmax-quantile", type=float, default=0.995,
-                   help="white level = this quantile of |reference matrix| (1 = its maximum)")
+    p.add_argument(
+        "--backend",
+        choices=["numpy", "cupy"],
+        default=None,
+        help="array backend (default: $KFAC_REF_BACKEND, else numpy); float64 throughout",
+    )
+    p.add_argument(
+        "--train-cases", type=int, default=None, help="training cases (default 10000, quick 2000)"
+    )
+    p.add_argument(
+        "--cases",
+        type=int,
+        default=None,
+        help="cases on which F, F̃, F̆ and F̂ are computed, the first of the training "
+        "cases (default 2000, quick 500)",
+    )
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="training iterations (default 20, which ends with K-FAC's first γ search; quick 10)",
+    )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=PAPER_WIDTHS[1],
+        help="width of the five hidden layers (20 is the paper's; smaller for tests)",
+    )
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        help="factored Tikhonov damping γ of the inverses (§6.3; default: the trainer's "
+        "final γ, as in the paper)",
+    )
+    p.add_argument(
+        "--trainer",
+        choices=["auto", "kfac", "natgrad"],
+        default="auto",
+        help="kfac: kfac_ref.optimizer.KFAC in batch mode; natgrad: damped F̆⁻¹ steps "
+        "with fixed γ (a small trainer for tests); auto: kfac",
+    )
+    p.add_argument(
+        "--init",
+        choices=["gaussian", "sparse"],
+        default="gaussian",
+        help="initial weights: dense N(0, 1/fan_in), or the sparse initialization of the "
+        "authors' code (15 nonzero N(0, 1) inputs per unit, §13)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="use the weights saved in this .npz (by either script) instead of training",
+    )
+    p.add_argument(
+        "--scale",
+        choices=["linear", "log"],
+        default=default_scale,
+        help="grey scale of the matrix panels: linear in |entry| up to the white level "
+        "(the paper's), or log10 |entry| over --decades below it",
+    )
+    p.add_argument(
+        "--decades",
+        type=float,
+        default=4.0,
+        help="with --scale log: powers of ten shown below the white level (smaller is black)",
+    )
+    p.add_argument(
+        "--vmax-quantile",
+        type=float,
+        default=0.995,
+        help="white level = this quantile of |reference matrix| (1 = its maximum)",
+    )
     p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG files")
-    p.add_argument("--formats", nargs="+", choices=["png", "pdf"], default=["png", "pdf"],
-                   help="figure file formats to write")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (the one-line stage messages are still printed)")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        choices=["png", "pdf"],
+        default=["png", "pdf"],
+        help="figure file formats to write",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (the one-line stage messages are still printed)",
+    )
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return p
 
@@ -274,8 +336,13 @@ class Stages:
         """A tqdm bar on stderr (hidden with ``--no-progress`` or when stderr is not a terminal)."""
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, disable=None if self.bars else True, leave=False,
-                    file=sys.stderr)
+        return tqdm(
+            total=total,
+            desc=desc,
+            disable=None if self.bars else True,
+            leave=False,
+            file=sys.stderr,
+        )
 
 
 # -------------------------------------------------------------------------------------- data
@@ -312,21 +379,32 @@ def load_images(n: int, seed: int, data_dir: Path | None = None) -> Images:
 
     directory = data_dir if data_dir is not None else data.default_data_dir()
     if not data.find_mnist_files(directory):
-        X = data.downscale_images(data.make_curves(n, np.random.default_rng(seed)), SIDE_IN, SIDE_OUT)
-        print(f"notice: no MNIST file in {directory}; using a stand-in: CURVES images down-scaled to "
-              "16×16, labelled by a fixed random linear teacher (10 classes). Pass --data-dir with "
-              "the MNIST files for real digits.", flush=True)
+        X = data.downscale_images(
+            data.make_curves(n, np.random.default_rng(seed)), SIDE_IN, SIDE_OUT
+        )
+        print(
+            f"notice: no MNIST file in {directory}; using a stand-in: CURVES images down-scaled to "
+            "16×16, labelled by a fixed random linear teacher (10 classes). Pass --data-dir with "
+            "the MNIST files for real digits.",
+            flush=True,
+        )
         label = f"stand-in (no MNIST file found): CURVES 16×16 with teacher labels, {n:,} cases"
         return Images(X, teacher_labels(X, seed), f"make_curves, seed {seed}", "stand-in", label)
     mnist = data.load_mnist(data_dir=directory, download=False)
     available = mnist.X_train.shape[0]
     if n > available:
-        raise ConfigError(f"--train-cases {n} exceeds the {available:,} cases of {mnist.label} "
-                          f"in {directory}")
+        raise ConfigError(
+            f"--train-cases {n} exceeds the {available:,} cases of {mnist.label} in {directory}"
+        )
     X = data.downscale_images(mnist.X_train[:n], SIDE_IN, SIDE_OUT)
     used = "" if n == available else f", first {n:,} used"
-    return Images(X, np.asarray(mnist.y_train[:n], dtype=np.int64), mnist.source, mnist.origin,
-                  f"{mnist.label}{used}, down-scaled to 16×16")
+    return Images(
+        X,
+        np.asarray(mnist.y_train[:n], dtype=np.int64),
+        mnist.source,
+        mnist.origin,
+        f"{mnist.label}{used}, down-scaled to 16×16",
+    )
 
 
 def one_hot(labels: np.ndarray, k: int = N_CLASSES) -> np.ndarray:
@@ -373,7 +451,9 @@ def classification_error(mlp: MLP, weights: Sequence[Any], X: Any, Y: Any) -> fl
     return float(to_numpy((out.argmax(axis=1) != Y.argmax(axis=1)).mean()))
 
 
-def natgrad_step(mlp: MLP, weights: list[Any], X: Any, Y: Any, gamma: float, eta: float) -> tuple[list[Any], dict]:
+def natgrad_step(
+    mlp: MLP, weights: list[Any], X: Any, Y: Any, gamma: float, eta: float
+) -> tuple[list[Any], dict]:
     """One damped block-diagonal natural-gradient step in batch mode (§4.2, §6.3, §7 without μ).
 
     Δ = −F̆(γ)⁻¹ ∇h with exact factors on X; δ = α Δ with α = −∇hᵀΔ / (ΔᵀFΔ + (λ+η)‖Δ‖²),
@@ -384,10 +464,16 @@ def natgrad_step(mlp: MLP, weights: list[Any], X: Any, Y: Any, gamma: float, eta
     A_d, G_d = damped_diagonal(factors, gamma)
     Delta = [-D for D in apply_block_diagonal_inverse(block_diagonal_inverse(A_d, G_d), grads)]
     F_Delta = fisher_vector_product(mlp, weights, X, Delta, fwd)
-    curvature = sum(float((D * FD).sum()) + gamma**2 * float((D * D).sum()) for D, FD in zip(Delta, F_Delta, strict=True))
+    curvature = sum(
+        float((D * FD).sum()) + gamma**2 * float((D * D).sum())
+        for D, FD in zip(Delta, F_Delta, strict=True)
+    )
     slope = sum(float((g * D).sum()) for g, D in zip(grads, Delta, strict=True))
     alpha = -slope / curvature
-    return [W + alpha * D for W, D in zip(weights, Delta, strict=True)], {"loss": float(h), "alpha": alpha}
+    return [W + alpha * D for W, D in zip(weights, Delta, strict=True)], {
+        "loss": float(h),
+        "alpha": alpha,
+    }
 
 
 def _step_seed(seed: int, k: int) -> int:
@@ -399,8 +485,15 @@ class Trainer:
     """Batch-mode training that can be continued: K-FAC (``kfac_ref.optimizer.KFAC``, its state
     kept between calls) or :func:`natgrad_step` with a fixed γ."""
 
-    def __init__(self, kind: str, mlp: MLP, backend: Backend, seed: int, natgrad_gamma: float = 0.01,
-                 eta: float = 1e-5) -> None:
+    def __init__(
+        self,
+        kind: str,
+        mlp: MLP,
+        backend: Backend,
+        seed: int,
+        natgrad_gamma: float = 0.01,
+        eta: float = 1e-5,
+    ) -> None:
         self.kind, self.mlp, self.backend, self.seed = kind, mlp, backend, seed
         self.natgrad_gamma, self.eta, self.k = natgrad_gamma, eta, 0
         self.gamma = natgrad_gamma
@@ -418,7 +511,9 @@ class Trainer:
             return f"kfac_ref.optimizer.KFAC (batch mode, block-diagonal, λ0 = {KFAC_LAM0:g})"
         return f"natgrad (damped block-diagonal natural-gradient steps, batch mode, γ = {self.natgrad_gamma:g})"
 
-    def run(self, weights: list[Any], X: Any, Y: Any, iters: int, bar: Any) -> tuple[list[Any], list[dict]]:
+    def run(
+        self, weights: list[Any], X: Any, Y: Any, iters: int, bar: Any
+    ) -> tuple[list[Any], list[dict]]:
         """``iters`` more iterations on all of (X, Y); one history row per iteration."""
         history = []
         if self.opt is not None and self.state is None:
@@ -429,8 +524,12 @@ class Trainer:
                 rng = self.generator.for_iteration(self.k)
                 weights, self.state, info = self.opt.step(weights, self.state, X, Y, rng)
                 self.gamma = float(to_numpy(info["gamma"]))
-                row = {"loss": float(to_numpy(info["loss"])), "gamma": self.gamma,
-                       "lam": float(to_numpy(info["lam"])), "gamma_searched": int(info["gamma_searched"])}
+                row = {
+                    "loss": float(to_numpy(info["loss"])),
+                    "gamma": self.gamma,
+                    "lam": float(to_numpy(info["lam"])),
+                    "gamma_searched": int(info["gamma_searched"]),
+                }
             else:
                 weights, info = natgrad_step(self.mlp, weights, X, Y, self.natgrad_gamma, self.eta)
                 row = {**info, "gamma": self.natgrad_gamma}
@@ -449,9 +548,13 @@ def _load_network(path: Path, backend: Backend) -> tuple[MLP, list[Any], Any, fl
             weights = [backend.asarray(z[f"W_{i + 1}"]) for i in range(mlp.n_layers)]
             X_cases, gamma = backend.asarray(z["X_cases"]), float(z["gamma"])
     except KeyError as exc:
-        raise ConfigError(f"--weights {path}: missing array {exc} (not written by these scripts?)") from exc
+        raise ConfigError(
+            f"--weights {path}: missing array {exc} (not written by these scripts?)"
+        ) from exc
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise ConfigError(f"--weights {path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(
+            f"--weights {path}: not a readable .npz file ({type(exc).__name__}: {exc})"
+        ) from exc
     mlp.check_finite_weights(weights)
     return mlp, weights, X_cases, gamma
 
@@ -474,15 +577,27 @@ def partially_trained_network(s: Settings, stages: Stages | None = None) -> Trai
     images = load_images(s.train_cases, s.seed, s.data_dir)
     stages(f"data: {images.label}")
     X, Y = backend.asarray(images.X), backend.asarray(one_hot(images.labels))
-    common = {"data_source": images.source, "data_origin": images.origin, "data_label": images.label}
+    common = {
+        "data_source": images.source,
+        "data_origin": images.origin,
+        "data_label": images.label,
+    }
     if s.weights is not None:
         mlp, weights, X_cases, gamma = _load_network(s.weights, backend)
         if mlp.layer_sizes[0] != X.shape[1]:
-            raise ConfigError(f"--weights {s.weights}: input width {mlp.layer_sizes[0]}, data has {X.shape[1]}")
+            raise ConfigError(
+                f"--weights {s.weights}: input width {mlp.layer_sizes[0]}, data has {X.shape[1]}"
+            )
         stages(f"training: skipped, weights loaded from {s.weights} (γ = {gamma:.3g})")
-        return TrainedNet(mlp, weights, X, Y, X_cases, f"loaded from {s.weights}", gamma, [], **common)
+        return TrainedNet(
+            mlp, weights, X, Y, X_cases, f"loaded from {s.weights}", gamma, [], **common
+        )
     mlp = MLP(s.widths, "tanh", "softmax")
-    weights = mlp.init_sparse(s.seed, backend) if s.init == "sparse" else mlp.init_gaussian(s.seed, backend)
+    weights = (
+        mlp.init_sparse(s.seed, backend)
+        if s.init == "sparse"
+        else mlp.init_gaussian(s.seed, backend)
+    )
     trainer = Trainer("natgrad" if s.trainer == "natgrad" else "kfac", mlp, backend, s.seed)
     X_cases = X[: s.cases]
 
@@ -492,21 +607,38 @@ def partially_trained_network(s: Settings, stages: Stages | None = None) -> Trai
         with stages.bar(iters, "training") as bar:
             w, hist = trainer.run(w, X, Y, iters, bar)
         history = previous + hist
-        net = TrainedNet(mlp, w, X, Y, X_cases, trainer.description, trainer.gamma, history,
-                         seconds=seconds + time.perf_counter() - t0, **common)
+        net = TrainedNet(
+            mlp,
+            w,
+            X,
+            Y,
+            X_cases,
+            trainer.description,
+            trainer.gamma,
+            history,
+            seconds=seconds + time.perf_counter() - t0,
+            **common,
+        )
         net.resume = lambda n: train(w, n, history, net.seconds)
         err = history[-1]["train_error"] if history else net.train_error()
-        stages(f"training: done, {len(history)} iterations, training error {err:.2%}, "
-               f"γ = {trainer.gamma:.3g} ({time.perf_counter() - t0:.1f} s)")
+        stages(
+            f"training: done, {len(history)} iterations, training error {err:.2%}, "
+            f"γ = {trainer.gamma:.3g} ({time.perf_counter() - t0:.1f} s)"
+        )
         return net
 
     return train(weights, s.iters, [], 0.0)
 
 
 # --------------------------------------------------------------------- middle-layer matrices
-def prepare(doc: str | None, argv: Sequence[str] | None, name: str, outputs: Sequence[str],
-            add_options: Callable[[argparse.ArgumentParser], Sequence[str]] | None = None,
-            default_scale: str = "linear") -> tuple[Settings, TrainedNet, float, Stages]:
+def prepare(
+    doc: str | None,
+    argv: Sequence[str] | None,
+    name: str,
+    outputs: Sequence[str],
+    add_options: Callable[[argparse.ArgumentParser], Sequence[str]] | None = None,
+    default_scale: str = "linear",
+) -> tuple[Settings, TrainedNet, float, Stages]:
     """Parse the options, refuse to overwrite, train (or load) the network.
 
     Returns (settings, network, γ, stages). γ is ``--gamma`` if given, else the damping K-FAC
@@ -549,8 +681,10 @@ def subnetwork(mlp: MLP, weights: Sequence[Any], X: Any, first: int) -> tuple[ML
 
 def restrict_factors(factors: KroneckerFactors, count: int) -> KroneckerFactors:
     """The factor blocks of the first ``count`` layers only."""
-    return KroneckerFactors(A_bar=[row[:count] for row in factors.A_bar[:count]],
-                            G=[row[:count] for row in factors.G[:count]])
+    return KroneckerFactors(
+        A_bar=[row[:count] for row in factors.A_bar[:count]],
+        G=[row[:count] for row in factors.G[:count]],
+    )
 
 
 @dataclass
@@ -589,8 +723,13 @@ class MiddleMatrices:
 APPROXIMATIONS = tuple(COMPARED)  # F̃ and one dense matrix per structure (kfac_ref.structures)
 
 
-def exact_fisher_chunked(mlp: MLP, weights: Sequence[Any], X: Any, stages: Stages | None = None,
-                         chunk: int = FISHER_CHUNK) -> Any:
+def exact_fisher_chunked(
+    mlp: MLP,
+    weights: Sequence[Any],
+    X: Any,
+    stages: Stages | None = None,
+    chunk: int = FISHER_CHUNK,
+) -> Any:
     """``exact_fisher`` as the case-weighted mean of its values on chunks of ``chunk`` cases
     (F is a mean over cases, §2.2), with a progress bar."""
     n = X.shape[0]
@@ -607,8 +746,12 @@ def exact_fisher_chunked(mlp: MLP, weights: Sequence[Any], X: Any, stages: Stage
     return total
 
 
-def middle_matrices(net: TrainedNet, gamma: float, names: Sequence[str] = APPROXIMATIONS,
-                    stages: Stages | None = None) -> MiddleMatrices:
+def middle_matrices(
+    net: TrainedNet,
+    gamma: float,
+    names: Sequence[str] = APPROXIMATIONS,
+    stages: Stages | None = None,
+) -> MiddleMatrices:
     """F of W_2..W_5 by ``exact_fisher`` (on the sub-network) and the approximations ``names``
     (F̃ is always built) from the factors of those layers, undamped and with damping γ."""
     sub, sub_w, A1 = subnetwork(net.mlp, net.weights, net.X_cases, MIDDLE_FIRST)
@@ -619,15 +762,19 @@ def middle_matrices(net: TrainedNet, gamma: float, names: Sequence[str] = APPROX
     F = to_numpy(exact_fisher_chunked(sub, sub_w, A1, stages))[:P, :P]
     factors = restrict_factors(kronecker_factors(sub, sub_w, A1, method="exact"), MIDDLE_COUNT)
     wanted = ["F_tilde"] + [n for n in names if n != "F_tilde"]
-    undamped = {"F": F, **{n: to_numpy(dense_approximation(COMPARED[n])(factors, 0.0)) for n in wanted}}
+    undamped = {
+        "F": F,
+        **{n: to_numpy(dense_approximation(COMPARED[n])(factors, 0.0)) for n in wanted},
+    }
     damped = {n: to_numpy(dense_approximation(COMPARED[n])(factors, gamma)) for n in wanted}
     damped["F"] = F + (damped["F_tilde"] - undamped["F_tilde"])  # Δ lives on the diagonal blocks
     return MiddleMatrices(undamped, damped, shapes, gamma, factors)
 
 
 # ------------------------------------------------------------------------------------ output
-def save_figure(fig: Any, out: Path, stem: str, dpi: int = 200,
-                formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+def save_figure(
+    fig: Any, out: Path, stem: str, dpi: int = 200, formats: Sequence[str] = ("png", "pdf")
+) -> list[Path]:
     """Save ``fig`` as ``out/stem.<format>`` for each format, atomically; close it."""
     import matplotlib.pyplot as plt
 
@@ -667,8 +814,11 @@ def save_json(path: Path, obj: dict[str, Any]) -> Path:
 def save_network(path: Path, net: TrainedNet) -> Path:
     """The weights W_1..W_ℓ, the widths, γ and the cases the matrices used, as ``.npz``."""
     arrays = {f"W_{i + 1}": to_numpy(W) for i, W in enumerate(net.weights)}
-    arrays.update(layer_sizes=np.array(net.mlp.layer_sizes), gamma=np.array(net.gamma),
-                  X_cases=to_numpy(net.X_cases))
+    arrays.update(
+        layer_sizes=np.array(net.mlp.layer_sizes),
+        gamma=np.array(net.gamma),
+        X_cases=to_numpy(net.X_cases),
+    )
     with atomic_path(path, suffix=path.suffix) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path
@@ -677,10 +827,19 @@ def save_network(path: Path, net: TrainedNet) -> Path:
 def run_summary(s: Settings, net: TrainedNet, gamma: float) -> dict[str, Any]:
     """Settings and training facts that every JSON output starts with."""
     return {
-        "network": {"layer_sizes": list(net.mlp.layer_sizes), "hidden": "tanh", "output": "softmax",
-                    "layers_shown": [MIDDLE_FIRST + 1 + k for k in range(MIDDLE_COUNT)]},
-        "data": {"label": net.data_label, "origin": net.data_origin, "source": net.data_source,
-                 "train_cases": int(net.X.shape[0]), "fisher_cases": int(net.X_cases.shape[0])},
+        "network": {
+            "layer_sizes": list(net.mlp.layer_sizes),
+            "hidden": "tanh",
+            "output": "softmax",
+            "layers_shown": [MIDDLE_FIRST + 1 + k for k in range(MIDDLE_COUNT)],
+        },
+        "data": {
+            "label": net.data_label,
+            "origin": net.data_origin,
+            "source": net.data_source,
+            "train_cases": int(net.X.shape[0]),
+            "fisher_cases": int(net.X_cases.shape[0]),
+        },
         "trainer": net.trainer,
         "train_iterations": net.iterations,
         "train_seconds": net.seconds,
@@ -698,11 +857,16 @@ def run_summary(s: Settings, net: TrainedNet, gamma: float) -> dict[str, Any]:
 
 def footer(net: TrainedNet) -> str:
     """One line for the bottom of every figure: data, number of cases, training."""
-    trained = (f"{net.iterations} iterations of {net.trainer.split(' (')[0]}" if net.iterations
-               else net.trainer)
-    return (f"Data: {net.data_label}.  Network trained on {int(net.X.shape[0]):,} cases ({trained}; "
-            f"training error {net.train_error():.1%}); matrices from the first "
-            f"{int(net.X_cases.shape[0]):,} cases.")
+    trained = (
+        f"{net.iterations} iterations of {net.trainer.split(' (')[0]}"
+        if net.iterations
+        else net.trainer
+    )
+    return (
+        f"Data: {net.data_label}.  Network trained on {int(net.X.shape[0]):,} cases ({trained}; "
+        f"training error {net.train_error():.1%}); matrices from the first "
+        f"{int(net.X_cases.shape[0]):,} cases."
+    )
 
 
 # ---------------------------------------------------------------------------------- plotting
@@ -720,8 +884,16 @@ def grey_map() -> Any:
     return matplotlib.colormaps["gray"].with_extremes(bad="black", under="black", over="white")
 
 
-def show_abs(ax: Any, M: np.ndarray, vmax: float, boundaries: Sequence[int], title: str,
-             scale: str = "linear", decades: float = 4.0, colorbar: bool = True) -> Any:
+def show_abs(
+    ax: Any,
+    M: np.ndarray,
+    vmax: float,
+    boundaries: Sequence[int],
+    title: str,
+    scale: str = "linear",
+    decades: float = 4.0,
+    colorbar: bool = True,
+) -> Any:
     """|M| in grey levels with dashed block lines and (by default) a colour bar beside the panel.
 
     ``linear`` (the paper's): black = 0, white = ``vmax`` and above. ``log``: log10 |M| from
@@ -743,7 +915,9 @@ def show_abs(ax: Any, M: np.ndarray, vmax: float, boundaries: Sequence[int], tit
     ax.set_xticks([])
     ax.set_yticks([])
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02, extend="max" if scale == "linear" else "both")
+        ax.figure.colorbar(
+            im, ax=ax, fraction=0.046, pad=0.02, extend="max" if scale == "linear" else "both"
+        )
     return im
 
 
@@ -764,8 +938,13 @@ def band_ratios(block_means: np.ndarray) -> dict[str, float]:
     L = block_means.shape[0]
     k, l = np.indices((L, L))
     d = np.abs(k - l)
-    diag, first, far = (float(block_means[m].mean()) if m.any() else math.nan
-                        for m in (d == 0, d == 1, d >= 2))
-    return {"first_off_over_farther": first / far if far > 0 else math.inf,
-            "diagonal_over_first_off": diag / first if first > 0 else math.inf,
-            "mean_diagonal": diag, "mean_first_off": first, "mean_farther": far}
+    diag, first, far = (
+        float(block_means[m].mean()) if m.any() else math.nan for m in (d == 0, d == 1, d >= 2)
+    )
+    return {
+        "first_off_over_farther": first / far if far > 0 else math.inf,
+        "diagonal_over_first_off": diag / first if first > 0 else math.inf,
+        "mean_diagonal": diag,
+        "mean_first_off": first,
+        "mean_farther": far,
+    }

@@ -63,7 +63,11 @@ LABELS = {
     **{cls.method: f"K-FAC ({cls.label})" for cls in STRUCTURES.values()},
     "sgd-momentum": "SGD + Nesterov momentum",
 }
-STYLES = {"kfac-blockdiag": "C0-", "kfac-tridiag": "C3-", "sgd-momentum": "C2-"}  # the paper's colours; others: C4, C5, …
+STYLES = {
+    "kfac-blockdiag": "C0-",
+    "kfac-tridiag": "C3-",
+    "sgd-momentum": "C2-",
+}  # the paper's colours; others: C4, C5, …
 STYLES.update({m: f"C{4 + j}-" for j, m in enumerate(m for m in LABELS if m not in STYLES)})
 REFERENCE = Path(__file__).resolve().parent / "reference"
 REFERENCE_FILES = {d: REFERENCE / f"kfac3_{d}_trace.csv" for d in ("curves", "mnist", "faces")}
@@ -73,52 +77,114 @@ REFERENCE_FILES = {d: REFERENCE / f"kfac3_{d}_trace.csv" for d in ("curves", "mn
 QUICK = {"n_train": 2000, "n_test": 1000, "m1": 250, "k_full": 100, "iters": 300, "eval_every": 10}
 FULL = {"iters": 1000, "eval_every": 25}
 #: SGD learning-rate grid per data set (the paper tuned it; spec §12).
-SGD_LR_GRID = {"curves": [0.02, 0.05, 0.1], "mnist": [0.01, 0.02, 0.05], "faces": [0.001, 0.002, 0.005]}
+SGD_LR_GRID = {
+    "curves": [0.02, 0.05, 0.1],
+    "mnist": [0.01, 0.02, 0.05],
+    "faces": [0.001, 0.002, 0.005],
+}
 SGD_TUNE_ITERS = {"quick": 150, "full": 1000}
 SGD_MAX_ITERS = 10**7  # SGD stops on its time budget, not on an iteration count
 #: The budgeted SGD run takes tens of thousands of cheap iterations: evaluate (the training set's
 #: error, not counted in optimizer time) and checkpoint less often than K-FAC does.
-SGD_BUDGET_CADENCE = {"quick": {"eval_every": 20, "checkpoint_every": 500},
-                      "full": {"eval_every": 250, "checkpoint_every": 2000}}
+SGD_BUDGET_CADENCE = {
+    "quick": {"eval_every": 20, "checkpoint_every": 500},
+    "full": {"eval_every": 250, "checkpoint_every": 2000},
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["curves"], choices=["curves", "mnist", "faces"],
-                   help="data sets, one row of panels each (default: curves)")
-    p.add_argument("--methods", nargs="+", default=[*methods(factored_only=True), "sgd-momentum"], choices=list(METHODS),
-                   help="methods to train and plot (default: the paper's three)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"small settings for a laptop CPU: {QUICK} (default: the full settings {FULL})")
-    p.add_argument("--iters", type=int, default=None, help="K-FAC iterations (default 1000; quick 300)")
-    p.add_argument("--n-train", type=int, default=None, help="first N training cases only (default: all)")
-    p.add_argument("--constants", choices=["code", "paper"], default="code",
-                   help="'code': the released code's τ2 = 1 (the published curves); 'paper': τ2 = 1/4")
-    p.add_argument("--sgd-lr", type=float, nargs="+", default=None,
-                   help="SGD learning-rate grid (default per data set: " + str(SGD_LR_GRID) + ")")
-    p.add_argument("--sgd-tune-iters", type=int, default=None,
-                   help="iterations of each SGD grid run (default 1000; quick 150)")
-    p.add_argument("--sgd-seconds", type=float, default=None,
-                   help="cap on the budgeted SGD run's optimizer seconds (default: none, SGD gets the slowest "
-                        "K-FAC run's time, as the paper compares equal times; a cap is stated in the legend)")
-    p.add_argument("--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets")
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
-                   help="array backend (default: $KFAC_REF_BACKEND or numpy)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="training precision")
-    p.add_argument("--data-dir", default=None, help="data directory (default: $KFAC_REF_DATA_DIR or the cache)")
-    p.add_argument("--runs", default="runs",
-                   help="directory of the training runs (default: runs). A finished run with the same settings "
-                        "and data is reused, an unfinished one resumed; one with other settings is an error "
-                        "unless --overwrite")
-    p.add_argument("--overwrite", action="store_true",
-                   help="train afresh, in place, any run under --runs whose settings or data differ from this "
-                        "figure's (default: such a run is an error and nothing is replaced)")
-    p.add_argument("--out", default="figures_out", help="directory for the figure files (default: figures_out)")
-    p.add_argument("--no-reference", action="store_true", help="do not draw the authors' published run")
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["curves"],
+        choices=["curves", "mnist", "faces"],
+        help="data sets, one row of panels each (default: curves)",
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[*methods(factored_only=True), "sgd-momentum"],
+        choices=list(METHODS),
+        help="methods to train and plot (default: the paper's three)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small settings for a laptop CPU: {QUICK} (default: the full settings {FULL})",
+    )
+    p.add_argument(
+        "--iters", type=int, default=None, help="K-FAC iterations (default 1000; quick 300)"
+    )
+    p.add_argument(
+        "--n-train", type=int, default=None, help="first N training cases only (default: all)"
+    )
+    p.add_argument(
+        "--constants",
+        choices=["code", "paper"],
+        default="code",
+        help="'code': the released code's τ2 = 1 (the published curves); 'paper': τ2 = 1/4",
+    )
+    p.add_argument(
+        "--sgd-lr",
+        type=float,
+        nargs="+",
+        default=None,
+        help="SGD learning-rate grid (default per data set: " + str(SGD_LR_GRID) + ")",
+    )
+    p.add_argument(
+        "--sgd-tune-iters",
+        type=int,
+        default=None,
+        help="iterations of each SGD grid run (default 1000; quick 150)",
+    )
+    p.add_argument(
+        "--sgd-seconds",
+        type=float,
+        default=None,
+        help="cap on the budgeted SGD run's optimizer seconds (default: none, SGD gets the slowest "
+        "K-FAC run's time, as the paper compares equal times; a cap is stated in the legend)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["numpy", "cupy"],
+        default=None,
+        help="array backend (default: $KFAC_REF_BACKEND or numpy)",
+    )
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="training precision"
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="data directory (default: $KFAC_REF_DATA_DIR or the cache)"
+    )
+    p.add_argument(
+        "--runs",
+        default="runs",
+        help="directory of the training runs (default: runs). A finished run with the same settings "
+        "and data is reused, an unfinished one resumed; one with other settings is an error "
+        "unless --overwrite",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh, in place, any run under --runs whose settings or data differ from this "
+        "figure's (default: such a run is an error and nothing is replaced)",
+    )
+    p.add_argument(
+        "--out", default="figures_out", help="directory for the figure files (default: figures_out)"
+    )
+    p.add_argument(
+        "--no-reference", action="store_true", help="do not draw the authors' published run"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     args = p.parse_args(argv)
-    if args.sgd_seconds is not None and not (math.isfinite(args.sgd_seconds) and args.sgd_seconds > 0):
+    if args.sgd_seconds is not None and not (
+        math.isfinite(args.sgd_seconds) and args.sgd_seconds > 0
+    ):
         p.error(f"--sgd-seconds must be a number of seconds > 0, got {args.sgd_seconds:g}")
     args.run_actions = []
     return args
@@ -138,8 +204,16 @@ def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[Run
     """The runs behind one curve: one config, or one per SGD learning rate of the grid (the
     tuning runs: ``--sgd-tune-iters`` iterations each)."""
     base = settings(args)
-    common = dict(dataset=dataset, method=method, seed=args.seed, backend=args.backend, dtype=args.dtype,
-                  data_dir=args.data_dir, constants=args.constants, **base)
+    common = dict(
+        dataset=dataset,
+        method=method,
+        seed=args.seed,
+        backend=args.backend,
+        dtype=args.dtype,
+        data_dir=args.data_dir,
+        constants=args.constants,
+        **base,
+    )
     if method != "sgd-momentum":
         return [RunConfig(**common)]
     common["iters"] = args.sgd_tune_iters or SGD_TUNE_ITERS["quick" if args.quick else "full"]
@@ -148,7 +222,9 @@ def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[Run
 
 
 def run_dir(args: argparse.Namespace, cfg: RunConfig) -> Path:
-    tag = ("quick" if args.quick else "full") + ("" if cfg.constants == "code" else f"-{cfg.constants}")
+    tag = ("quick" if args.quick else "full") + (
+        "" if cfg.constants == "code" else f"-{cfg.constants}"
+    )
     name = cfg.method if cfg.method != "sgd-momentum" else f"{cfg.method}-lr{cfg.sgd_lr:g}"
     return Path(args.runs) / f"{cfg.dataset}-{tag}-n{cfg.n_train or 'all'}-s{cfg.seed}" / name
 
@@ -166,7 +242,9 @@ def why_not_resumable(out: Path, cfg: RunConfig, data: dict[str, Any]) -> str | 
             return f"its {io.LEGACY_CHECKPOINT_NAME} is a pickle of an older kfac_ref, which is never loaded (it could run code)"
         return f"it has no {io.CHECKPOINT_NAME} to continue from"
     try:
-        saved = RunConfig.from_json(json.loads((out / "config.json").read_text()), str(out / "config.json"))
+        saved = RunConfig.from_json(
+            json.loads((out / "config.json").read_text()), str(out / "config.json")
+        )
         records = io.read_jsonl(out / "log.jsonl")
     except (OSError, ValueError, KFACError) as exc:
         return f"its config.json or log.jsonl cannot be read ({exc})"
@@ -185,7 +263,9 @@ def get_log(args: argparse.Namespace, cfg: RunConfig, data: dict[str, Any]) -> l
     out = run_dir(args, cfg)
     records = finished_log(cfg, out)
     if records is not None and _same_data(records, data):
-        print(f"  reusing {out} ({records[-1]['iteration']} iterations, {records[-1]['time']:.0f} s)")
+        print(
+            f"  reusing {out} ({records[-1]['iteration']} iterations, {records[-1]['time']:.0f} s)"
+        )
         args.run_actions.append(("reused", out))
         return records
     held = [n for n in RUN_FILES if (out / n).exists()]
@@ -204,7 +284,13 @@ def get_log(args: argparse.Namespace, cfg: RunConfig, data: dict[str, Any]) -> l
         )
     print(f"  {'resuming' if action == 'resumed' else 'training'} {out}")
     args.run_actions.append((action, out))
-    run_experiment(cfg, out, resume=action == "resumed", overwrite=action == "replaced", progress=not args.no_progress)
+    run_experiment(
+        cfg,
+        out,
+        resume=action == "resumed",
+        overwrite=action == "replaced",
+        progress=not args.no_progress,
+    )
     return finished_log(cfg, out)
 
 
@@ -225,7 +311,9 @@ def curve(records: list[dict[str, Any]]) -> dict[str, list[float]]:
 TABLE_ITERATIONS = (100, 200, 300, 400, 500, 1000)
 
 
-def versus_authors(curves: dict[str, Any], ref: dict[str, list[float]] | None) -> list[dict[str, Any]]:
+def versus_authors(
+    curves: dict[str, Any], ref: dict[str, list[float]] | None
+) -> list[dict[str, Any]]:
     """Rows (k, the authors' raw training error, and for each K-FAC method ours: raw and
     reported) at :data:`TABLE_ITERATIONS`, where both logs have k."""
     if ref is None:
@@ -237,13 +325,18 @@ def versus_authors(curves: dict[str, Any], ref: dict[str, list[float]] | None) -
         for method, c in curves.items():
             if method != "sgd-momentum" and k in c["iteration"]:
                 i = c["iteration"].index(k)
-                row[f"{method}_raw"], row[f"{method}_reported"] = c["train_error_raw"][i], c["train_error"][i]
+                row[f"{method}_raw"], row[f"{method}_reported"] = (
+                    c["train_error_raw"][i],
+                    c["train_error"][i],
+                )
         if len(row) > 2:
             rows.append(row)
     return rows
 
 
-def tune_sgd(args: argparse.Namespace, dataset: str, data: dict[str, Any]) -> tuple[RunConfig, dict[float, float]]:
+def tune_sgd(
+    args: argparse.Namespace, dataset: str, data: dict[str, Any]
+) -> tuple[RunConfig, dict[float, float]]:
     """The grid's runs and the learning rate with the lowest final training error (a rate that
     diverges scores ∞)."""
     finals: dict[float, float] = {}
@@ -277,13 +370,29 @@ def collect(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             if capped:
                 budget = args.sgd_seconds
             if budget is not None:  # the same optimizer time as the slowest K-FAC run (or the cap)
-                cfg = RunConfig(**{**cfg.to_json(), "iters": SGD_MAX_ITERS, "max_seconds": budget,
-                                   **SGD_BUDGET_CADENCE["quick" if args.quick else "full"]})
+                cfg = RunConfig(
+                    **{
+                        **cfg.to_json(),
+                        "iters": SGD_MAX_ITERS,
+                        "max_seconds": budget,
+                        **SGD_BUDGET_CADENCE["quick" if args.quick else "full"],
+                    }
+                )
             c = curve(get_log(args, cfg, data))
-            c.update(sgd_lr=cfg.sgd_lr, sgd_grid=finals, sgd_budget_seconds=budget, sgd_budget_capped=capped)
+            c.update(
+                sgd_lr=cfg.sgd_lr,
+                sgd_grid=finals,
+                sgd_budget_seconds=budget,
+                sgd_budget_capped=capped,
+            )
             curves["sgd-momentum"] = c
-        out[dataset] = {**data, "settings": settings(args), "constants": args.constants, "curves": curves,
-                        "versus_authors": versus_authors(curves, reference_trace(dataset))}
+        out[dataset] = {
+            **data,
+            "settings": settings(args),
+            "constants": args.constants,
+            "curves": curves,
+            "versus_authors": versus_authors(curves, reference_trace(dataset)),
+        }
     return out
 
 
@@ -294,7 +403,10 @@ def reference_trace(dataset: str) -> dict[str, list[float]] | None:
         return None
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    return {"iteration": [int(r["iter"]) for r in rows], "train_error": [float(r["train_err"]) for r in rows]}
+    return {
+        "iteration": [int(r["iter"]) for r in rows],
+        "train_error": [float(r["train_err"]) for r in rows],
+    }
 
 
 def settings_text(args: argparse.Namespace, entry: dict[str, Any]) -> str:
@@ -306,7 +418,9 @@ def settings_text(args: argparse.Namespace, entry: dict[str, Any]) -> str:
     return f"{kind}: m₁ = {m1} → all at k = {k_full}, {tau2}"
 
 
-def draw(args: argparse.Namespace, data: dict[str, dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
+def draw(
+    args: argparse.Namespace, data: dict[str, dict[str, Any]], out_dir: Path, stem: str
+) -> list[Path]:
     """Two panels per data set (error vs iterations, vs optimizer seconds); PNG + PDF."""
     n = len(data)
     fig, axes = plt.subplots(n, 2, figsize=(12, 4.4 * n), squeeze=False)
@@ -322,18 +436,31 @@ def draw(args: argparse.Namespace, data: dict[str, dict[str, Any]], out_dir: Pat
                         label += f", time capped at {c['sgd_budget_seconds']:g} s"
                 ax.plot(c[xkey], c["train_error"], STYLES[method], label=label, lw=1.5)
             if xkey == "iteration" and ref is not None:
-                ax.plot(ref["iteration"], ref["train_error"], "k--", lw=1.2,
-                        label=f"authors' code (F̂), original {dataset.upper()} data, published run")
+                ax.plot(
+                    ref["iteration"],
+                    ref["train_error"],
+                    "k--",
+                    lw=1.2,
+                    label=f"authors' code (F̂), original {dataset.upper()} data, published run",
+                )
             if xkey == "iteration":
                 # K-FAC's iterations set the range: SGD takes many more, smaller steps in the same
                 # time and runs on beyond the panel (the time panel shows all of it).
-                kfac = [c for m, c in entry["curves"].items() if m != "sgd-momentum"] or list(entry["curves"].values())
+                kfac = [c for m, c in entry["curves"].items() if m != "sgd-momentum"] or list(
+                    entry["curves"].values()
+                )
                 ax.set_xlim(0, max(max(c["iteration"]) for c in kfac) * 1.02)
             ax.set_yscale("log")
-            sgd_note = " (SGD's curve runs on beyond the panel)" if "sgd-momentum" in entry["curves"] else ""
+            sgd_note = (
+                " (SGD's curve runs on beyond the panel)"
+                if "sgd-momentum" in entry["curves"]
+                else ""
+            )
             ax.set_xlabel("iterations" + sgd_note if xkey == "iteration" else "optimizer seconds")
             ax.set_ylabel("training error (squared error per case)")
-            ax.set_title(f"{dataset.upper()}: {entry['data']}\n{settings_text(args, entry)}", fontsize=9)
+            ax.set_title(
+                f"{dataset.upper()}: {entry['data']}\n{settings_text(args, entry)}", fontsize=9
+            )
             ax.grid(True, which="both", alpha=0.3)
         axes[row, 0].legend(fontsize=7)
     fig.tight_layout()
@@ -352,13 +479,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     io.write_text_atomic(out_dir / f"{stem}.json", json.dumps(data, indent=1))
     for dataset, entry in data.items():
         for method, c in entry["curves"].items():
-            print(f"{dataset:7s} {method:15s} final training error {c['train_error'][-1]:.4f} "
-                  f"after {c['iteration'][-1]} iterations, {c['time'][-1]:.1f} optimizer s")
+            print(
+                f"{dataset:7s} {method:15s} final training error {c['train_error'][-1]:.4f} "
+                f"after {c['iteration'][-1]} iterations, {c['time'][-1]:.1f} optimizer s"
+            )
         for row in entry["versus_authors"]:
             ours = ", ".join(f"{m} {row[m + '_raw']:.4g}" for m in LABELS if m + "_raw" in row)
             theirs = "—" if row["authors_raw"] is None else f"{row['authors_raw']:.4g}"
-            print(f"{dataset:7s} k = {row['iteration']:4d}: raw-iterate training error, ours: {ours}; "
-                  f"authors' published run (original data): {theirs}")
+            print(
+                f"{dataset:7s} k = {row['iteration']:4d}: raw-iterate training error, ours: {ours}; "
+                f"authors' published run (original data): {theirs}"
+            )
     for action in ("reused", "resumed", "trained", "replaced"):
         done = [str(out) for a, out in args.run_actions if a == action]
         if done:

@@ -75,9 +75,13 @@ BLOCK_DIAGONAL_MIN_RATIO = 8.0  # diagonal ÷ first off-diagonal blocks: "close 
 
 def add_options(p: argparse.ArgumentParser) -> list[str]:
     """Options of this script only."""
-    p.add_argument("--further-iters", type=int, default=None,
-                   help="after the figures' network, train this many more iterations and report "
-                        "Figure 3's block means for that network too (default 80, quick 20; 0: skip)")
+    p.add_argument(
+        "--further-iters",
+        type=int,
+        default=None,
+        help="after the figures' network, train this many more iterations and report "
+        "Figure 3's block means for that network too (default 80, quick 20; 0: skip)",
+    )
     return ["further_iters"]
 
 
@@ -113,18 +117,33 @@ def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
     "close to block-tridiagonal" (first off-diagonal blocks ≥ TRIDIAGONAL_MIN_RATIO × farther)."""
     first, diag = r["first_off_over_farther"], r["diagonal_over_first_off"]
     if first >= TRIDIAGONAL_MIN_RATIO:
-        return f"is close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther ones)", True
+        return (
+            f"is close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther ones)",
+            True,
+        )
     if diag >= BLOCK_DIAGONAL_MIN_RATIO:
-        return (f"is close to block-diagonal (diagonal blocks {diag:.0f}× the first off-diagonal ones, "
-                f"which are only {first:.1f}× the farther ones)"), False
+        return (
+            f"is close to block-diagonal (diagonal blocks {diag:.0f}× the first off-diagonal ones, "
+            f"which are only {first:.1f}× the farther ones)"
+        ), False
     if first >= 2.0:
-        return (f"has a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther "
-                f"ones, diagonal blocks {diag:.1f}× the first off-diagonal)"), False
-    return f"has no block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther ones)", False
+        return (
+            f"has a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther "
+            f"ones, diagonal blocks {diag:.1f}× the first off-diagonal)"
+        ), False
+    return (
+        f"has no block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther ones)",
+        False,
+    )
 
 
-def inverse_setting(name: str, net: common.TrainedNet, M: common.MiddleMatrices, gamma: float,
-                    cond: float | None = None) -> tuple[dict[str, Any], np.ndarray]:
+def inverse_setting(
+    name: str,
+    net: common.TrainedNet,
+    M: common.MiddleMatrices,
+    gamma: float,
+    cond: float | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Block means of |F̃(γ)⁻¹| and |F(γ)⁻¹| of one network at one damping, and F̃(γ)⁻¹ itself."""
     Ft = M.damped["F_tilde"] if gamma == M.gamma else M.F_tilde_at(gamma)
     cond = condition_number(Ft) if cond is None else cond
@@ -135,34 +154,64 @@ def inverse_setting(name: str, net: common.TrainedNet, M: common.MiddleMatrices,
     ratios = common.band_ratios(means)
     seen, reproduces = what_is_seen(ratios)
     entry: dict[str, Any] = {
-        "setting": name, "iterations": net.iterations, "train_error": net.train_error(),
-        "gamma": gamma, "condition_F_tilde": cond,
-        "block_mean_abs_F_tilde_inverse": means, "band_ratios_F_tilde_inverse": ratios,
-        "seen": seen, "close_to_block_tridiagonal": reproduces, "condition_F": cond_F,
+        "setting": name,
+        "iterations": net.iterations,
+        "train_error": net.train_error(),
+        "gamma": gamma,
+        "condition_F_tilde": cond,
+        "block_mean_abs_F_tilde_inverse": means,
+        "band_ratios_F_tilde_inverse": ratios,
+        "seen": seen,
+        "close_to_block_tridiagonal": reproduces,
+        "condition_F": cond_F,
     }
     if cond_F <= COND_MAX:
         F_means = block_mean_abs(to_numpy(spd_inverse(F, "F(γ)")), M.shapes)
-        entry.update(block_mean_abs_F_inverse=F_means, band_ratios_F_inverse=common.band_ratios(F_means))
+        entry.update(
+            block_mean_abs_F_inverse=F_means, band_ratios_F_inverse=common.band_ratios(F_means)
+        )
     return entry, inv
 
 
-def figure3_numbers(net: common.TrainedNet, M: common.MiddleMatrices, quantile: float,
-                    further: common.TrainedNet | None, M_further: common.MiddleMatrices | None,
-                    stages: common.Stages) -> tuple[dict[str, Any], np.ndarray]:
+def figure3_numbers(
+    net: common.TrainedNet,
+    M: common.MiddleMatrices,
+    quantile: float,
+    further: common.TrainedNet | None,
+    M_further: common.MiddleMatrices | None,
+    stages: common.Stages,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Figure 3's numbers: the paper's setting (γ of K-FAC) and the other settings tried."""
-    stages(f"inverses: F̃(γ)⁻¹ at γ = {M.gamma:.3g} and at the smallest damping keeping F̃ invertible")
+    stages(
+        f"inverses: F̃(γ)⁻¹ at γ = {M.gamma:.3g} and at the smallest damping keeping F̃ invertible"
+    )
     main, inv = inverse_setting(f"K-FAC's γ after {net.iterations} iterations", net, M, M.gamma)
     settings = [main]
     g0, cond0 = smallest_invertible_gamma(M)
-    settings.append(inverse_setting(f"smallest damping keeping F̃ invertible, {net.iterations} "
-                                    "iterations", net, M, g0, cond0)[0])
+    settings.append(
+        inverse_setting(
+            f"smallest damping keeping F̃ invertible, {net.iterations} iterations", net, M, g0, cond0
+        )[0]
+    )
     if further is not None and M_further is not None:
-        settings.append(inverse_setting(f"K-FAC's γ after {further.iterations} iterations", further,
-                                        M_further, M_further.gamma)[0])
+        settings.append(
+            inverse_setting(
+                f"K-FAC's γ after {further.iterations} iterations",
+                further,
+                M_further,
+                M_further.gamma,
+            )[0]
+        )
         g1, cond1 = smallest_invertible_gamma(M_further)
-        settings.append(inverse_setting(f"smallest damping keeping F̃ invertible, "
-                                        f"{further.iterations} iterations", further, M_further, g1,
-                                        cond1)[0])
+        settings.append(
+            inverse_setting(
+                f"smallest damping keeping F̃ invertible, {further.iterations} iterations",
+                further,
+                M_further,
+                g1,
+                cond1,
+            )[0]
+        )
     F_tilde_means = block_mean_abs(M.undamped["F_tilde"], M.shapes)
     nums = {
         "gamma": M.gamma,
@@ -176,27 +225,35 @@ def figure3_numbers(net: common.TrainedNet, M: common.MiddleMatrices, quantile: 
         "settings": settings,
         "white_level_F_tilde": common.white_level(M.undamped["F_tilde"], quantile),
         "white_level_F_tilde_inverse": common.white_level(inv, quantile),
-        "thresholds": {"close_to_block_tridiagonal": f"first_off_over_farther ≥ {TRIDIAGONAL_MIN_RATIO:g}",
-                       "close_to_block_diagonal": f"diagonal_over_first_off ≥ {BLOCK_DIAGONAL_MIN_RATIO:g}",
-                       "invertible": f"condition number ≤ {COND_MAX:g}"},
+        "thresholds": {
+            "close_to_block_tridiagonal": f"first_off_over_farther ≥ {TRIDIAGONAL_MIN_RATIO:g}",
+            "close_to_block_diagonal": f"diagonal_over_first_off ≥ {BLOCK_DIAGONAL_MIN_RATIO:g}",
+            "invertible": f"condition number ≤ {COND_MAX:g}",
+        },
     }
     return nums, inv
 
 
-def draw_figure2(M: common.MiddleMatrices, nums: dict[str, Any], s: common.Settings,
-                 net: common.TrainedNet) -> Any:
+def draw_figure2(
+    M: common.MiddleMatrices, nums: dict[str, Any], s: common.Settings, net: common.TrainedNet
+) -> Any:
     """|F|, |F̃|, |F − F̃| side by side at one white level, a colour bar each."""
     import matplotlib.pyplot as plt
 
     F, Ft, v = M.undamped["F"], M.undamped["F_tilde"], nums["white_level"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.9), layout="constrained")
-    panels = [(F, "|F| (exact Fisher)"), (Ft, "|F̃| (Kronecker-factored, §3)"),
-              (F - Ft, f"|F − F̃|   (‖F − F̃‖/‖F‖ = {nums['relative_error_F_tilde_vs_F']:.3f})")]
+    panels = [
+        (F, "|F| (exact Fisher)"),
+        (Ft, "|F̃| (Kronecker-factored, §3)"),
+        (F - Ft, f"|F − F̃|   (‖F − F̃‖/‖F‖ = {nums['relative_error_F_tilde_vs_F']:.3f})"),
+    ]
     for ax, (mat, title) in zip(axes, panels, strict=True):
         common.show_abs(ax, mat, v, M.boundaries, title, s.scale, s.decades)
-    fig.suptitle("Figure 2: exact Fisher F vs its Kronecker-factored approximation F̃, middle 4 layers "
-                 "(W_2..W_5) of the 256-20-20-20-20-20-10 tanh net; |entries|, one white level",
-                 fontsize=10)
+    fig.suptitle(
+        "Figure 2: exact Fisher F vs its Kronecker-factored approximation F̃, middle 4 layers "
+        "(W_2..W_5) of the 256-20-20-20-20-20-10 tanh net; |entries|, one white level",
+        fontsize=10,
+    )
     fig.supxlabel(common.footer(net), fontsize=8)
     return fig
 
@@ -208,8 +265,15 @@ def draw_block_means(ax: Any, means: np.ndarray, title: str) -> None:
     for k in range(L):
         for l in range(L):
             dark = means[k, l] < 0.5 * means.max()
-            ax.text(l, k, f"{means[k, l]:.3g}", ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
+            ax.text(
+                l,
+                k,
+                f"{means[k, l]:.3g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+            )
     labels = [f"W_{common.MIDDLE_FIRST + 1 + k}" for k in range(L)]
     ax.set_xticks(range(L), labels, fontsize=8)
     ax.set_yticks(range(L), labels, fontsize=8)
@@ -219,34 +283,66 @@ def draw_block_means(ax: Any, means: np.ndarray, title: str) -> None:
 
 def setting_title(entry: dict[str, Any]) -> str:
     r = entry["band_ratios_F_tilde_inverse"]
-    return (f"{entry['setting']}\n(γ = {entry['gamma']:.3g}, training error {entry['train_error']:.1%})\n"
-            f"first off-diag / farther = {r['first_off_over_farther']:.2f}, "
-            f"diag / first off-diag = {r['diagonal_over_first_off']:.1f}")
+    return (
+        f"{entry['setting']}\n(γ = {entry['gamma']:.3g}, training error {entry['train_error']:.1%})\n"
+        f"first off-diag / farther = {r['first_off_over_farther']:.2f}, "
+        f"diag / first off-diag = {r['diagonal_over_first_off']:.1f}"
+    )
 
 
-def draw_figure3(M: common.MiddleMatrices, inv: np.ndarray, nums: dict[str, Any], s: common.Settings,
-                 net: common.TrainedNet) -> Any:
+def draw_figure3(
+    M: common.MiddleMatrices,
+    inv: np.ndarray,
+    nums: dict[str, Any],
+    s: common.Settings,
+    net: common.TrainedNet,
+) -> Any:
     """Top: |F̃|, |F̃⁻¹| (K-FAC's γ) and the block means of |F̃⁻¹| (the paper's three panels).
     Bottom: the block means in the other settings tried."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(14, 9.6), layout="constrained",
-                             gridspec_kw={"height_ratios": [1.15, 1]})
-    common.show_abs(axes[0, 0], M.undamped["F_tilde"], nums["white_level_F_tilde"], M.boundaries,
-                    f"|F̃| (first off-diag / farther block means = "
-                    f"{nums['band_ratios_F_tilde']['first_off_over_farther']:.2f})", s.scale, s.decades)
-    common.show_abs(axes[0, 1], inv, nums["white_level_F_tilde_inverse"], M.boundaries,
-                    f"|F̃⁻¹|  (factored Tikhonov damping γ = {M.gamma:.3g}, K-FAC's)", s.scale, s.decades)
+    fig, axes = plt.subplots(
+        2, 3, figsize=(14, 9.6), layout="constrained", gridspec_kw={"height_ratios": [1.15, 1]}
+    )
+    common.show_abs(
+        axes[0, 0],
+        M.undamped["F_tilde"],
+        nums["white_level_F_tilde"],
+        M.boundaries,
+        f"|F̃| (first off-diag / farther block means = "
+        f"{nums['band_ratios_F_tilde']['first_off_over_farther']:.2f})",
+        s.scale,
+        s.decades,
+    )
+    common.show_abs(
+        axes[0, 1],
+        inv,
+        nums["white_level_F_tilde_inverse"],
+        M.boundaries,
+        f"|F̃⁻¹|  (factored Tikhonov damping γ = {M.gamma:.3g}, K-FAC's)",
+        s.scale,
+        s.decades,
+    )
     main, others = nums["settings"][0], nums["settings"][1:]
-    draw_block_means(axes[0, 2], main["block_mean_abs_F_tilde_inverse"], "block means of |F̃⁻¹|, " + setting_title(main))
+    draw_block_means(
+        axes[0, 2],
+        main["block_mean_abs_F_tilde_inverse"],
+        "block means of |F̃⁻¹|, " + setting_title(main),
+    )
     for ax, entry in zip(axes[1], others, strict=False):
         draw_block_means(ax, entry["block_mean_abs_F_tilde_inverse"], setting_title(entry))
-    for ax in axes[1, len(others):]:
+    for ax in axes[1, len(others) :]:
         ax.axis("off")
-    verdict = "as the paper says" if nums["close_to_block_tridiagonal"] else "the paper: close to block-tridiagonal"
-    fig.suptitle(f"Figure 3: F̃ and its inverse, middle 4 layers. Seen: F̃⁻¹ {nums['seen']}\n"
-                 f"({verdict}). Bottom row: block means of |F̃⁻¹| in the other settings tried.",
-                 fontsize=10)
+    verdict = (
+        "as the paper says"
+        if nums["close_to_block_tridiagonal"]
+        else "the paper: close to block-tridiagonal"
+    )
+    fig.suptitle(
+        f"Figure 3: F̃ and its inverse, middle 4 layers. Seen: F̃⁻¹ {nums['seen']}\n"
+        f"({verdict}). Bottom row: block means of |F̃⁻¹| in the other settings tried.",
+        fontsize=10,
+    )
     fig.supxlabel(common.footer(net), fontsize=8)
     return fig
 
@@ -254,9 +350,13 @@ def draw_figure3(M: common.MiddleMatrices, inv: np.ndarray, nums: dict[str, Any]
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train (or load) the network, compute F, F̃, F̃⁻¹, draw Figures 2–3, write JSON and NPZ."""
     figure_files = [f"{stem}.{ext}" for stem in (FIG2, FIG3) for ext in ("png", "pdf")]
-    s, net, gamma, stages = common.prepare(__doc__, argv, "fisher_blocks",
-                                           [*figure_files, JSON_NAME, WEIGHTS_NAME, FURTHER_WEIGHTS_NAME],
-                                           add_options)
+    s, net, gamma, stages = common.prepare(
+        __doc__,
+        argv,
+        "fisher_blocks",
+        [*figure_files, JSON_NAME, WEIGHTS_NAME, FURTHER_WEIGHTS_NAME],
+        add_options,
+    )
     further_iters = s.extra["further_iters"]
     further_iters = (20 if s.quick else 80) if further_iters is None else int(further_iters)
     if further_iters < 0:
@@ -264,7 +364,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     M = common.middle_matrices(net, gamma, names=("F_tilde",), stages=stages)
     further = M_further = None
     if further_iters and net.resume is not None:
-        stages(f"training further: {further_iters} more iterations (Figure 3's 'trained further' setting)")
+        stages(
+            f"training further: {further_iters} more iterations (Figure 3's 'trained further' setting)"
+        )
         further = net.resume(further_iters)
         g_further = s.gamma if s.gamma is not None else further.gamma
         M_further = common.middle_matrices(further, g_further, names=("F_tilde",), stages=stages)
@@ -278,19 +380,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     files.append(common.save_network(s.out / WEIGHTS_NAME, net))
     if further is not None:
         files.append(common.save_network(s.out / FURTHER_WEIGHTS_NAME, further))
-    result = {**common.run_summary(s, net, gamma), "figure2": nums2, "figure3": nums3,
-              "further_training": None if further is None else {
-                  "iterations": further.iterations, "train_error": further.train_error(),
-                  "gamma": further.gamma, "history": further.history[net.iterations:]},
-              "files": [f.name for f in files], "seconds": stages.elapsed}
+    result = {
+        **common.run_summary(s, net, gamma),
+        "figure2": nums2,
+        "figure3": nums3,
+        "further_training": None
+        if further is None
+        else {
+            "iterations": further.iterations,
+            "train_error": further.train_error(),
+            "gamma": further.gamma,
+            "history": further.history[net.iterations :],
+        },
+        "files": [f.name for f in files],
+        "seconds": stages.elapsed,
+    }
     common.save_json(s.out / JSON_NAME, result)
-    stages(f"done: ‖F̃−F‖/‖F‖ = {nums2['relative_error_F_tilde_vs_F']:.4f}; F̃⁻¹ (γ = {gamma:.3g}) "
-           f"{nums3['seen']}; training error {result['train_error']:.2%} after {net.iterations} "
-           f"iterations → {s.out}/")
+    stages(
+        f"done: ‖F̃−F‖/‖F‖ = {nums2['relative_error_F_tilde_vs_F']:.4f}; F̃⁻¹ (γ = {gamma:.3g}) "
+        f"{nums3['seen']}; training error {result['train_error']:.2%} after {net.iterations} "
+        f"iterations → {s.out}/"
+    )
     for entry in nums3["settings"]:
         r = entry["band_ratios_F_tilde_inverse"]
-        print(f"  {entry['setting']}: γ = {entry['gamma']:.3g}, first off-diag / farther "
-              f"{r['first_off_over_farther']:.2f}, diag / first off-diag {r['diagonal_over_first_off']:.2f}")
+        print(
+            f"  {entry['setting']}: γ = {entry['gamma']:.3g}, first off-diag / farther "
+            f"{r['first_off_over_farther']:.2f}, diag / first off-diag {r['diagonal_over_first_off']:.2f}"
+        )
     return result
 
 

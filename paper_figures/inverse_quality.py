@@ -61,22 +61,33 @@ JSON_NAME, WEIGHTS_NAME = "inverse_quality.json", "inverse_quality_weights.npz"
 SYMBOL = {"F_breve": "F̆", "F_hat": "F̂", "F_tilde": "F̃", "F": "F"}
 
 
-def comparison_numbers(mats: dict[str, np.ndarray], shapes: list, reference: str, exact: str) -> dict[str, Any]:
+def comparison_numbers(
+    mats: dict[str, np.ndarray], shapes: list, reference: str, exact: str
+) -> dict[str, Any]:
     """Relative errors of F̆ and F̂ (or their inverses) vs the reference and vs the exact matrix."""
     out: dict[str, Any] = {}
     for name in ("F_breve", "F_hat"):
         out[name] = {
             f"vs_{reference}": relative_error(mats[name], mats[reference]),
             f"vs_{exact}": relative_error(mats[name], mats[exact]),
-            f"block_errors_vs_{reference}": block_relative_errors(mats[name], mats[reference], shapes),
+            f"block_errors_vs_{reference}": block_relative_errors(
+                mats[name], mats[reference], shapes
+            ),
         }
     out[reference] = {f"vs_{exact}": relative_error(mats[reference], mats[exact])}
     return out
 
 
-def draw_comparison(mats: dict[str, np.ndarray], nums: dict[str, Any], boundaries: Sequence[int],
-                    vmax: float, inverse: bool, title: str, s: common.Settings,
-                    net: common.TrainedNet) -> Any:
+def draw_comparison(
+    mats: dict[str, np.ndarray],
+    nums: dict[str, Any],
+    boundaries: Sequence[int],
+    vmax: float,
+    inverse: bool,
+    title: str,
+    s: common.Settings,
+    net: common.TrainedNet,
+) -> Any:
     """Two rows (F̆, F̂) of |reference|, |approximation|, |approximation − reference|, one grey
     scale (``s.scale``) shared by the six panels, a colour bar on each."""
     import matplotlib.pyplot as plt
@@ -90,11 +101,20 @@ def draw_comparison(mats: dict[str, np.ndarray], nums: dict[str, Any], boundarie
         extra = f"\n‖{a} − F{sup}‖/‖F{sup}‖ = {e['vs_F']:.3f}" if inverse else ""
         common.show_abs(axes[row, 0], mats[ref_key], vmax, boundaries, f"|{r}|", s.scale, s.decades)
         common.show_abs(axes[row, 1], mats[name], vmax, boundaries, f"|{a}|", s.scale, s.decades)
-        common.show_abs(axes[row, 2], mats[name] - mats[ref_key], vmax, boundaries,
-                        f"|{a} − {r}|,  ‖{a} − {r}‖/‖{r}‖ = {e['vs_F_tilde']:.3f}{extra}",
-                        s.scale, s.decades)
-    how = (f"log10 |entry|, {s.decades:g} decades below a shared white level" if s.scale == "log"
-           else "|entry|, linear up to a shared white level")
+        common.show_abs(
+            axes[row, 2],
+            mats[name] - mats[ref_key],
+            vmax,
+            boundaries,
+            f"|{a} − {r}|,  ‖{a} − {r}‖/‖{r}‖ = {e['vs_F_tilde']:.3f}{extra}",
+            s.scale,
+            s.decades,
+        )
+    how = (
+        f"log10 |entry|, {s.decades:g} decades below a shared white level"
+        if s.scale == "log"
+        else "|entry|, linear up to a shared white level"
+    )
     fig.suptitle(f"{title}\n({how})", fontsize=10)
     fig.supxlabel(common.footer(net), fontsize=8)
     return fig
@@ -103,8 +123,13 @@ def draw_comparison(mats: dict[str, np.ndarray], nums: dict[str, Any], boundarie
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train (or load) the network, compute F, F̃, F̆, F̂ and inverses, draw Figures 5–6."""
     figure_files = [f"{stem}.{ext}" for stem in (FIG5, FIG6) for ext in ("png", "pdf")]
-    s, net, gamma, stages = common.prepare(__doc__, argv, "inverse_quality",
-                                           [*figure_files, JSON_NAME, WEIGHTS_NAME], default_scale="log")
+    s, net, gamma, stages = common.prepare(
+        __doc__,
+        argv,
+        "inverse_quality",
+        [*figure_files, JSON_NAME, WEIGHTS_NAME],
+        default_scale="log",
+    )
     M = common.middle_matrices(net, gamma, stages=stages)
     stages(f"inverses: F̃⁻¹, F̆⁻¹, F̂⁻¹ and F⁻¹ with factored Tikhonov damping γ = {gamma:.3g}")
     inverses = {name: to_numpy(spd_inverse(mat, name)) for name, mat in M.damped.items()}
@@ -113,25 +138,46 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     v5 = common.white_level(M.undamped["F_tilde"], s.vmax_quantile)
     v6 = common.white_level(inverses["F_tilde"], s.vmax_quantile)
     stages(f"figures: drawing Figures 5 and 6 ({', '.join(s.formats)}) into {s.out}/")
-    fig5 = draw_comparison(M.undamped, nums5, M.boundaries, v5, False,
-                           "Figure 5: F̃ vs its block-diagonal F̆ (top) and block-tridiagonal-inverse F̂ "
-                           "(bottom) approximations, middle 4 layers (undamped)", s, net)
-    fig6 = draw_comparison(inverses, nums6, M.boundaries, v6, True,
-                           f"Figure 6: F̃⁻¹ vs F̆⁻¹ (top) and F̂⁻¹ (bottom), factored Tikhonov damping "
-                           f"γ = {gamma:.3g} (K-FAC's), middle 4 layers", s, net)
+    fig5 = draw_comparison(
+        M.undamped,
+        nums5,
+        M.boundaries,
+        v5,
+        False,
+        "Figure 5: F̃ vs its block-diagonal F̆ (top) and block-tridiagonal-inverse F̂ "
+        "(bottom) approximations, middle 4 layers (undamped)",
+        s,
+        net,
+    )
+    fig6 = draw_comparison(
+        inverses,
+        nums6,
+        M.boundaries,
+        v6,
+        True,
+        f"Figure 6: F̃⁻¹ vs F̆⁻¹ (top) and F̂⁻¹ (bottom), factored Tikhonov damping "
+        f"γ = {gamma:.3g} (K-FAC's), middle 4 layers",
+        s,
+        net,
+    )
     files = common.save_figure(fig5, s.out, FIG5, s.dpi, s.formats)
     files += common.save_figure(fig6, s.out, FIG6, s.dpi, s.formats)
     files.append(common.save_network(s.out / WEIGHTS_NAME, net))
-    result = {**common.run_summary(s, net, gamma),
-              "figure5": {**nums5, "white_level": v5, "scale": s.scale, "decades": s.decades},
-              "figure6": {**nums6, "white_level": v6, "scale": s.scale, "decades": s.decades},
-              "files": [f.name for f in files], "seconds": stages.elapsed}
+    result = {
+        **common.run_summary(s, net, gamma),
+        "figure5": {**nums5, "white_level": v5, "scale": s.scale, "decades": s.decades},
+        "figure6": {**nums6, "white_level": v6, "scale": s.scale, "decades": s.decades},
+        "files": [f.name for f in files],
+        "seconds": stages.elapsed,
+    }
     common.save_json(s.out / JSON_NAME, result)
-    stages(f"done: vs F̃: ‖F̆−F̃‖ {nums5['F_breve']['vs_F_tilde']:.4f}, ‖F̂−F̃‖ "
-           f"{nums5['F_hat']['vs_F_tilde']:.4f}; vs F̃⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F_tilde']:.4f}, "
-           f"F̂⁻¹ {nums6['F_hat']['vs_F_tilde']:.4f}; vs F⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F']:.4f}, "
-           f"F̂⁻¹ {nums6['F_hat']['vs_F']:.4f}, F̃⁻¹ {nums6['F_tilde']['vs_F']:.4f} (relative Frobenius; "
-           f"γ = {gamma:.3g}) → {s.out}/")
+    stages(
+        f"done: vs F̃: ‖F̆−F̃‖ {nums5['F_breve']['vs_F_tilde']:.4f}, ‖F̂−F̃‖ "
+        f"{nums5['F_hat']['vs_F_tilde']:.4f}; vs F̃⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F_tilde']:.4f}, "
+        f"F̂⁻¹ {nums6['F_hat']['vs_F_tilde']:.4f}; vs F⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F']:.4f}, "
+        f"F̂⁻¹ {nums6['F_hat']['vs_F']:.4f}, F̃⁻¹ {nums6['F_tilde']['vs_F']:.4f} (relative Frobenius; "
+        f"γ = {gamma:.3g}) → {s.out}/"
+    )
     return result
 
 

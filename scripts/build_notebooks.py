@@ -78,7 +78,9 @@ def convert(path: Path) -> object:
         nb = jupytext.read(path, fmt="py:percent")
     except Exception as exc:  # jupytext raises several kinds for malformed files
         raise BuildError(f"{path.name}: jupytext could not read it: {exc}") from exc
-    nb.metadata.setdefault("kernelspec", {"name": KERNEL, "display_name": "Python 3", "language": "python"})
+    nb.metadata.setdefault(
+        "kernelspec", {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    )
     nbformat.validate(nb)
     return nb
 
@@ -106,7 +108,11 @@ def execute(nb: object, name: str, workdir: Path, timeout: int) -> None:
         client.execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         index, cell = _failed_cell(nb)
-        where = f"cell {index + 1} of {len(nb.cells)} (`{_first_line(cell.source)}`)" if cell else "a cell"
+        where = (
+            f"cell {index + 1} of {len(nb.cells)} (`{_first_line(cell.source)}`)"
+            if cell
+            else "a cell"
+        )
         if isinstance(exc, CellExecutionError):
             what = f"{exc.ename}: {exc.evalue}"
         else:
@@ -157,7 +163,10 @@ def build(src: Path, out: Path, run: bool, timeout: int, only: Sequence[str] = (
     """Convert (and with ``run`` execute) every source; stop at the first failing notebook."""
     files = sources(src, only)
     if not files:
-        raise SetupError(f"no notebook sources (*.py) found in {src}" + (f" matching {list(only)}" if only else ""))
+        raise SetupError(
+            f"no notebook sources (*.py) found in {src}"
+            + (f" matching {list(only)}" if only else "")
+        )
     out.mkdir(parents=True, exist_ok=True)  # also the kernels' working directory
     if run:
         ensure_kernel()
@@ -176,12 +185,25 @@ def build(src: Path, out: Path, run: bool, timeout: int, only: Sequence[str] = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", type=Path, default=DEFAULT_SRC, help=f"jupytext sources (default {DEFAULT_SRC})")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    p.add_argument("--execute", action="store_true", help="run each notebook in a fresh python3 kernel")
-    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")
-    p.add_argument("--only", nargs="+", default=(), metavar="KEY",
-                   help="only the sources whose name contains one of these strings, e.g. 01 03")
+    p.add_argument(
+        "--src", type=Path, default=DEFAULT_SRC, help=f"jupytext sources (default {DEFAULT_SRC})"
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
+    )
+    p.add_argument(
+        "--execute", action="store_true", help="run each notebook in a fresh python3 kernel"
+    )
+    p.add_argument(
+        "--timeout", type=int, default=600, help="seconds allowed per cell (default 600)"
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=(),
+        metavar="KEY",
+        help="only the sources whose name contains one of these strings, e.g. 01 03",
+    )
     args = p.parse_args(argv)
     try:
         build(args.src, args.out, args.execute, args.timeout, args.only)

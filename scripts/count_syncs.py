@@ -38,11 +38,17 @@ STRUCTURES = tuple(FACTORED)  # the dense structures are for small nets only
 
 def layers(shrink: int) -> list[int]:
     """The MNIST autoencoder's widths, hidden ones divided by ``shrink`` (at least 2)."""
-    return [MNIST_LAYERS[0]] + [max(2, d // shrink) for d in MNIST_LAYERS[1:-1]] + [MNIST_LAYERS[-1]]
+    return (
+        [MNIST_LAYERS[0]] + [max(2, d // shrink) for d in MNIST_LAYERS[1:-1]] + [MNIST_LAYERS[-1]]
+    )
 
 
 def count_syncs(
-    structure: str, shrink: int = 10, batch: int = 400, iters: int = 20, widths: list[int] | None = None
+    structure: str,
+    shrink: int = 10,
+    batch: int = 400,
+    iters: int = 20,
+    widths: list[int] | None = None,
 ) -> dict[int, list[tuple[str, str]]]:
     """The transfers of each of ``iters`` K-FAC iterations on the stand-in: {k: [(kind, where)]}.
 
@@ -77,27 +83,37 @@ def report(per_k: dict[int, list[tuple[str, str]]], top: int) -> dict[str, Any]:
         sources: dict[str, int] = {}
         for what, where in events:
             sources[f"{where} ({what})"] = sources.get(f"{where} ({what})", 0) + 1
-        rows[kind] = {"k": k, "syncs": len(events), "budget": BUDGET[kind],
-                      "top": sorted(sources.items(), key=lambda kv: -kv[1])[:top]}
+        rows[kind] = {
+            "k": k,
+            "syncs": len(events),
+            "budget": BUDGET[kind],
+            "top": sorted(sources.items(), key=lambda kv: -kv[1])[:top],
+        }
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shrink", type=int, default=10, help="divide the hidden widths by this (1 = paper's)")
+    p.add_argument(
+        "--shrink", type=int, default=10, help="divide the hidden widths by this (1 = paper's)"
+    )
     p.add_argument("--batch", type=int, default=400, help="mini-batch size")
     p.add_argument("--top", type=int, default=5, help="sources listed per iteration kind")
     p.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=STRUCTURES)
     args = p.parse_args(argv)
     over = False
-    print(f"device→host syncs per K-FAC iteration on the CuPy stand-in, layers {layers(args.shrink)}")
+    print(
+        f"device→host syncs per K-FAC iteration on the CuPy stand-in, layers {layers(args.shrink)}"
+    )
     for structure in args.structures:
         rows = report(count_syncs(structure, args.shrink, args.batch), args.top)
         print(f"\n{structure}")
         for kind, r in rows.items():
             flag = "ok" if r["syncs"] <= r["budget"] else "OVER BUDGET"
             over |= r["syncs"] > r["budget"]
-            print(f"  {kind:<13} k={r['k']:<3} {r['syncs']:>4} syncs (budget {r['budget']}, {flag})")
+            print(
+                f"  {kind:<13} k={r['k']:<3} {r['syncs']:>4} syncs (budget {r['budget']}, {flag})"
+            )
             for src, n in r["top"]:
                 print(f"      {n:>4}  {src}")
     return 1 if over else 0

@@ -63,11 +63,20 @@ def describe_callable(obj: Any) -> dict[str, Any]:
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
-        return _params_from_doc(obj) or {"params": None, "var_positional": True, "var_keyword": True}
+        return _params_from_doc(obj) or {
+            "params": None,
+            "var_positional": True,
+            "var_keyword": True,
+        }
     kinds = [p.kind for p in sig.parameters.values()]
     return {
-        "params": [n for n in sig.parameters if n != "self" and sig.parameters[n].kind not in (
-            inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)],
+        "params": [
+            n
+            for n in sig.parameters
+            if n != "self"
+            and sig.parameters[n].kind
+            not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        ],
         "var_positional": inspect.Parameter.VAR_POSITIONAL in kinds,
         "var_keyword": inspect.Parameter.VAR_KEYWORD in kinds,
     }
@@ -104,9 +113,15 @@ def dump() -> dict[str, Any]:
         owner, _, attr = path.rpartition(".")
         cls = getattr(importlib.import_module(owner), attr)
         entries = {}
-        for n in public_names(cls) + [n for n in dir(cls) if n.startswith("__") and n.endswith("__")]:
+        for n in public_names(cls) + [
+            n for n in dir(cls) if n.startswith("__") and n.endswith("__")
+        ]:
             member = getattr(cls, n)
-            entries[n] = {"kind": "function", **describe_callable(member)} if callable(member) else {"kind": "value"}
+            entries[n] = (
+                {"kind": "function", **describe_callable(member)}
+                if callable(member)
+                else {"kind": "value"}
+            )
         classes[path] = entries
     return {
         "cupy_version": cupy.__version__,

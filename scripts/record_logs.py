@@ -35,8 +35,22 @@ def settings() -> list[tuple[str, str, str, dict[str, Any]]]:
             for consts in ("code", "paper"):
                 if method == "sgd-momentum" and consts == "paper":
                     continue
-                out.append((method, dtype, consts, {"T1": 3, "T2": 10, "T3": 5} if method != "sgd-momentum" else {}))
-    out.append(("kfac-tridiag", "float64", "paper", {"T1": 2, "T2": 4, "T3": 2, "use_momentum": False, "stats_method": "exact"}))
+                out.append(
+                    (
+                        method,
+                        dtype,
+                        consts,
+                        {"T1": 3, "T2": 10, "T3": 5} if method != "sgd-momentum" else {},
+                    )
+                )
+    out.append(
+        (
+            "kfac-tridiag",
+            "float64",
+            "paper",
+            {"T1": 2, "T2": 4, "T3": 2, "use_momentum": False, "stats_method": "exact"},
+        )
+    )
     out.append(("kfac-blockdiag", "float32", "code", {"linalg_float64": False, "T2": 6, "T3": 3}))
     return out
 
@@ -73,15 +87,34 @@ def main(out: Path) -> dict[str, Any]:
         d = out / name
         if d.exists():
             shutil.rmtree(d)
-        cfg = RunConfig(dataset="curves", method=method, iters=30, seed=7 + i, backend="numpy", dtype=dtype,
-                        eval_every=5, layers=[12, 8, 5, 3, 5, 8, 12], m1=32, k_full=20, sgd_batch=32,
-                        average_start=10, checkpoint_every=10, kfac=kfac, constants=consts)
-        records = [{k: v for k, v in r.items() if k != "time"} for r in run_experiment(cfg, d, progress=False, data=data)]
+        cfg = RunConfig(
+            dataset="curves",
+            method=method,
+            iters=30,
+            seed=7 + i,
+            backend="numpy",
+            dtype=dtype,
+            eval_every=5,
+            layers=[12, 8, 5, 3, 5, 8, 12],
+            m1=32,
+            k_full=20,
+            sgd_batch=32,
+            average_start=10,
+            checkpoint_every=10,
+            kfac=kfac,
+            constants=consts,
+        )
+        records = [
+            {k: v for k, v in r.items() if k != "time"}
+            for r in run_experiment(cfg, d, progress=False, data=data)
+        ]
         text = "\n".join(json.dumps(r, sort_keys=True) for r in records)
         (d / "log_notime.jsonl").write_text(text)
-        summary[name] = {"log": hashlib.sha256(text.encode()).hexdigest(),
-                         "ckpt": payload_hash(io.load_checkpoint(d / io.CHECKPOINT_NAME)),
-                         "last_loss": records[-1]["loss"]}
+        summary[name] = {
+            "log": hashlib.sha256(text.encode()).hexdigest(),
+            "ckpt": payload_hash(io.load_checkpoint(d / io.CHECKPOINT_NAME)),
+            "last_loss": records[-1]["loss"],
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     return summary
 

@@ -57,8 +57,13 @@ TOLERANCE = {"float64": 1e-8, "float32": 1e-2}
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -83,25 +88,38 @@ def run_gpu_tests() -> tuple[bool, list[str]]:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
-    summary = next((line for line in reversed(out.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "no summary")
-    gpu_skips = [line for line in out.splitlines() if line.startswith("SKIPPED") and "real CuPy" in line]
+    summary = next(
+        (line for line in reversed(out.splitlines()) if re.search(r"\d+ (passed|failed)", line)),
+        "no summary",
+    )
+    gpu_skips = [
+        line for line in out.splitlines() if line.startswith("SKIPPED") and "real CuPy" in line
+    ]
     ok = proc.returncode == 0 and not gpu_skips
     lines = [f"- `{' '.join(cmd[2:])}`: {summary.strip('= ')} ({time.perf_counter() - t0:.0f} s)"]
     if gpu_skips:
-        lines.append(f"- {len(gpu_skips)} real-GPU tests were skipped: CuPy did not find a usable GPU")
+        lines.append(
+            f"- {len(gpu_skips)} real-GPU tests were skipped: CuPy did not find a usable GPU"
+        )
     if proc.returncode != 0:
         lines += ["", "```", *out.splitlines()[-40:], "```"]
     return ok, lines
 
 
-def train(backend: Any, dataset: str, structure: str, iters: int, batch: int) -> tuple[list[float], Any]:
+def train(
+    backend: Any, dataset: str, structure: str, iters: int, batch: int
+) -> tuple[list[float], Any]:
     """K-FAC on random inputs, the paper's settings but short intervals (T1 = 2, T2 = T3 = 4), so a
     few iterations include plain ones, the λ rule, refreshes and a γ search; the losses and the
     final θ on the host."""
     mlp = autoencoder(dataset)
     weights = mlp.init_sparse(0, backend)
     X = backend.asarray(numpy.random.default_rng(0).random((batch, mlp.layer_sizes[0])))
-    opt = KFAC(mlp, KFACConfig(structure=structure, eta=AUTOENCODERS[dataset]["eta"], T1=2, T2=4, T3=4), backend)
+    opt = KFAC(
+        mlp,
+        KFACConfig(structure=structure, eta=AUTOENCODERS[dataset]["eta"], T1=2, T2=4, T3=4),
+        backend,
+    )
     state, gen, losses = opt.init_state(weights), Philox.from_seed(backend.xp, 1), []
     for _ in range(iters):
         weights, state, info = opt.step(weights, state, X, X, gen)
@@ -109,9 +127,13 @@ def train(backend: Any, dataset: str, structure: str, iters: int, batch: int) ->
     return losses, to_numpy(weights_to_theta(weights))
 
 
-def parity(datasets: list[str], iters: int, batch: int, dtypes: list[str]) -> tuple[bool, list[str]]:
-    lines = [f"| data set | structure | dtype | max rel. loss diff ({iters} it.) | final θ rel. diff | ok |",
-             "|---|---|---|---|---|---|"]
+def parity(
+    datasets: list[str], iters: int, batch: int, dtypes: list[str]
+) -> tuple[bool, list[str]]:
+    lines = [
+        f"| data set | structure | dtype | max rel. loss diff ({iters} it.) | final θ rel. diff | ok |",
+        "|---|---|---|---|---|---|",
+    ]
     ok_all = True
     for dataset in datasets:
         for structure in STRUCTURES:
@@ -123,14 +145,20 @@ def parity(datasets: list[str], iters: int, batch: int, dtypes: list[str]) -> tu
                 theta_diff = float(numpy.linalg.norm(dev[1] - host[1]) / numpy.linalg.norm(host[1]))
                 ok = math.isfinite(loss_diff) and max(loss_diff, theta_diff) <= TOLERANCE[dtype]
                 ok_all &= ok
-                lines.append(f"| {dataset} | {structure} | {dtype} | {loss_diff:.2e} | {theta_diff:.2e} | "
-                             f"{'yes' if ok else '**NO**'} ({time.perf_counter() - t0:.0f} s) |")
-    lines.append(f"\nTolerances: {', '.join(f'{k} {v:g}' for k, v in TOLERANCE.items())} (relative).")
+                lines.append(
+                    f"| {dataset} | {structure} | {dtype} | {loss_diff:.2e} | {theta_diff:.2e} | "
+                    f"{'yes' if ok else '**NO**'} ({time.perf_counter() - t0:.0f} s) |"
+                )
+    lines.append(
+        f"\nTolerances: {', '.join(f'{k} {v:g}' for k, v in TOLERANCE.items())} (relative)."
+    )
     return ok_all, lines
 
 
 def run_step_cost(quick: bool) -> tuple[bool, list[str]]:
-    cmd = [sys.executable, "benchmarks/step_cost.py", "--backend", "cupy"] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "benchmarks/step_cost.py", "--backend", "cupy"] + (
+        ["--quick"] if quick else []
+    )
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     out = (proc.stdout + proc.stderr).strip().splitlines()
     return proc.returncode == 0, [f"`{' '.join(cmd[1:])}`:", "", "```", *out[-14:], "```"]
@@ -138,13 +166,27 @@ def run_step_cost(quick: bool) -> tuple[bool, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="CURVES only, fewer iterations, quick benchmark")
-    p.add_argument("--iters", type=int, default=None, help="K-FAC iterations per parity run (default 8, quick 5)")
-    p.add_argument("--batch", type=int, default=None, help="mini-batch of the parity runs (default 1000, quick 250)")
+    p.add_argument(
+        "--quick", action="store_true", help="CURVES only, fewer iterations, quick benchmark"
+    )
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="K-FAC iterations per parity run (default 8, quick 5)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="mini-batch of the parity runs (default 1000, quick 250)",
+    )
     p.add_argument("--out", type=Path, help="also write the report to this file")
     p.add_argument("--skip-tests", action="store_true", help="skip step 1 (the GPU tests)")
     p.add_argument("--skip-bench", action="store_true", help="skip step 3 (step_cost.py)")
-    p.add_argument("--stand-in", action="store_true", help="run the parity on the CPU stand-in (no GPU)")
+    p.add_argument(
+        "--stand-in", action="store_true", help="run the parity on the CPU stand-in (no GPU)"
+    )
     args = p.parse_args(argv)
     iters = args.iters or (5 if args.quick else 8)
     batch = args.batch or (250 if args.quick else 1000)
@@ -158,12 +200,17 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(fakecupy.installed())
             args.skip_tests = args.skip_bench = True
         elif not cupy_available():
-            print("CuPy with a usable GPU was not found (kfac_ref.backend.cupy_available() is False):\n"
-                  "install it with `pip install -e '.[gpu]'` (cupy-cuda12x[ctk]) on a machine with an NVIDIA GPU.")
+            print(
+                "CuPy with a usable GPU was not found (kfac_ref.backend.cupy_available() is False):\n"
+                "install it with `pip install -e '.[gpu]'` (cupy-cuda12x[ctk]) on a machine with an NVIDIA GPU."
+            )
             return 2
-        report = ["## kfac_ref CuPy verification", "",
-                  f"- commit {_git_commit()}, Python {platform.python_version()}, NumPy {numpy.__version__}",
-                  *describe_device(args.stand_in)]
+        report = [
+            "## kfac_ref CuPy verification",
+            "",
+            f"- commit {_git_commit()}, Python {platform.python_version()}, NumPy {numpy.__version__}",
+            *describe_device(args.stand_in),
+        ]
         verdicts = {}
         if not args.skip_tests:
             verdicts["GPU tests"], lines = run_gpu_tests()
@@ -174,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             verdicts["step_cost"], lines = run_step_cost(args.quick)
             report += ["", "### 3. Step cost on the GPU", "", *lines]
     failed = [name for name, ok in verdicts.items() if not ok]
-    report += ["", f"**Verdict: {'all checks passed' if not failed else 'FAILED: ' + ', '.join(failed)}**"]
+    report += [
+        "",
+        f"**Verdict: {'all checks passed' if not failed else 'FAILED: ' + ', '.join(failed)}**",
+    ]
     text = "\n".join(report) + "\n"
     print(text)
     if args.out:

@@ -57,7 +57,9 @@ def pytest_collection_modifyitems(config, items) -> None:
     """Every test marked ``gpu`` must take ``cupy_kind``, so it also runs on the stand-in."""
     for item in items:
         if item.get_closest_marker("gpu") and "cupy_kind" not in getattr(item, "fixturenames", ()):
-            raise pytest.UsageError(f"{item.nodeid} is marked gpu but does not use the cupy_kind fixture")
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked gpu but does not use the cupy_kind fixture"
+            )
 
 
 ACTIVATIONS = ("logistic", "tanh", "linear", "relu")

@@ -29,7 +29,9 @@ from kfac_ref.vec import layer_offsets
 def test_relative_error():
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
-    assert relative_error(X, Y) == pytest.approx(np.linalg.norm(X - Y) / np.linalg.norm(Y), rel=1e-15)
+    assert relative_error(X, Y) == pytest.approx(
+        np.linalg.norm(X - Y) / np.linalg.norm(Y), rel=1e-15
+    )
     assert relative_error(Y, Y) == 0.0
     assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
     assert relative_error(np.ones(3), np.zeros(3)) == float("inf")
@@ -45,7 +47,9 @@ def test_block_errors_and_block_means():
     assert E.shape == M.shape == (3, 3)
     for k, l in itertools.product(range(3), repeat=2):
         sk, sl = slice(off[k], off[k + 1]), slice(off[l], off[l + 1])
-        assert E[k, l] == pytest.approx(np.linalg.norm(X[sk, sl] - Y[sk, sl]) / np.linalg.norm(Y[sk, sl]), rel=1e-14)
+        assert E[k, l] == pytest.approx(
+            np.linalg.norm(X[sk, sl] - Y[sk, sl]) / np.linalg.norm(Y[sk, sl]), rel=1e-14
+        )
         assert M[k, l] == pytest.approx(np.abs(X[sk, sl]).mean(), rel=1e-14)
 
 
@@ -56,7 +60,13 @@ def tanh_comparison():
     mlp = MLP((6, 5, 4, 3, 2), "tanh", "bernoulli")
     weights = mlp.init_gaussian(seed=0, scale=1.5)
     X = np.random.default_rng(1).standard_normal((200, 6))
-    return mlp, weights, X, compare_fisher(mlp, weights, X), compare_fisher(mlp, weights, X, gamma=1e-3)
+    return (
+        mlp,
+        weights,
+        X,
+        compare_fisher(mlp, weights, X),
+        compare_fisher(mlp, weights, X, gamma=1e-3),
+    )
 
 
 def test_compare_fisher_matrices_and_errors(tanh_comparison):
@@ -65,7 +75,9 @@ def test_compare_fisher_matrices_and_errors(tanh_comparison):
     np.testing.assert_array_equal(cmp.matrices["F"], F)
     for name, structure in APPROXIMATIONS.items():
         np.testing.assert_array_equal(cmp.matrices[name], approximate_fisher(mlp, W, X, structure))
-        assert cmp.errors[name] == pytest.approx(np.linalg.norm(cmp.matrices[name] - F) / np.linalg.norm(F), rel=1e-14)
+        assert cmp.errors[name] == pytest.approx(
+            np.linalg.norm(cmp.matrices[name] - F) / np.linalg.norm(F), rel=1e-14
+        )
         np.testing.assert_allclose(
             cmp.inverses[name] @ cmp.matrices[name], np.eye(mlp.n_params), atol=1e-6
         )
@@ -88,7 +100,10 @@ def test_compare_fisher_inverse_errors(tanh_comparison):
     for c in (cmp, cmp_damped):
         assert c.inverse_errors["F_tilde"]["vs_F_tilde"] == 0.0
         # Fig. 6: F̂⁻¹ approximates F̃⁻¹ markedly better than F̆⁻¹
-        assert c.inverse_errors["F_hat"]["vs_F_tilde"] < 0.5 * c.inverse_errors["F_breve"]["vs_F_tilde"]
+        assert (
+            c.inverse_errors["F_hat"]["vs_F_tilde"]
+            < 0.5 * c.inverse_errors["F_breve"]["vs_F_tilde"]
+        )
         for name in APPROXIMATIONS:
             assert c.inverse_errors[name]["vs_F"] == pytest.approx(
                 relative_error(c.inverses[name], c.inverses["F"]), rel=1e-14
@@ -106,11 +121,17 @@ def test_compare_fisher_damped_inverse_of_F(tanh_comparison):
     mlp, W, X, _, cmp = tanh_comparison
     assert cmp.gamma == 1e-3
     f = kronecker_factors(mlp, W, X)
-    delta = approximate_fisher(mlp, W, X, "block_diagonal", 1e-3, f) - approximate_fisher(mlp, W, X, "block_diagonal", 0.0, f)
+    delta = approximate_fisher(mlp, W, X, "block_diagonal", 1e-3, f) - approximate_fisher(
+        mlp, W, X, "block_diagonal", 0.0, f
+    )
     assert np.abs(delta).max() > 0
-    np.testing.assert_allclose(cmp.inverses["F"] @ (exact_fisher(mlp, W, X) + delta), np.eye(mlp.n_params), atol=1e-8)
+    np.testing.assert_allclose(
+        cmp.inverses["F"] @ (exact_fisher(mlp, W, X) + delta), np.eye(mlp.n_params), atol=1e-8
+    )
     # the matrices are compared against the undamped F
-    assert cmp.errors["F_tilde"] == pytest.approx(relative_error(cmp.matrices["F_tilde"], cmp.matrices["F"]), rel=1e-14)
+    assert cmp.errors["F_tilde"] == pytest.approx(
+        relative_error(cmp.matrices["F_tilde"], cmp.matrices["F"]), rel=1e-14
+    )
 
 
 def test_compare_fisher_is_exact_for_one_linear_gaussian_layer(make_net):

@@ -83,7 +83,11 @@ def pair(request, gpu):
     host = get_backend("numpy")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 6))
-    Y = (rng.random((40, 3)) < 0.5).astype(float) if output != "softmax" else np.eye(3)[rng.integers(0, 3, 40)]
+    Y = (
+        (rng.random((40, 3)) < 0.5).astype(float)
+        if output != "softmax"
+        else np.eye(3)[rng.integers(0, 3, 40)]
+    )
     if output == "gaussian":
         Y = rng.standard_normal((40, 3))
     cpu = (mlp.init_gaussian(seed=1, backend=host, scale=1.5), X, Y)
@@ -127,7 +131,9 @@ def _inverses_and_fvp(mlp, W, X, Y, gamma: float) -> list:
     A_off, G_off = f.off_diagonal()
     return [
         weights_to_theta(apply_block_diagonal_inverse(block_diagonal_inverse(A, G), grads)),
-        weights_to_theta(apply_block_tridiagonal_inverse(block_tridiagonal_inverse(A, G, A_off, G_off), grads)),
+        weights_to_theta(
+            apply_block_tridiagonal_inverse(block_tridiagonal_inverse(A, G, A_off, G_off), grads)
+        ),
         weights_to_theta(fisher_vector_product(mlp, W, X, grads)),
     ]
 
@@ -167,7 +173,9 @@ def _autoencoder_problem(backend, output: str):
 def _train_kfac(backend, structure: str, output: str, iters: int = 8):
     mlp, W, X, Y = _autoencoder_problem(backend, output)
     # short T1/T2/T3 so a few iterations see the λ rule, inverse refreshes and the γ search
-    cfg = KFACConfig(structure=structure, eta=1e-5, T1=2, T2=4, T3=2, stats_method="sample", lam0=1.0)
+    cfg = KFACConfig(
+        structure=structure, eta=1e-5, T1=2, T2=4, T3=2, stats_method="sample", lam0=1.0
+    )
     opt = KFAC(mlp, cfg, backend)
     state, infos = opt.init_state(W), []
     gen = Philox.from_seed(backend.xp, 11)  # the same bits on every backend
@@ -190,8 +198,14 @@ def test_kfac_float32_sampled_statistics_short_intervals(cupy_kind, structure, o
     assert infos[-1]["loss"] < infos[0]["loss"]
     W_host, state_host, infos_host = _train_kfac(get_backend("numpy", "float32"), structure, output)
     assert _rel(weights_to_theta(W), weights_to_theta(W_host)) < RTOL32
-    assert [i["gamma"] for i in infos] == pytest.approx([i["gamma"] for i in infos_host], rel=RTOL32)
-    d = KFAC(MLP((12, 8, 3, 8, 12), ["logistic", "linear", "logistic"], output), KFACConfig(structure=structure), dev)
+    assert [i["gamma"] for i in infos] == pytest.approx(
+        [i["gamma"] for i in infos_host], rel=RTOL32
+    )
+    d = KFAC(
+        MLP((12, 8, 3, 8, 12), ["logistic", "linear", "logistic"], output),
+        KFACConfig(structure=structure),
+        dev,
+    )
     restored = d.load_state_dict(d.state_dict(state))
     assert _rel(weights_to_theta(restored.delta), weights_to_theta(state.delta)) == 0.0
 
@@ -212,9 +226,20 @@ def test_sgd_on_cupy(cupy_kind):
 
 # -------------------------------------------------------- experiment runner, checkpoint, resume
 def _tiny_run(**kw) -> RunConfig:
-    base = dict(dataset="curves", method="kfac-tridiag", iters=10, layers=[16, 10, 3, 10, 16], m1=16, k_full=8,
-                eval_every=4, checkpoint_every=5, dtype="float32", average_start=6, kfac={"T3": 2, "T2": 4, "T1": 2},
-                backend="cupy")
+    base = dict(
+        dataset="curves",
+        method="kfac-tridiag",
+        iters=10,
+        layers=[16, 10, 3, 10, 16],
+        m1=16,
+        k_full=8,
+        eval_every=4,
+        checkpoint_every=5,
+        dtype="float32",
+        average_start=6,
+        kfac={"T3": 2, "T2": 4, "T1": 2},
+        backend="cupy",
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -229,7 +254,9 @@ def _optimizer_records(records):
     """The log without timings and evaluations (a run that stops at k evaluates at k)."""
     from kfac_ref.experiments.io import jsonable
 
-    return [{k: v for k, v in jsonable(r).items() if k != "time" and "error" not in k} for r in records]
+    return [
+        {k: v for k, v in jsonable(r).items() if k != "time" and "error" not in k} for r in records
+    ]
 
 
 @pytest.mark.gpu
@@ -241,9 +268,14 @@ def test_experiment_runner_checkpoint_and_resume_on_cupy(cupy_kind, tmp_path, me
     whole = run_experiment(_tiny_run(method=method), tmp_path / "whole", data=data, progress=False)
     run_experiment(_tiny_run(method=method, iters=5), tmp_path / "split", data=data, progress=False)
     payload = io.load_checkpoint(tmp_path / "split" / io.CHECKPOINT_NAME)
-    assert payload["rng"]["kind"] == "philox4x32-10" and json.loads(json.dumps(payload["rng"])) == payload["rng"]
+    assert (
+        payload["rng"]["kind"] == "philox4x32-10"
+        and json.loads(json.dumps(payload["rng"])) == payload["rng"]
+    )
     assert all(0 <= w < 2**32 for w in payload["rng"]["key"] + payload["rng"]["counter"])
-    resumed = run_experiment(_tiny_run(method=method), tmp_path / "split", data=data, progress=False, resume=True)
+    resumed = run_experiment(
+        _tiny_run(method=method), tmp_path / "split", data=data, progress=False, resume=True
+    )
     assert _optimizer_records(resumed) == _optimizer_records(whole)
     assert resumed[-1]["train_error"] == whole[-1]["train_error"]
     assert all(math.isfinite(r["train_error"]) for r in whole if "train_error" in r)
@@ -257,7 +289,9 @@ def test_resume_without_saved_generator_is_refused_on_cupy(cupy_kind, tmp_path):
     run_experiment(_tiny_run(iters=5), tmp_path, data=data, progress=False)
     payload = io.load_checkpoint(tmp_path / io.CHECKPOINT_NAME)
     del payload["rng"]
-    io.save_checkpoint(tmp_path / io.CHECKPOINT_NAME, {k: v for k, v in payload.items() if k != "format"})
+    io.save_checkpoint(
+        tmp_path / io.CHECKPOINT_NAME, {k: v for k, v in payload.items() if k != "format"}
+    )
     with pytest.raises(ConfigError, match="no device generator state"):
         run_experiment(_tiny_run(), tmp_path, data=data, progress=False, resume=True)
 
@@ -270,9 +304,32 @@ def test_figure_script_with_backend_cupy(cupy_kind, tmp_path):
         import fisher_blocks
     finally:
         sys.path.remove(str(ROOT / "paper_figures"))
-    args = ["--quick", "--train-cases", "200", "--cases", "60", "--iters", "4", "--hidden", "4", "--seed", "3",
-            "--dpi", "30", "--no-progress", "--formats", "png", "--trainer", "kfac", "--backend", "cupy",
-            "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "empty")]
+    args = [
+        "--quick",
+        "--train-cases",
+        "200",
+        "--cases",
+        "60",
+        "--iters",
+        "4",
+        "--hidden",
+        "4",
+        "--seed",
+        "3",
+        "--dpi",
+        "30",
+        "--no-progress",
+        "--formats",
+        "png",
+        "--trainer",
+        "kfac",
+        "--backend",
+        "cupy",
+        "--out",
+        str(tmp_path / "out"),
+        "--data-dir",
+        str(tmp_path / "empty"),
+    ]
     result = fisher_blocks.main(args)
     summary = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     assert summary["backend"] == "cupy" and math.isfinite(summary["train_error"])
@@ -300,13 +357,22 @@ def test_singular_factors_warn_and_raise_as_on_numpy(cupy_kind):
     cases = {
         "rank-one factor": lambda be: spd_inverse(be.asarray(np.outer(v, v)), "Ā_{0,0}"),
         "negative definite": lambda be: spd_inverse(be.asarray(-np.eye(3)), "G"),
-        "NaN entry": lambda be: spd_cholesky(be.asarray(np.array([[1.0, np.nan], [np.nan, 1.0]])), "Ā_{0,0}"),
-        "dependent Kronecker sum": lambda be: kron_sum_inverse(*[be.asarray(M) for M in (np.eye(2), 2 * np.eye(3))] * 2),
-        "zero factor in a block": lambda be: block_diagonal_inverse([be.asarray(np.eye(2)), be.asarray(np.zeros((2, 2)))],
-                                                                    [be.asarray(np.eye(3)), be.asarray(np.eye(3))]),
+        "NaN entry": lambda be: spd_cholesky(
+            be.asarray(np.array([[1.0, np.nan], [np.nan, 1.0]])), "Ā_{0,0}"
+        ),
+        "dependent Kronecker sum": lambda be: kron_sum_inverse(
+            *[be.asarray(M) for M in (np.eye(2), 2 * np.eye(3))] * 2
+        ),
+        "zero factor in a block": lambda be: block_diagonal_inverse(
+            [be.asarray(np.eye(2)), be.asarray(np.zeros((2, 2)))],
+            [be.asarray(np.eye(3)), be.asarray(np.eye(3))],
+        ),
     }
     for name, case in cases.items():
-        on_host, on_device = _outcome(lambda c=case: c(get_backend("numpy"))), _outcome(lambda c=case: c(dev))
+        on_host, on_device = (
+            _outcome(lambda c=case: c(get_backend("numpy"))),
+            _outcome(lambda c=case: c(dev)),
+        )
         assert on_device == on_host, name
         assert on_host[0] or on_host[1], name  # each case warns or raises
 
@@ -333,9 +399,16 @@ def test_failed_cholesky_is_detected_although_the_factor_is_finite(cupy_kind):
 def test_philox_matches_the_random123_known_answers():
     kat = [  # Random123 tests/kat_vectors, "philox4x32 10": counter, key → result
         ([0, 0, 0, 0], (0, 0), [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
-        ([0xFFFFFFFF] * 4, (0xFFFFFFFF, 0xFFFFFFFF), [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]),
-        ([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344], (0xA4093822, 0x299F31D0),
-         [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]),
+        (
+            [0xFFFFFFFF] * 4,
+            (0xFFFFFFFF, 0xFFFFFFFF),
+            [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD],
+        ),
+        (
+            [0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344],
+            (0xA4093822, 0x299F31D0),
+            [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1],
+        ),
     ]
     for ctr, key, want in kat:
         got = philox_blocks(np, tuple(np.array([c], dtype=np.uint64) for c in ctr), key)
@@ -346,7 +419,10 @@ def test_philox_state_round_trip_and_distribution():
     g = Philox.from_seed(np, 3)
     g.random(10)
     state = json.loads(json.dumps(g.state_dict()))
-    a, b = g.random((4, 5), dtype=np.float32), Philox.from_state(np, state).random((4, 5), dtype=np.float32)
+    a, b = (
+        g.random((4, 5), dtype=np.float32),
+        Philox.from_state(np, state).random((4, 5), dtype=np.float32),
+    )
     assert a.dtype == np.float32 and np.array_equal(a, b)
     u = Philox.from_seed(np, 0).random(20000)
     z = Philox.from_seed(np, 1).standard_normal(20000)
@@ -363,13 +439,17 @@ def test_device_generator_draws_the_host_bits_and_is_made_once(cupy_kind):
     dev, host = Philox.from_seed(cupy, 7), Philox.from_seed(np, 7)
     for dtype in (np.float32, np.float64):
         got = dev.random((3, 33), dtype=dtype)
-        assert get_array_module(got) is cupy and np.array_equal(to_numpy(got), host.random((3, 33), dtype=dtype))
+        assert get_array_module(got) is cupy and np.array_equal(
+            to_numpy(got), host.random((3, 33), dtype=dtype)
+        )
     run = RunGenerator(cupy, 0, lambda seed, k: k)
     assert run.for_iteration(1) is run.for_iteration(2)
     run.for_iteration(3).random(5)
     again = RunGenerator(cupy, 0, lambda seed, k: k)
     again.load_state_dict(json.loads(json.dumps(run.state_dict())))
-    assert np.array_equal(to_numpy(again.for_iteration(4).random(7)), to_numpy(run.for_iteration(4).random(7)))
+    assert np.array_equal(
+        to_numpy(again.for_iteration(4).random(7)), to_numpy(run.for_iteration(4).random(7))
+    )
     numpy_run = RunGenerator(np, 0, lambda seed, k: seed * 1_000_003 + k)
     assert numpy_run.for_iteration(2).random() == np.random.default_rng(2).random()
 
@@ -408,7 +488,10 @@ def test_host_batch_fetches_once_and_raises_the_first_failure():
         batch.scalar("s", a.sum(), "the sum is not finite")
         batch.require_finite([b], "b is not finite")
         batch.value("v", a * 2)
-        with fakecupy.SYNCS.counting() as log, pytest.raises(NonFiniteError, match="^b is not finite$"):
+        with (
+            fakecupy.SYNCS.counting() as log,
+            pytest.raises(NonFiniteError, match="^b is not finite$"),
+        ):
             batch.fetch()
         assert log.count == 1
         batch = HostBatch()
@@ -435,7 +518,9 @@ def test_stand_in_refuses_what_cupy_refuses():
             "host array argument": lambda: cupy.stack([a, np.ones(3)]),
             "host array assigned": lambda: a.__setitem__(0, np.ones(3)),
             "keyword CuPy lacks": lambda: cupy.linalg.eigh(a, driver="gvd"),
-            "keyword cupyx lacks": lambda: cupyx.scipy.linalg.solve_triangular(a, a, lower=True, overwrite_a=True),
+            "keyword cupyx lacks": lambda: cupyx.scipy.linalg.solve_triangular(
+                a, a, lower=True, overwrite_a=True
+            ),
         }
         for what, fn in refused.items():
             with pytest.raises(TypeError):
@@ -459,7 +544,15 @@ def test_stand_in_logs_each_transfer_with_its_source():
             a.tolist()
             int(a[1])
             a[0].item()
-        assert [kind for kind, _ in log.events] == ["float", "bool", "get", "get", "tolist", "int", "item"]
+        assert [kind for kind, _ in log.events] == [
+            "float",
+            "bool",
+            "get",
+            "get",
+            "tolist",
+            "int",
+            "item",
+        ]
         assert all(where.startswith("tests/test_cupy.py:") for _, where in log.events)
 
 
@@ -468,9 +561,16 @@ def test_stand_in_api_list_comes_from_the_real_package():
     assert api["generated_by"] == "scripts/dump_cupy_api.py"
     major = int(api["cupy_version"].split(".")[0])
     pin = (ROOT / "setup.cfg").read_text()
-    assert f"cupy-cuda12x[ctk]>={major},<{major + 1}" in pin  # regenerate the list when the pin moves
-    for module, name in [("cupy", "vdot"), ("cupy.linalg", "cholesky"), ("cupyx", "errstate"),
-                         ("cupyx.scipy.linalg", "solve_triangular"), ("cupy.random", "Philox4x3210")]:
+    assert (
+        f"cupy-cuda12x[ctk]>={major},<{major + 1}" in pin
+    )  # regenerate the list when the pin moves
+    for module, name in [
+        ("cupy", "vdot"),
+        ("cupy.linalg", "cholesky"),
+        ("cupyx", "errstate"),
+        ("cupyx.scipy.linalg", "solve_triangular"),
+        ("cupy.random", "Philox4x3210"),
+    ]:
         assert name in api["modules"][module]
 
 
@@ -487,7 +587,9 @@ def test_cupy_available_needs_the_cuda_libraries(monkeypatch):
 def test_cupy_unavailable_raises_backend_error():
     if cupy_available():
         pytest.skip("CuPy is available here")
-    with pytest.raises(BackendError, match=r"backend 'cupy' was requested but (CuPy is not installed|no CUDA GPU)"):
+    with pytest.raises(
+        BackendError, match=r"backend 'cupy' was requested but (CuPy is not installed|no CUDA GPU)"
+    ):
         get_backend("cupy")
 
 

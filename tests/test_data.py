@@ -108,7 +108,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")
         self.send_header("Content-Length", str(len(body)))
-        self.server.log.append((self.path, rng_header, status, len(body)))  # before the client can finish
+        self.server.log.append(
+            (self.path, rng_header, status, len(body))
+        )  # before the client can finish
         self.end_headers()
         self.wfile.write(body)
 
@@ -483,7 +485,9 @@ def test_curves_statistics_against_hand_computed_values() -> None:
     h = lambda p: 0.0 if p in (0.0, 1.0) else -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
     ce = lambda x, q: -(x * math.log(q) + (1 - x) * math.log(1 - q))  # noqa: E731
     stats = data.curves_statistics(X)
-    assert stats["mean_image_squared_error"] == pytest.approx((0.25 + 0.125**2 + 0.25 + 0.125**2) / 2)
+    assert stats["mean_image_squared_error"] == pytest.approx(
+        (0.25 + 0.125**2 + 0.25 + 0.125**2) / 2
+    )
     assert stats["mean_image_cross_entropy"] == pytest.approx(
         (ce(0, m[0]) + ce(0.5, m[1]) + ce(1, m[0]) + ce(0.25, m[1])) / 2
     )
@@ -497,14 +501,19 @@ def test_stand_in_matches_the_original_within_5_percent() -> None:
     for key, target in data.CURVES_ORIGINAL_STATISTICS.items():
         assert data.curves_statistics(X)[key] == pytest.approx(target, rel=0.05), key
     v1 = data.curves_statistics(data.make_curves(2000, np.random.default_rng(11), version=1))
-    assert v1["mean_image_squared_error"] > 1.5 * data.CURVES_ORIGINAL_STATISTICS["mean_image_squared_error"]
+    assert (
+        v1["mean_image_squared_error"]
+        > 1.5 * data.CURVES_ORIGINAL_STATISTICS["mean_image_squared_error"]
+    )
 
 
 def test_version_1_still_reproduces_the_fidelity_fixture() -> None:
     """The frozen fixture holds the first 2000 training images of v1, seed 0 (20,000 drawn)."""
     fixture = Path(__file__).parent / "data" / "fidelity_curves2000" / "data.npz"
     ss_train, _ = np.random.SeedSequence(0).spawn(2)
-    X = data.make_curves(20000, np.random.default_rng(ss_train), version=1)[:2000].astype(np.float32)
+    X = data.make_curves(20000, np.random.default_rng(ss_train), version=1)[:2000].astype(
+        np.float32
+    )
     with np.load(fixture) as z:
         np.testing.assert_allclose(X, z["X_train"], rtol=0, atol=2e-7)  # float32 rounding only
 
@@ -516,7 +525,9 @@ def test_load_curves_builds_then_uses_cache(
     assert ds.name == "curves" and ds.y_train is None
     assert ds.X_train.shape == (30, 784) and ds.X_test.shape == (12, 784)
     assert ds.X_train.dtype == np.float64
-    assert ds.origin == "stand-in" and ds.label == "CURVES stand-in (generated, v2), 30 training cases"
+    assert (
+        ds.origin == "stand-in" and ds.label == "CURVES stand-in (generated, v2), 30 training cases"
+    )
     cache = tmp_path / f"curves_v{data.CURVES_VERSION}_seed3_train30_test12.npz"
     assert cache.is_file()
     assert not list(tmp_path.glob("*.part"))
@@ -532,7 +543,9 @@ def test_load_curves_builds_then_uses_cache(
     with pytest.raises(AssertionError, match="regenerated"):
         data.load_curves(data_dir=tmp_path, seed=4, n_train=30, n_test=12)  # a new key
     with pytest.raises(AssertionError, match="regenerated"):
-        data.load_curves(data_dir=tmp_path, seed=3, n_train=30, n_test=12, version=1)  # another version
+        data.load_curves(
+            data_dir=tmp_path, seed=3, n_train=30, n_test=12, version=1
+        )  # another version
 
 
 def test_load_curves_seeds_and_independent_test_set(tmp_path: Path) -> None:
@@ -564,7 +577,10 @@ def test_digs3pts_mat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         np.testing.assert_array_equal(ds.X_train, bdata)
         np.testing.assert_array_equal(ds.X_test, bdatatest)
         assert ds.source.endswith("digs3pts_1.mat")
-        assert ds.origin == "original" and ds.label == "CURVES (original digs3pts_1.mat), 6 training cases"
+        assert (
+            ds.origin == "original"
+            and ds.label == "CURVES (original digs3pts_1.mat), 6 training cases"
+        )
 
 
 def test_digs3pts_wrong_shape(tmp_path: Path) -> None:
@@ -574,7 +590,9 @@ def test_digs3pts_wrong_shape(tmp_path: Path) -> None:
 
 
 def test_digs3pts_values_outside_unit_interval(tmp_path: Path) -> None:
-    scipy.io.savemat(tmp_path / "c.mat", {"bdata": np.full((2, 784), 255.0), "bdatatest": np.zeros((1, 784))})
+    scipy.io.savemat(
+        tmp_path / "c.mat", {"bdata": np.full((2, 784), 255.0), "bdatatest": np.zeros((1, 784))}
+    )
     with pytest.raises(DataError, match=r"'bdata' has values outside \[0, 1\]"):
         data.load_curves(path=tmp_path / "c.mat")
 
@@ -587,7 +605,9 @@ def _mat_bytes(tmp_path: Path, name: str, **arrays: np.ndarray) -> bytes:
 
 
 @pytest.fixture
-def small_curves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
+def small_curves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A small digs3pts_1.mat (the strict shapes patched to 6 + 3 cases) and its arrays."""
     rng = np.random.default_rng(8)
     bdata, bdatatest = rng.random((6, 784)), rng.random((3, 784))
@@ -597,8 +617,11 @@ def small_curves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[bytes
 
 
 def test_curves_download_validates_records_md5_and_reuses(
-    server: LocalServer, small_curves: tuple[bytes, np.ndarray, np.ndarray], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    server: LocalServer,
+    small_curves: tuple[bytes, np.ndarray, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     blob, bdata, bdatatest = small_curves
     server.server.files["digs3pts_1.mat"] = blob
@@ -647,24 +670,33 @@ def test_curves_download_resumes_a_partial_file(
 
 
 def test_wrong_curves_download_is_refused_and_the_stand_in_used(
-    server: LocalServer, small_curves: tuple[bytes, np.ndarray, np.ndarray], tmp_path: Path,
+    server: LocalServer,
+    small_curves: tuple[bytes, np.ndarray, np.ndarray],
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server.server.files["digs3pts_1.mat"] = b"<html>captive portal</html>"
     cache = tmp_path / "cache"
     with caplog.at_level("WARNING", logger="kfac_ref.experiments.data"):
-        ds = data.load_curves(data_dir=cache, n_train=5, n_test=2, download=True, url=server.good + "digs3pts_1.mat")
+        ds = data.load_curves(
+            data_dir=cache, n_train=5, n_test=2, download=True, url=server.good + "digs3pts_1.mat"
+        )
     assert ds.origin == "stand-in" and ds.X_train.shape == (5, 784)
     assert "could not download the original CURVES" in caplog.text and "stand-in" in caplog.text
     assert not (cache / "digs3pts_1.mat").exists() and not list(cache.glob("*.part"))
 
 
-def test_offline_curves_never_touch_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_curves_never_touch_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(data, "_http_fetch", no_network)
     monkeypatch.setenv(data.OFFLINE_ENV_VAR, "1")
     assert data.load_curves(data_dir=tmp_path, n_train=3, n_test=1).origin == "stand-in"
     monkeypatch.delenv(data.OFFLINE_ENV_VAR)
-    assert data.load_curves(data_dir=tmp_path, n_train=3, n_test=1, download=False).origin == "stand-in"
+    assert (
+        data.load_curves(data_dir=tmp_path, n_train=3, n_test=1, download=False).origin
+        == "stand-in"
+    )
     with pytest.raises(AssertionError, match="network"):
         data.load_curves(data_dir=tmp_path, n_train=3, n_test=1, download=True)
 
@@ -723,7 +755,9 @@ def test_faces_download_validates_by_shape(
 ) -> None:
     monkeypatch.setattr(data, "FACES_CASES", 80)
     A = np.tile(np.arange(80, dtype=np.float32), (625, 1))
-    server.server.files["newfaces_rot_single.mat"] = _mat_bytes(tmp_path, "f.mat", newfaces_single=A)
+    server.server.files["newfaces_rot_single.mat"] = _mat_bytes(
+        tmp_path, "f.mat", newfaces_single=A
+    )
     server.server.files["wrong.mat"] = _mat_bytes(tmp_path, "w.mat", newfaces_single=A[:, :40])
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match=r"shape \(625, 40\); expected \(625, 80\)"):

@@ -81,7 +81,9 @@ def test_targets_of_the_wrong_shape(net):
         net.mlp.check_inputs(net.X, Y)
     with pytest.raises(ShapeError, match=r"targets have shape \(6, 4\); expected \(6, 3\)"):
         empirical_fisher(net.mlp, net.weights, net.X, Y)
-    with pytest.raises(ShapeError, match=r"targets have shape \(6, 4\) but outputs have shape \(6, 3\)"):
+    with pytest.raises(
+        ShapeError, match=r"targets have shape \(6, 4\) but outputs have shape \(6, 3\)"
+    ):
         net.mlp.loss(net.weights, net.X, Y)
     with pytest.raises(ShapeError, match=r"targets have shape \(5, 3\)"):
         net.mlp.loss_and_grad(net.weights, net.X, Y[:5, :3])
@@ -96,13 +98,21 @@ def test_direction_and_theta_of_the_wrong_shape(net):
 
 # ------------------------------------------------------------------ unknown names
 def test_unknown_activation_output_backend_structure(net):
-    with pytest.raises(ConfigError, match=r"unknown activation 'sigmoid'; choose one of logistic, tanh, linear, relu"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown activation 'sigmoid'; choose one of logistic, tanh, linear, relu",
+    ):
         MLP((3, 4, 2), "sigmoid", "gaussian")
-    with pytest.raises(ConfigError, match=r"unknown output 'poisson'; choose one of bernoulli, gaussian, softmax"):
+    with pytest.raises(
+        ConfigError, match=r"unknown output 'poisson'; choose one of bernoulli, gaussian, softmax"
+    ):
         MLP((3, 4, 2), "tanh", "poisson")
     with pytest.raises(BackendError, match=r"unknown backend 'torch'; choose one of numpy, cupy"):
         get_backend("torch")
-    with pytest.raises(ConfigError, match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal",
+    ):
         approximate_fisher(net.mlp, net.weights, net.X, "kronecker")
     f = kronecker_factors(net.mlp, net.weights, net.X)
     with pytest.raises(ConfigError, match="dense_F_tilde builds 'full' or 'block_diagonal'"):
@@ -144,10 +154,14 @@ def test_non_finite_inputs_and_targets(net, bad):
 
 @pytest.mark.parametrize("dtype", ["float16", "int64", "complex128"])
 def test_unsupported_dtypes(net, dtype):
-    with pytest.raises(ConfigError, match=rf"unsupported dtype '{dtype}'; choose one of float32, float64"):
+    with pytest.raises(
+        ConfigError, match=rf"unsupported dtype '{dtype}'; choose one of float32, float64"
+    ):
         get_backend("numpy", dtype=dtype)
     X = net.X.astype(dtype)
-    with pytest.raises(ConfigError, match=rf"X has dtype {dtype}; expected one of float32, float64"):
+    with pytest.raises(
+        ConfigError, match=rf"X has dtype {dtype}; expected one of float32, float64"
+    ):
         net.mlp.forward(net.weights, X)
     with pytest.raises(ConfigError, match=rf"X has dtype {dtype}"):
         exact_fisher(net.mlp, net.weights, X)

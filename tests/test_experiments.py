@@ -24,8 +24,19 @@ def tiny_data():
 
 
 def tiny_config(**kw):
-    base = dict(dataset="curves", method="kfac-tridiag", iters=12, layers=LAYERS, m1=16, k_full=8,
-                eval_every=4, checkpoint_every=5, dtype="float64", average_start=6, kfac={"T3": 2, "T2": 4})
+    base = dict(
+        dataset="curves",
+        method="kfac-tridiag",
+        iters=12,
+        layers=LAYERS,
+        m1=16,
+        k_full=8,
+        eval_every=4,
+        checkpoint_every=5,
+        dtype="float64",
+        average_start=6,
+        kfac={"T3": 2, "T2": 4},
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -67,7 +78,9 @@ def test_run_writes_log_and_result_and_learns(tmp_path, tiny_data, method):
 def test_resumed_run_is_identical_to_uninterrupted(tmp_path, tiny_data):
     full = run_experiment(tiny_config(), tmp_path / "a", data=tiny_data, progress=False)
     run_experiment(tiny_config(iters=7), tmp_path / "b", data=tiny_data, progress=False)
-    resumed = run_experiment(tiny_config(), tmp_path / "b", data=tiny_data, resume=True, progress=False)
+    resumed = run_experiment(
+        tiny_config(), tmp_path / "b", data=tiny_data, resume=True, progress=False
+    )
     # The 7-iteration run also evaluated at its last iteration; compare everything else exactly.
     evals = ("train_error", "train_error_raw", "train_error_avg", "test_error")
 
@@ -78,7 +91,10 @@ def test_resumed_run_is_identical_to_uninterrupted(tmp_path, tiny_data):
     for a, b in zip(full, resumed, strict=True):
         if "train_error" in a and "train_error" in b:
             assert a["train_error"] == b["train_error"]
-    a, b = io.load_checkpoint(tmp_path / "a" / "checkpoint.npz"), io.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    a, b = (
+        io.load_checkpoint(tmp_path / "a" / "checkpoint.npz"),
+        io.load_checkpoint(tmp_path / "b" / "checkpoint.npz"),
+    )
     for Wa, Wb in zip(a["weights"] + a["average"], b["weights"] + b["average"], strict=True):
         np.testing.assert_array_equal(Wa, Wb)
 
@@ -96,7 +112,9 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_data):
     with pytest.raises(ConfigError, match="already holds a run"):
         run_experiment(tiny_config(iters=5), tmp_path, data=tiny_data, progress=False)
     with pytest.raises(ConfigError, match="differs"):
-        run_experiment(tiny_config(iters=9, seed=3), tmp_path, data=tiny_data, resume=True, progress=False)
+        run_experiment(
+            tiny_config(iters=9, seed=3), tmp_path, data=tiny_data, resume=True, progress=False
+        )
 
 
 def test_non_finite_stops_with_log_and_last_checkpoint_intact(tmp_path, tiny_data, monkeypatch):
@@ -140,9 +158,34 @@ def curves_dir(tmp_path_factory):
 
 def test_cli_train_and_resume(tmp_path, monkeypatch, capsys, curves_dir):
     monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
-    args = ["train", "--dataset", "curves", "--layers", "784", "8", "3", "8", "784", "--n-train", "40",
-            "--n-test", "20", "--m1", "20", "--k-full", "4", "--iters", "4", "--eval-every", "2",
-            "--dtype", "float64", "--no-progress", "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--dataset",
+        "curves",
+        "--layers",
+        "784",
+        "8",
+        "3",
+        "8",
+        "784",
+        "--n-train",
+        "40",
+        "--n-test",
+        "20",
+        "--m1",
+        "20",
+        "--k-full",
+        "4",
+        "--iters",
+        "4",
+        "--eval-every",
+        "2",
+        "--dtype",
+        "float64",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert cli_main(args) == 0
     assert "training error" in capsys.readouterr().out
     assert len(io.read_jsonl(tmp_path / "run" / "log.jsonl")) == 4
@@ -167,7 +210,9 @@ def _load_figure_script(name):
     folder = Path(__file__).resolve().parent.parent / "paper_figures"
     sys.path.insert(0, str(folder))
     try:
-        spec = importlib.util.spec_from_file_location(f"paper_figures_{name}", folder / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(
+            f"paper_figures_{name}", folder / f"{name}.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -178,9 +223,26 @@ def _load_figure_script(name):
 def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves_dir, capsys):
     monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
     fig = _load_figure_script("autoencoders")
-    argv = ["--quick", "--iters", "3", "--n-train", "64", "--sgd-lr", "0.01", "0.05", "--sgd-tune-iters", "2",
-            "--methods", "kfac-blockdiag", "sgd-momentum",
-            "--no-progress", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    argv = [
+        "--quick",
+        "--iters",
+        "3",
+        "--n-train",
+        "64",
+        "--sgd-lr",
+        "0.01",
+        "0.05",
+        "--sgd-tune-iters",
+        "2",
+        "--methods",
+        "kfac-blockdiag",
+        "sgd-momentum",
+        "--no-progress",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "fig"),
+    ]
     assert fig.main(argv) == 0
     stem = tmp_path / "fig" / "autoencoders_curves_quick"
     for ext in ("png", "pdf"):
@@ -196,7 +258,9 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
         assert cfg.constants == "code" and cfg.sparse_init_replace
         log = io.read_jsonl(fig.run_dir(args, cfg) / "log.jsonl")
         assert log[0]["data"] == entry["data"], (log[0], entry["data"])
-        assert plotted[method]["train_error"] == [r["train_error"] for r in log if "train_error" in r]
+        assert plotted[method]["train_error"] == [
+            r["train_error"] for r in log if "train_error" in r
+        ]
         assert plotted[method]["iteration"] == [1, 3]
         kfac_times.append(log[-1]["time"])
     tuned = {}
@@ -211,7 +275,9 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
     assert sgd["time"][-1] >= max(kfac_times)
     assert all(t < max(kfac_times) for t in sgd["time"][:-1])
     # a second call reuses the finished runs: no training, same numbers
-    monkeypatch.setattr(fig, "run_experiment", lambda *a, **k: pytest.fail("finished run was retrained"))
+    monkeypatch.setattr(
+        fig, "run_experiment", lambda *a, **k: pytest.fail("finished run was retrained")
+    )
     assert fig.main(argv) == 0
     assert json.loads(stem.with_suffix(".json").read_text())["curves"]["curves"] == plotted
     assert "reusing" in capsys.readouterr().out
@@ -220,9 +286,27 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
 def test_autoencoder_figure_caps_the_sgd_budget_when_asked(tmp_path, monkeypatch, curves_dir):
     monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
     fig = _load_figure_script("autoencoders")
-    argv = ["--quick", "--iters", "3", "--n-train", "64", "--sgd-lr", "0.05", "--sgd-tune-iters", "2",
-            "--methods", "kfac-blockdiag", "sgd-momentum", "--sgd-seconds", "1e-9",
-            "--no-progress", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    argv = [
+        "--quick",
+        "--iters",
+        "3",
+        "--n-train",
+        "64",
+        "--sgd-lr",
+        "0.05",
+        "--sgd-tune-iters",
+        "2",
+        "--methods",
+        "kfac-blockdiag",
+        "sgd-momentum",
+        "--sgd-seconds",
+        "1e-9",
+        "--no-progress",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "fig"),
+    ]
     assert fig.main(argv) == 0
     entry = json.loads((tmp_path / "fig" / "autoencoders_curves_quick.json").read_text())["curves"]
     sgd = entry["curves"]["sgd-momentum"]
@@ -239,19 +323,40 @@ def test_autoencoder_figure_caps_the_sgd_budget_when_asked(tmp_path, monkeypatch
 def test_table_beside_the_authors_uses_raw_iterates_at_common_iterations():
     fig = _load_figure_script("autoencoders")
     curves = {
-        "kfac-tridiag": {"iteration": [100, 200, 250], "train_error": [5.0, 2.0, 1.0],
-                         "train_error_raw": [6.0, 2.5, 1.5], "time": [1, 2, 3]},
-        "sgd-momentum": {"iteration": [100], "train_error": [9.0], "train_error_raw": [9.0], "time": [1]},
+        "kfac-tridiag": {
+            "iteration": [100, 200, 250],
+            "train_error": [5.0, 2.0, 1.0],
+            "train_error_raw": [6.0, 2.5, 1.5],
+            "time": [1, 2, 3],
+        },
+        "sgd-momentum": {
+            "iteration": [100],
+            "train_error": [9.0],
+            "train_error_raw": [9.0],
+            "time": [1],
+        },
     }
     ref = {"iteration": [50, 100, 300], "train_error": [16.9, 11.0, 3.2]}
     rows = fig.versus_authors(curves, ref)
     assert rows == [
-        {"iteration": 100, "authors_raw": 11.0, "kfac-tridiag_raw": 6.0, "kfac-tridiag_reported": 5.0},
-        {"iteration": 200, "authors_raw": None, "kfac-tridiag_raw": 2.5, "kfac-tridiag_reported": 2.0},
+        {
+            "iteration": 100,
+            "authors_raw": 11.0,
+            "kfac-tridiag_raw": 6.0,
+            "kfac-tridiag_reported": 5.0,
+        },
+        {
+            "iteration": 200,
+            "authors_raw": None,
+            "kfac-tridiag_raw": 2.5,
+            "kfac-tridiag_reported": 2.0,
+        },
     ]
     assert fig.versus_authors(curves, None) == []
     published = fig.reference_trace("curves")
-    assert dict(zip(published["iteration"], published["train_error"], strict=True))[500] == pytest.approx(0.255, rel=0.01)
+    assert dict(zip(published["iteration"], published["train_error"], strict=True))[
+        500
+    ] == pytest.approx(0.255, rel=0.01)
 
 
 def test_time_to_error_stops_at_the_first_crossing(tmp_path, monkeypatch, curves_dir):
@@ -262,16 +367,38 @@ def test_time_to_error_stops_at_the_first_crossing(tmp_path, monkeypatch, curves
     spec = importlib.util.spec_from_file_location("time_to_error", path)
     tte = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tte)
-    log = [{"iteration": 1, "time": 0.5, "train_error": 9.0}, {"iteration": 2, "time": 0.9},
-           {"iteration": 3, "time": 1.4, "train_error": 2.0}, {"iteration": 6, "time": 3.0, "train_error": 1.0}]
+    log = [
+        {"iteration": 1, "time": 0.5, "train_error": 9.0},
+        {"iteration": 2, "time": 0.9},
+        {"iteration": 3, "time": 1.4, "train_error": 2.0},
+        {"iteration": 6, "time": 3.0, "train_error": 1.0},
+    ]
     assert tte.first_crossing(log, 2.5)["iteration"] == 3
     assert tte.first_crossing(log, 0.5) is None
     monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
-    cfg = RunConfig(dataset="curves", method="kfac-blockdiag", iters=40, layers=[784, 8, 3, 8, 784],
-                    n_train=40, n_test=0, m1=20, k_full=4, eval_every=2, checkpoint_every=2, dtype="float64")
-    first = run_experiment(RunConfig(**{**cfg.to_json(), "iters": 6}), tmp_path / "probe", progress=False)
+    cfg = RunConfig(
+        dataset="curves",
+        method="kfac-blockdiag",
+        iters=40,
+        layers=[784, 8, 3, 8, 784],
+        n_train=40,
+        n_test=0,
+        m1=20,
+        k_full=4,
+        eval_every=2,
+        checkpoint_every=2,
+        dtype="float64",
+    )
+    first = run_experiment(
+        RunConfig(**{**cfg.to_json(), "iters": 6}), tmp_path / "probe", progress=False
+    )
     target = [r for r in first if "train_error" in r][-1]["train_error"]  # reached by iteration 6
     row = tte.time_to_target(cfg, target, tmp_path / "run")
     assert row["reached"] and row["iteration"] <= 6 and row["final_iteration"] <= 6
     assert row["seconds"] == pytest.approx(
-        next(r["time"] for r in io.read_jsonl(tmp_path / "run" / "log.jsonl") if r["iteration"] == row["iteration"]))
+        next(
+            r["time"]
+            for r in io.read_jsonl(tmp_path / "run" / "log.jsonl")
+            if r["iteration"] == row["iteration"]
+        )
+    )

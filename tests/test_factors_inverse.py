@@ -85,7 +85,10 @@ def test_exact_G_is_expectation_over_model_targets(make_net):
     mlp, W, X = net.mlp, net.weights, net.X
     fwd = mlp.forward(W, X)
     p = mlp.output.predict(fwd.output)
-    G = [[np.zeros((mlp.layer_sizes[k + 1], mlp.layer_sizes[l + 1])) for l in range(3)] for k in range(3)]
+    G = [
+        [np.zeros((mlp.layer_sizes[k + 1], mlp.layer_sizes[l + 1])) for l in range(3)]
+        for k in range(3)
+    ]
     for y in itertools.product([0.0, 1.0], repeat=2):
         Y = np.broadcast_to(np.array(y), p.shape)
         prob = np.prod(np.where(Y == 1, p, 1 - p), axis=1)
@@ -127,8 +130,12 @@ def test_F_tilde_blocks_are_kronecker_products(make_net):
     sl = _blocks(net.mlp)
     for k, l in itertools.product(range(3), repeat=2):
         np.testing.assert_array_equal(Ft[sl[k], sl[l]], F_tilde_block(f, k, l))
-        np.testing.assert_allclose(F_tilde_block(f, k, l), np.kron(f.A_bar[k][l], f.G[k][l]), rtol=1e-15)
-    np.testing.assert_array_equal(Ft, approximate_fisher(net.mlp, net.weights, net.X, "full", 0.0, f))
+        np.testing.assert_allclose(
+            F_tilde_block(f, k, l), np.kron(f.A_bar[k][l], f.G[k][l]), rtol=1e-15
+        )
+    np.testing.assert_array_equal(
+        Ft, approximate_fisher(net.mlp, net.weights, net.X, "full", 0.0, f)
+    )
 
 
 def test_F_block_is_expectation_of_kronecker_products(make_net):
@@ -141,12 +148,20 @@ def test_F_block_is_expectation_of_kronecker_products(make_net):
     F = exact_fisher(mlp, W, X)
     sl = _blocks(mlp)
     for i, j in itertools.product(range(2), repeat=2):
-        want = sum(
-            np.kron(np.outer(fwd.abar[i][c], fwd.abar[j][c]), np.outer(g[i][c], g[j][c])) for g in passes for c in range(5)
-        ) / 5
+        want = (
+            sum(
+                np.kron(np.outer(fwd.abar[i][c], fwd.abar[j][c]), np.outer(g[i][c], g[j][c]))
+                for g in passes
+                for c in range(5)
+            )
+            / 5
+        )
         np.testing.assert_allclose(F[sl[i], sl[j]], want, rtol=1e-12, atol=1e-15)
         # per-case vec(DW) = ā ⊗ g
-        np.testing.assert_allclose(per_case_vec_grad(fwd.abar[i], passes[0][i])[0], np.kron(fwd.abar[i][0], passes[0][i][0]))
+        np.testing.assert_allclose(
+            per_case_vec_grad(fwd.abar[i], passes[0][i])[0],
+            np.kron(fwd.abar[i][0], passes[0][i][0]),
+        )
 
 
 def test_F_tilde_is_exact_for_one_linear_layer_with_gaussian_output(make_net):
@@ -157,7 +172,13 @@ def test_F_tilde_is_exact_for_one_linear_layer_with_gaussian_output(make_net):
     assert _rel(Ft, F) < 1e-12
     # not so with a Bernoulli output: g depends on x through p(1 − p)
     net_b = make_net((5, 3), [], "bernoulli", seed=7, n=11)
-    assert _rel(approximate_fisher(net_b.mlp, net_b.weights, net_b.X), exact_fisher(net_b.mlp, net_b.weights, net_b.X)) > 1e-3
+    assert (
+        _rel(
+            approximate_fisher(net_b.mlp, net_b.weights, net_b.X),
+            exact_fisher(net_b.mlp, net_b.weights, net_b.X),
+        )
+        > 1e-3
+    )
 
 
 @pytest.mark.parametrize("sizes", [(4, 5, 3, 2), (4, 5, 4, 3, 2)])
@@ -229,8 +250,19 @@ def _efficient_vs_dense(net, gamma: float, n_vectors: int = 2) -> tuple[float, f
     for _ in range(n_vectors):
         v = rng.standard_normal(mlp.n_params)
         V = net.weights_of(v)
-        e_breve = max(e_breve, _rel(weights_to_theta(apply_block_diagonal_inverse(breve, V)), np.linalg.solve(F_breve, v)))
-        e_hat = max(e_hat, _rel(weights_to_theta(apply_block_tridiagonal_inverse(hat, V)), np.linalg.solve(F_hat, v)))
+        e_breve = max(
+            e_breve,
+            _rel(
+                weights_to_theta(apply_block_diagonal_inverse(breve, V)),
+                np.linalg.solve(F_breve, v),
+            ),
+        )
+        e_hat = max(
+            e_hat,
+            _rel(
+                weights_to_theta(apply_block_tridiagonal_inverse(hat, V)), np.linalg.solve(F_hat, v)
+            ),
+        )
     return e_breve, e_hat, float(np.linalg.cond(F_hat))
 
 
@@ -331,7 +363,13 @@ def test_xi_lambda_factorization_of_F_hat_inverse(make_net):
     f = kronecker_factors(net.mlp, net.weights, net.X)
     hat = block_tridiagonal_inverse(*f.diagonal(), *f.off_diagonal())
     P = net.mlp.n_params
-    M = np.stack([weights_to_theta(apply_block_tridiagonal_inverse(hat, net.weights_of(e))) for e in np.eye(P)], axis=1)
+    M = np.stack(
+        [
+            weights_to_theta(apply_block_tridiagonal_inverse(hat, net.weights_of(e)))
+            for e in np.eye(P)
+        ],
+        axis=1,
+    )
     F_hat = dense.F_hat(f)
     assert _rel(M, np.linalg.inv(F_hat)) < 1e-9
     assert _rel(M, dense.F_hat_inverse(f)) < 1e-9
@@ -351,7 +389,9 @@ def test_sigma_cond_is_schur_complement(make_net):
         F_kk = np.kron(A_diag[k], G_diag[k])
         F_nn = np.kron(A_diag[k + 1], G_diag[k + 1])
         Psi = np.kron(hat.psi_A[k], hat.psi_G[k])
-        np.testing.assert_allclose(Psi, F_tilde[sl[k], sl[k + 1]] @ np.linalg.inv(F_nn), rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(
+            Psi, F_tilde[sl[k], sl[k + 1]] @ np.linalg.inv(F_nn), rtol=1e-9, atol=1e-13
+        )
         sigma = F_kk - Psi @ F_nn @ Psi.T
         schur = F_tilde[sl[k], sl[k]] - F_tilde[sl[k], sl[k + 1]] @ np.linalg.solve(
             F_tilde[sl[k + 1], sl[k + 1]], F_tilde[sl[k + 1], sl[k]]
@@ -391,7 +431,9 @@ def test_kron_sum_inverse_matches_dense_inverse(sign, dims):
     want = (dense_inv @ X.flatten(order="F")).reshape(m, n).T
     assert _rel(got, want) < 1e-11
     # the full operator, column by column
-    cols = [apply_kron_sum_inverse(inv, E.reshape(m, n).T).flatten(order="F") for E in np.eye(m * n)]
+    cols = [
+        apply_kron_sum_inverse(inv, E.reshape(m, n).T).flatten(order="F") for E in np.eye(m * n)
+    ]
     assert _rel(np.stack(cols, axis=1), dense_inv) < 1e-11
 
 

@@ -52,8 +52,9 @@ def test_gamma_follows_the_authors_path_at_every_search(runs):
     assert all(r.ok for r in rows), [(r.k, r.ours, r.theirs) for r in rows]
 
 
-@pytest.mark.parametrize("k, expected, tol", [(10, None, None), (25, 37.22, 0.5), (50, None, None),
-                                              (60, 36.51, 0.5)])
+@pytest.mark.parametrize(
+    "k, expected, tol", [(10, None, None), (25, 37.22, 0.5), (50, None, None), (60, 36.51, 0.5)]
+)
 def test_training_error_within_the_authors_noise(runs, k, expected, tol):
     ours, _ = runs
     err = next(r["train_error_raw"] for r in ours if r["iteration"] == k)
@@ -66,7 +67,9 @@ def test_training_error_within_the_authors_noise(runs, k, expected, tol):
 
 def test_band_and_printed_equality_helpers():
     lo, hi = fid.band(500)  # 0.0203 ± 3 · 0.0008/√2
-    assert math.isclose(lo, 0.0203 - 0.0024 / math.sqrt(2)) and math.isclose(hi, 0.0203 + 0.0024 / math.sqrt(2))
+    assert math.isclose(lo, 0.0203 - 0.0024 / math.sqrt(2)) and math.isclose(
+        hi, 0.0203 + 0.0024 / math.sqrt(2)
+    )
     lo, hi = fid.band(50)  # both runs 36.52: ± 5 %
     assert math.isclose(lo, 0.95 * 36.52) and math.isclose(hi, 1.05 * 36.52)
     assert fid.band(11) is None

@@ -71,11 +71,15 @@ def test_monte_carlo_fisher_converges_to_exact(make_net, oracle, output):
     """20 000 model samples on 3 cases: relative error well below 5 %, but not zero."""
     net = make_net((3, 3, 3), "tanh", output, seed=8, n=3)
     F = exact_fisher(net.mlp, net.weights, net.X)
-    F_mc = monte_carlo_fisher(net.mlp, net.weights, net.X, n_samples=20_000, rng=np.random.default_rng(0))
+    F_mc = monte_carlo_fisher(
+        net.mlp, net.weights, net.X, n_samples=20_000, rng=np.random.default_rng(0)
+    )
     err = oracle.rel_err(F_mc, F)
     assert 1e-4 < err < 0.05
     # few samples are much worse: the estimate is a mean, not a different matrix
-    F_few = monte_carlo_fisher(net.mlp, net.weights, net.X, n_samples=20, rng=np.random.default_rng(0))
+    F_few = monte_carlo_fisher(
+        net.mlp, net.weights, net.X, n_samples=20, rng=np.random.default_rng(0)
+    )
     assert oracle.rel_err(F_few, F) > 2 * err
 
 
@@ -86,7 +90,9 @@ def test_empirical_fisher_is_not_the_fisher(make_net, oracle):
     F_emp = empirical_fisher(mlp, W, X, Y)
     per_case_grads = np.stack(
         [
-            oracle.fd_gradient(lambda t, c=c: mlp.loss(net.weights_of(t), X[c : c + 1], Y[c : c + 1]), net.theta)
+            oracle.fd_gradient(
+                lambda t, c=c: mlp.loss(net.weights_of(t), X[c : c + 1], Y[c : c + 1]), net.theta
+            )
             for c in range(X.shape[0])
         ]
     )

@@ -51,7 +51,10 @@ def _well_conditioned(rng: np.random.Generator, d: int) -> np.ndarray:
 def _general_transforms(mlp, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     d = mlp.layer_sizes
-    omegas = [affine_omega(_well_conditioned(rng, d[k]), rng.standard_normal(d[k])) for k in range(mlp.n_layers)]
+    omegas = [
+        affine_omega(_well_conditioned(rng, d[k]), rng.standard_normal(d[k]))
+        for k in range(mlp.n_layers)
+    ]
     phis = [_well_conditioned(rng, d[k]) for k in range(1, mlp.n_layers)]
     return omegas, phis
 
@@ -62,7 +65,9 @@ def _transforms(kind: str, net) -> tuple[list[np.ndarray], list[np.ndarray] | No
     return _general_transforms(net.mlp, seed=99)
 
 
-def _kfac_step(mlp, weights, X, Y, structure: str, gamma: float = 0.0, lr: float = LR) -> list[np.ndarray]:
+def _kfac_step(
+    mlp, weights, X, Y, structure: str, gamma: float = 0.0, lr: float = LR
+) -> list[np.ndarray]:
     """W − lr·F̆⁻¹∇h or W − lr·F̂⁻¹∇h with exact factors (§4), computed for whatever ``mlp`` is."""
     factors = kronecker_factors(mlp, weights, X)
     _, grads, _ = mlp.loss_and_grad(weights, X, Y)
@@ -71,7 +76,9 @@ def _kfac_step(mlp, weights, X, Y, structure: str, gamma: float = 0.0, lr: float
         delta = apply_block_diagonal_inverse(block_diagonal_inverse(A_diag, G_diag), grads)
     else:
         A_off, G_off = factors.off_diagonal()
-        delta = apply_block_tridiagonal_inverse(block_tridiagonal_inverse(A_diag, G_diag, A_off, G_off), grads)
+        delta = apply_block_tridiagonal_inverse(
+            block_tridiagonal_inverse(A_diag, G_diag, A_off, G_off), grads
+        )
     return [W - lr * D for W, D in zip(weights, delta, strict=True)]
 
 
@@ -93,7 +100,9 @@ def _output_gap(net, omegas, phis, step) -> tuple[float, float]:
     return float(np.abs(out - out_back).max()), float(np.abs(out - mlp.forward(W, X).output).max())
 
 
-@pytest.fixture(params=[((4, 5, 3, 2), "tanh", "bernoulli"), ((5, 4, 4, 3, 2), "tanh", "gaussian")], ids=str)
+@pytest.fixture(
+    params=[((4, 5, 3, 2), "tanh", "bernoulli"), ((5, 4, 4, 3, 2), "tanh", "gaussian")], ids=str
+)
 def inv_net(request, make_net):
     sizes, act, output = request.param
     return make_net(sizes, act, output, seed=len(sizes), n=64)
@@ -131,15 +140,23 @@ def test_factors_of_transformed_network_are_congruent(inv_net, kind):
     omegas, phis = _transforms(kind, inv_net)
     rmlp = ReparametrizedMLP(inv_net.mlp, omegas, phis)
     direct = kronecker_factors(rmlp, transform_weights(inv_net.weights, omegas, phis), inv_net.X)
-    mapped = transform_factors(kronecker_factors(inv_net.mlp, inv_net.weights, inv_net.X), omegas, phis)
+    mapped = transform_factors(
+        kronecker_factors(inv_net.mlp, inv_net.weights, inv_net.X), omegas, phis
+    )
     L = inv_net.mlp.n_layers
     for k in range(L):
         for l in range(L):
-            np.testing.assert_allclose(direct.A_bar[k][l], mapped.A_bar[k][l], rtol=1e-11, atol=1e-13)
+            np.testing.assert_allclose(
+                direct.A_bar[k][l], mapped.A_bar[k][l], rtol=1e-11, atol=1e-13
+            )
             np.testing.assert_allclose(direct.G[k][l], mapped.G[k][l], rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(
-            direct.A_bar[k][k], omegas[k] @ kronecker_factors(inv_net.mlp, inv_net.weights, inv_net.X).A_bar[k][k] @ omegas[k].T,
-            rtol=1e-11, atol=1e-13,
+            direct.A_bar[k][k],
+            omegas[k]
+            @ kronecker_factors(inv_net.mlp, inv_net.weights, inv_net.X).A_bar[k][k]
+            @ omegas[k].T,
+            rtol=1e-11,
+            atol=1e-13,
         )
 
 
@@ -170,7 +187,11 @@ def test_fisher_and_fvp_of_transformed_network(inv_net):
     Wd = transform_weights(inv_net.weights, omegas, phis)
     P = mlp.n_params
     T = np.stack(
-        [weights_to_theta(untransform_weights(theta_to_weights(e, mlp.shapes), omegas, phis)) for e in np.eye(P)], axis=1
+        [
+            weights_to_theta(untransform_weights(theta_to_weights(e, mlp.shapes), omegas, phis))
+            for e in np.eye(P)
+        ],
+        axis=1,
     )
     F = exact_fisher(mlp, inv_net.weights, X)
     F_d = exact_fisher(rmlp, Wd, X)

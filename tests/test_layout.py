@@ -44,7 +44,9 @@ def _is_experiments(module: str) -> bool:
 
 def test_math_modules_import_nothing_from_the_experiments() -> None:
     bad = {
-        name: sorted(m for m in imported_modules(PACKAGE / f"{name}.py", "kfac_ref") if _is_experiments(m))
+        name: sorted(
+            m for m in imported_modules(PACKAGE / f"{name}.py", "kfac_ref") if _is_experiments(m)
+        )
         for name in math_modules()
     }
     assert not {k: v for k, v in bad.items() if v}, bad
@@ -60,7 +62,9 @@ def test_importing_every_math_module_loads_no_experiment_module() -> None:
 def test_the_experiment_side_lives_in_the_subpackage() -> None:
     moved = {"experiments", "data", "schedules", "sgd", "io", "cli"}
     assert not moved & set(math_modules())
-    assert {"runner", "data", "schedules", "sgd", "io", "cli"} <= {p.stem for p in (PACKAGE / "experiments").glob("*.py")}
+    assert {"runner", "data", "schedules", "sgd", "io", "cli"} <= {
+        p.stem for p in (PACKAGE / "experiments").glob("*.py")
+    }
 
 
 def test_the_analysis_sees_relative_imports() -> None:

@@ -39,8 +39,22 @@ finally:
     sys.path.remove(str(FIGURES))
 
 # Tiny settings: hidden width 6 → 1780 parameters in all, 168 in the middle four layers.
-TINY = ["--quick", "--train-cases", "300", "--cases", "120", "--iters", "5", "--hidden", "6", "--seed", "3",
-        "--dpi", "40", "--no-progress"]
+TINY = [
+    "--quick",
+    "--train-cases",
+    "300",
+    "--cases",
+    "120",
+    "--iters",
+    "5",
+    "--hidden",
+    "6",
+    "--seed",
+    "3",
+    "--dpi",
+    "40",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +67,19 @@ def block_means(M: np.ndarray, sizes: list[int]) -> np.ndarray:
     """Mean |entry| of each block, written here without kfac_ref."""
     edges = np.concatenate([[0], np.cumsum(sizes)])
     L = len(sizes)
-    return np.array([[np.abs(M[edges[k]:edges[k + 1], edges[l]:edges[l + 1]]).mean() for l in range(L)]
-                     for k in range(L)])
+    return np.array(
+        [
+            [np.abs(M[edges[k] : edges[k + 1], edges[l] : edges[l + 1]]).mean() for l in range(L)]
+            for k in range(L)
+        ]
+    )
 
 
 def middle_sizes(mlp: MLP) -> list[int]:
-    return [o * i for o, i in mlp.shapes[common.MIDDLE_FIRST : common.MIDDLE_FIRST + common.MIDDLE_COUNT]]
+    return [
+        o * i
+        for o, i in mlp.shapes[common.MIDDLE_FIRST : common.MIDDLE_FIRST + common.MIDDLE_COUNT]
+    ]
 
 
 def load_saved(npz: Path) -> tuple[MLP, list[np.ndarray], np.ndarray, float]:
@@ -71,17 +92,39 @@ def load_saved(npz: Path) -> tuple[MLP, list[np.ndarray], np.ndarray, float]:
 @pytest.fixture(scope="module")
 def blocks_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("fisher_blocks")
-    result = fisher_blocks.main([*TINY, "--trainer", "kfac", "--further-iters", "3", "--out", str(out),
-                                 "--data-dir", str(tmp_path_factory.mktemp("empty"))])
+    result = fisher_blocks.main(
+        [
+            *TINY,
+            "--trainer",
+            "kfac",
+            "--further-iters",
+            "3",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path_factory.mktemp("empty")),
+        ]
+    )
     return out, result
 
 
 @pytest.fixture(scope="module")
-def quality_run(tmp_path_factory: pytest.TempPathFactory, blocks_run: tuple[Path, dict]) -> tuple[Path, dict]:
+def quality_run(
+    tmp_path_factory: pytest.TempPathFactory, blocks_run: tuple[Path, dict]
+) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("inverse_quality")
     weights = blocks_run[0] / "fisher_blocks_weights.npz"
-    result = inverse_quality.main([*TINY, "--weights", str(weights), "--out", str(out),
-                                   "--data-dir", str(tmp_path_factory.mktemp("empty"))])
+    result = inverse_quality.main(
+        [
+            *TINY,
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path_factory.mktemp("empty")),
+        ]
+    )
     return out, result
 
 
@@ -115,10 +158,14 @@ def test_figure2_error_recomputed_from_saved_weights(blocks_run: tuple[Path, dic
     F = exact_fisher(mlp, weights, X)[sl, sl]
     F_tilde = approximate_fisher(mlp, weights, X, "full")[sl, sl]
     nums = result["figure2"]
-    assert nums["relative_error_F_tilde_vs_F"] == pytest.approx(relative_error(F_tilde, F), rel=1e-8)
+    assert nums["relative_error_F_tilde_vs_F"] == pytest.approx(
+        relative_error(F_tilde, F), rel=1e-8
+    )
     assert 0.0 < nums["relative_error_F_tilde_vs_F"] < 1.5  # not exact, and not unrelated
     shapes = mlp.shapes[common.MIDDLE_FIRST : common.MIDDLE_FIRST + common.MIDDLE_COUNT]
-    np.testing.assert_allclose(nums["block_mean_abs_F"], block_means(F, middle_sizes(mlp)), rtol=1e-8)
+    np.testing.assert_allclose(
+        nums["block_mean_abs_F"], block_means(F, middle_sizes(mlp)), rtol=1e-8
+    )
     assert len(shapes) == 4
 
 
@@ -145,9 +192,13 @@ def test_figure3_block_means_recomputed(blocks_run: tuple[Path, dict]) -> None:
     assert ratios["first_off_over_farther"] == pytest.approx(first, rel=1e-6)
     assert ratios["diagonal_over_first_off"] == pytest.approx(diag, rel=1e-6)
     undamped = block_means(approximate_fisher(mlp, weights, X, "full")[sl, sl], middle_sizes(mlp))
-    assert fig3["band_ratios_F_tilde"]["first_off_over_farther"] == pytest.approx(expected_ratios(undamped)[0], rel=1e-8)
+    assert fig3["band_ratios_F_tilde"]["first_off_over_farther"] == pytest.approx(
+        expected_ratios(undamped)[0], rel=1e-8
+    )
     assert fig3["settings"][0]["gamma"] == fig3["gamma"]
-    assert fig3["seen"] == fig3["settings"][0]["seen"] and isinstance(fig3["close_to_block_tridiagonal"], bool)
+    assert fig3["seen"] == fig3["settings"][0]["seen"] and isinstance(
+        fig3["close_to_block_tridiagonal"], bool
+    )
 
 
 def test_figure3_other_settings_recomputed(blocks_run: tuple[Path, dict]) -> None:
@@ -155,8 +206,15 @@ def test_figure3_other_settings_recomputed(blocks_run: tuple[Path, dict]) -> Non
     out, result = blocks_run
     settings = result["figure3"]["settings"]
     assert [e["iterations"] for e in settings] == [5, 5, 8, 8]
-    for entry, npz in zip(settings[1:], ["fisher_blocks_weights.npz", "fisher_blocks_further_weights.npz",
-                                          "fisher_blocks_further_weights.npz"], strict=True):
+    for entry, npz in zip(
+        settings[1:],
+        [
+            "fisher_blocks_weights.npz",
+            "fisher_blocks_further_weights.npz",
+            "fisher_blocks_further_weights.npz",
+        ],
+        strict=True,
+    ):
         mlp, weights, X, trained_gamma = load_saved(out / npz)
         g = entry["gamma"] if entry is not settings[2] else trained_gamma
         assert entry["gamma"] == pytest.approx(g)
@@ -172,14 +230,17 @@ def test_figure3_other_settings_recomputed(blocks_run: tuple[Path, dict]) -> Non
         means = block_means(np.linalg.inv(F_tilde), middle_sizes(mlp))
         np.testing.assert_allclose(entry["block_mean_abs_F_tilde_inverse"], means, rtol=1e-5)
         assert entry["band_ratios_F_tilde_inverse"]["first_off_over_farther"] == pytest.approx(
-            expected_ratios(means)[0], rel=1e-5)
+            expected_ratios(means)[0], rel=1e-5
+        )
     assert settings[2]["train_error"] == pytest.approx(result["further_training"]["train_error"])
 
 
 def test_band_ratios_and_verdict_on_known_matrices() -> None:
     tri = np.array([[4.0, 1, 0.1, 0.1], [1, 4, 1, 0.1], [0.1, 1, 4, 1], [0.1, 0.1, 1, 4]])
     r = common.band_ratios(tri)
-    assert r["first_off_over_farther"] == pytest.approx(10.0) and r["diagonal_over_first_off"] == pytest.approx(4.0)
+    assert r["first_off_over_farther"] == pytest.approx(10.0) and r[
+        "diagonal_over_first_off"
+    ] == pytest.approx(4.0)
     assert fisher_blocks.what_is_seen(r)[1] is True
     diag = np.full((4, 4), 0.05) + np.diag([1.0] * 4)
     phrase, ok = fisher_blocks.what_is_seen(common.band_ratios(diag))
@@ -217,7 +278,11 @@ def test_inverse_errors_recomputed_from_saved_weights(quality_run: tuple[Path, d
     sl = common.middle_slice(mlp)
     dense = {
         name: approximate_fisher(mlp, weights, X, structure, gamma)[sl, sl]
-        for name, structure in (("F_tilde", "full"), ("F_breve", "block_diagonal"), ("F_hat", "block_tridiagonal"))
+        for name, structure in (
+            ("F_tilde", "full"),
+            ("F_breve", "block_diagonal"),
+            ("F_hat", "block_tridiagonal"),
+        )
     }
     inv = {name: spd_inverse(M, name) for name, M in dense.items()}
     for name in ("F_breve", "F_hat"):
@@ -233,8 +298,14 @@ def test_subnetwork_fisher_equals_slice_of_whole_network() -> None:
     net = common.TrainedNet(mlp, weights, X, None, X, "test", 0.1)
     M = common.middle_matrices(net, 0.1)
     sl = common.middle_slice(mlp)
-    np.testing.assert_allclose(M.undamped["F"], exact_fisher(mlp, weights, X)[sl, sl], rtol=0, atol=1e-13)
-    for name, structure in (("F_tilde", "full"), ("F_breve", "block_diagonal"), ("F_hat", "block_tridiagonal")):
+    np.testing.assert_allclose(
+        M.undamped["F"], exact_fisher(mlp, weights, X)[sl, sl], rtol=0, atol=1e-13
+    )
+    for name, structure in (
+        ("F_tilde", "full"),
+        ("F_breve", "block_diagonal"),
+        ("F_hat", "block_tridiagonal"),
+    ):
         whole = approximate_fisher(mlp, weights, X, structure, 0.1)[sl, sl]
         np.testing.assert_allclose(M.damped[name], whole, rtol=0, atol=1e-10)
 
@@ -284,7 +355,9 @@ def mnist_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pat
         "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 20),
     }
     blobs = {n: idx_gz(a) for n, a in arrays.items()}
-    monkeypatch.setattr(data, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in blobs.items()})
+    monkeypatch.setattr(
+        data, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in blobs.items()}
+    )
     full, test_only = tmp_path / "full", tmp_path / "t10k"
     for d, names in ((full, blobs), (test_only, data.MNIST_TEST_FILES)):
         d.mkdir()
@@ -298,19 +371,26 @@ def test_data_source_label_for_each_source(mnist_dirs: dict, capsys: pytest.Capt
     full = common.load_images(50, 0, mnist_dirs["full"])
     assert full.origin == "original"
     assert full.label == "MNIST (original), 60 training cases, first 50 used, down-scaled to 16×16"
-    expected = data.downscale_images(arrays["train-images-idx3-ubyte.gz"][:50].reshape(50, -1) / 255.0, 28, 16)
+    expected = data.downscale_images(
+        arrays["train-images-idx3-ubyte.gz"][:50].reshape(50, -1) / 255.0, 28, 16
+    )
     np.testing.assert_allclose(full.X, expected)
     np.testing.assert_array_equal(full.labels, arrays["train-labels-idx1-ubyte.gz"][:50])
 
     sub = common.load_images(20, 0, mnist_dirs["t10k"])
-    assert sub.origin == "subset" and sub.label == "MNIST test split only, 20 cases, down-scaled to 16×16"
+    assert (
+        sub.origin == "subset"
+        and sub.label == "MNIST test split only, 20 cases, down-scaled to 16×16"
+    )
     np.testing.assert_array_equal(sub.labels, arrays["t10k-labels-idx1-ubyte.gz"])
     with pytest.raises(ConfigError, match="exceeds the 20 cases"):
         common.load_images(21, 0, mnist_dirs["t10k"])
 
     capsys.readouterr()
     none = common.load_images(30, 0, mnist_dirs["none"])
-    assert none.origin == "stand-in" and none.label.startswith("stand-in") and "30 cases" in none.label
+    assert (
+        none.origin == "stand-in" and none.label.startswith("stand-in") and "30 cases" in none.label
+    )
     assert "no MNIST file" in capsys.readouterr().out
 
 
@@ -325,8 +405,19 @@ def test_figures_and_json_name_the_data(mnist_dirs: dict, tmp_path: Path) -> Non
     """End to end on the test split alone: the footer of each figure and the JSON say so."""
     import matplotlib.pyplot as plt
 
-    args = ["--train-cases", "20", "--cases", "20", "--iters", "2", "--hidden", "4", "--no-progress",
-            "--data-dir", str(mnist_dirs["t10k"])]
+    args = [
+        "--train-cases",
+        "20",
+        "--cases",
+        "20",
+        "--iters",
+        "2",
+        "--hidden",
+        "4",
+        "--no-progress",
+        "--data-dir",
+        str(mnist_dirs["t10k"]),
+    ]
     s = common.resolve(common.base_parser("t").parse_args(args))
     net = common.partially_trained_network(s)
     M = common.middle_matrices(net, net.gamma, names=("F_tilde",))
@@ -340,7 +431,9 @@ def test_figures_and_json_name_the_data(mnist_dirs: dict, tmp_path: Path) -> Non
 
 
 # ---------------------------------------------------------------------------------- the CLI
-@pytest.mark.parametrize("script", [fisher_blocks, inverse_quality], ids=["fisher_blocks", "inverse_quality"])
+@pytest.mark.parametrize(
+    "script", [fisher_blocks, inverse_quality], ids=["fisher_blocks", "inverse_quality"]
+)
 def test_help_is_complete(script, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         script.main(["--help"])
@@ -348,7 +441,15 @@ def test_help_is_complete(script, capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     description = text.split("options:")[0]
     assert description.rstrip().endswith(".") and "Figure" in description
-    for option in ("--data-dir", "--out", "--overwrite", "--iters", "--scale", "--formats", "--gamma"):
+    for option in (
+        "--data-dir",
+        "--out",
+        "--overwrite",
+        "--iters",
+        "--scale",
+        "--formats",
+        "--gamma",
+    ):
         assert option in text
     assert "(default: 0.995)" in text and "(default: figures_out)" in text
     assert "default: None" not in text and "default: False" not in text

@@ -35,8 +35,12 @@ def _kink_margin(net) -> float:
 
 def _check_gradient(net, oracle, eta: float) -> float:
     h, grads, _ = net.mlp.loss_and_grad(net.weights, net.X, net.Y, eta=eta)
-    fd = oracle.fd_gradient(lambda t: net.mlp.loss(net.weights_of(t), net.X, net.Y, eta=eta), net.theta)
-    assert float(h) == pytest.approx(float(net.mlp.loss(net.weights, net.X, net.Y, eta=eta)), rel=1e-14)
+    fd = oracle.fd_gradient(
+        lambda t: net.mlp.loss(net.weights_of(t), net.X, net.Y, eta=eta), net.theta
+    )
+    assert float(h) == pytest.approx(
+        float(net.mlp.loss(net.weights, net.X, net.Y, eta=eta)), rel=1e-14
+    )
     return oracle.rel_err(weights_to_theta(grads), fd)
 
 
@@ -72,7 +76,9 @@ def test_loss_and_gradient_of_l2_term(make_net):
     h1, g1, _ = net.mlp.loss_and_grad(net.weights, net.X, net.Y, eta=eta)
     theta = net.theta
     assert float(h1 - h0) == pytest.approx(0.5 * eta * theta @ theta, rel=1e-13)
-    np.testing.assert_allclose(weights_to_theta(g1) - weights_to_theta(g0), eta * theta, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        weights_to_theta(g1) - weights_to_theta(g0), eta * theta, rtol=1e-12, atol=1e-15
+    )
 
 
 # ------------------------------------------------------------------ forward pass (§2.1)
@@ -90,7 +96,9 @@ def test_forward_and_loss_match_independent_implementation(make_net, output):
     for got, want in zip(fwd.s, [s1, s2, s3], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
     for got, a in zip(fwd.abar, [a0, a1, a2], strict=True):
-        np.testing.assert_allclose(got, np.hstack([a, np.ones((a.shape[0], 1))]), rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(
+            got, np.hstack([a, np.ones((a.shape[0], 1))]), rtol=1e-13, atol=1e-14
+        )
     np.testing.assert_allclose(fwd.dphi[0], 1 - a1**2, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(fwd.dphi[1], a2 * (1 - a2), rtol=1e-12, atol=1e-14)
     Y = net.Y
@@ -214,4 +222,6 @@ def test_per_case_vec_grad_is_vec_of_outer_product():
     got = per_case_vec_grad(abar, g)
     want = np.stack([vec(np.outer(g[c], abar[c])) for c in range(6)])
     np.testing.assert_allclose(got, want, rtol=1e-15)
-    np.testing.assert_allclose(got, np.stack([np.kron(abar[c], g[c]) for c in range(6)]), rtol=1e-15)
+    np.testing.assert_allclose(
+        got, np.stack([np.kron(abar[c], g[c]) for c in range(6)]), rtol=1e-15
+    )

@@ -120,8 +120,9 @@ def mirror(files: Files) -> Iterator[tuple[str, list[str]]]:
 
 
 # ---------------------------------------------------------------------------- the three sources
-def test_four_original_files_give_origin_original(files: Files, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_four_original_files_give_origin_original(
+    files: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     forbid_network(monkeypatch)
     ds = data.load_mnist(data_dir=files.write(tmp_path / "d"))
     assert ds.origin == "original" and ds.label == "MNIST (original), 5 training cases"
@@ -195,7 +196,10 @@ def truncate(blob: bytes) -> bytes:
 
 @pytest.mark.parametrize("damage", [flip_bit, truncate], ids=["bit-flip", "truncated"])
 def test_damaged_cached_file_is_reported_and_downloaded_again(
-    damage, files: Files, mirror: tuple[str, list[str]], tmp_path: Path,
+    damage,
+    files: Files,
+    mirror: tuple[str, list[str]],
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     url, requests = mirror
@@ -204,7 +208,9 @@ def test_damaged_cached_file_is_reported_and_downloaded_again(
     with caplog.at_level(logging.WARNING, logger="kfac_ref.experiments.data"):
         ds = data.load_mnist(data_dir=d, mirrors=[url])
     assert requests == [TRAIN_IMAGES]
-    assert any(TRAIN_IMAGES in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
+    assert any(
+        TRAIN_IMAGES in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records
+    )
     assert (d / TRAIN_IMAGES).read_bytes() == files.gz[TRAIN_IMAGES]
     np.testing.assert_array_equal(ds.X_train, pixels(files.arrays[TRAIN_IMAGES]))
 
@@ -243,8 +249,10 @@ def test_read_idx_reports_corrupt_gzip(tmp_path: Path, files: Files) -> None:
 
 
 # --------------------------------------------------------------------- the real test split
-@pytest.mark.skipif(not (SHARED_T10K / TEST_IMAGES).is_file(),
-                    reason="../shared/data/mnist-t10k (the real MNIST test split) is not on this machine")
+@pytest.mark.skipif(
+    not (SHARED_T10K / TEST_IMAGES).is_file(),
+    reason="../shared/data/mnist-t10k (the real MNIST test split) is not on this machine",
+)
 def test_real_test_split_from_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     """The re-gzipped real files: accepted by their decompressed MD5s, 10,000 cases."""
     forbid_network(monkeypatch)

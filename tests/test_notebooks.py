@@ -37,7 +37,11 @@ def test_notebook_runs_as_a_script(path: Path, tmp_path: Path) -> None:
     try:
         proc = subprocess.run(
             [sys.executable, "-c", code, str(path)],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{path.name} did not finish within {TIMEOUT_S} s")
@@ -80,8 +84,13 @@ def test_build_script_names_the_failing_notebook_and_cell(tmp_path: Path) -> Non
         pytest.importorskip(module)
     src = tmp_path / "src"
     src.mkdir()
-    (src / "01_broken.py").write_text("# %% [markdown]\n# # Broken\n\n# %%\nx = 1\n\n# %%\ny = x / 0\n")
+    (src / "01_broken.py").write_text(
+        "# %% [markdown]\n# # Broken\n\n# %%\nx = 1\n\n# %%\ny = x / 0\n"
+    )
     build_notebooks = _build_notebooks_module()
-    with pytest.raises(build_notebooks.BuildError, match=r"01_broken\.py: cell 3 of 3 \(`y = x / 0`\).*ZeroDivisionError"):
+    with pytest.raises(
+        build_notebooks.BuildError,
+        match=r"01_broken\.py: cell 3 of 3 \(`y = x / 0`\).*ZeroDivisionError",
+    ):
         build_notebooks.build(src, tmp_path / "out", run=True, timeout=60)
     assert (tmp_path / "out" / "01_broken.ipynb").is_file()  # kept for reading the traceback

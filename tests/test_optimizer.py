@@ -45,7 +45,9 @@ def small():
 
 def exact_config(structure: str = "block_diagonal", **kw) -> KFACConfig:
     """Exact statistics on the whole batch, inverses every iteration, exact Fisher on all cases."""
-    base = dict(structure=structure, stats_method="exact", tau1=1.0, tau2=1.0, T3=1, lam0=2.0, eta=1e-3)
+    base = dict(
+        structure=structure, stats_method="exact", tau1=1.0, tau2=1.0, T3=1, lam0=2.0, eta=1e-3
+    )
     base.update(kw)
     return KFACConfig(**base)
 
@@ -183,8 +185,16 @@ def test_lambda_follows_the_lm_rule_every_T1(small):
         else:
             h_new = float(mlp.loss(W, X, X, cfg.eta))
             assert info["loss_after"] == pytest.approx(h_new, rel=1e-12)
-            assert info["rho"] == pytest.approx((h_new - info["loss"]) / info["model_change"], rel=1e-12)
-            factor = cfg.omega1_value if info["rho"] > 0.75 else 1 / cfg.omega1_value if info["rho"] < 0.25 else 1.0
+            assert info["rho"] == pytest.approx(
+                (h_new - info["loss"]) / info["model_change"], rel=1e-12
+            )
+            factor = (
+                cfg.omega1_value
+                if info["rho"] > 0.75
+                else 1 / cfg.omega1_value
+                if info["rho"] < 0.25
+                else 1.0
+            )
             assert st.lam == pytest.approx(lam_before * factor, rel=1e-14)
     assert st.lam < 100.0  # over-damped start: ρ ≈ 2 > 3/4, λ decreases
 
@@ -266,7 +276,11 @@ def test_state_dict_round_trip_resumes_exactly(small, structure):
     W_res, st_res = run(fresh, [w.copy() for w in W7], fresh.load_state_dict(saved), range(8, 13))
     for a, b in zip(W_full, W_res, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert (st_full.k, st_full.lam, st_full.gamma) == (st_res.k, st_res.lam, st_res.gamma) == (12, st_res.lam, st_res.gamma)
+    assert (
+        (st_full.k, st_full.lam, st_full.gamma)
+        == (st_res.k, st_res.lam, st_res.gamma)
+        == (12, st_res.lam, st_res.gamma)
+    )
 
 
 def test_load_state_dict_refuses_another_structure(small):
@@ -341,11 +355,18 @@ def test_kfac_beats_tuned_sgd_on_a_small_deep_autoencoder():
     """64-32-16-4-16-32-64 (logistic, linear code, Bernoulli output) on 400 8×8 curve images;
     same iterations and the same mini-batches for every method; SGD's lr the best of a grid."""
     X = curve_images(400, 8, np.random.default_rng(0))
-    mlp = MLP([64, 32, 16, 4, 16, 32, 64], ["logistic", "logistic", "linear", "logistic", "logistic"], "bernoulli")
+    mlp = MLP(
+        [64, 32, 16, 4, 16, 32, 64],
+        ["logistic", "logistic", "linear", "logistic", "logistic"],
+        "bernoulli",
+    )
     W0 = mlp.init_sparse(seed=0, backend=BE)
     iters, m1 = 120, 50
     start = reconstruction_error(mlp, W0, X)
-    sgd = {lr: train(SGDMomentum(mlp, SGDConfig(lr=lr, mu_max=0.99), BE), W0, X, iters, 1, m1) for lr in (0.01, 0.03, 0.1, 0.3)}
+    sgd = {
+        lr: train(SGDMomentum(mlp, SGDConfig(lr=lr, mu_max=0.99), BE), W0, X, iters, 1, m1)
+        for lr in (0.01, 0.03, 0.1, 0.3)
+    }
     sgd = {lr: e for lr, e in sgd.items() if np.isfinite(e)}
     best_sgd = min(sgd.values())
     for structure in STRUCTURES:

@@ -56,7 +56,9 @@ def test_ds_is_derivative_of_loss(name, oracle):
     y = _targets(name, s)
     ds = out.ds(s, y)
     for c in range(s.shape[0]):
-        fd = oracle.fd_gradient(lambda sc, c=c: out.loss(sc[None, :], y[c : c + 1])[0], s[c].copy(), eps=1e-5)
+        fd = oracle.fd_gradient(
+            lambda sc, c=c: out.loss(sc[None, :], y[c : c + 1])[0], s[c].copy(), eps=1e-5
+        )
         np.testing.assert_allclose(ds[c], fd, rtol=1e-8, atol=1e-9)
 
 
@@ -75,7 +77,10 @@ def test_fisher_sqrt_squares_to_F_R_which_is_the_loss_hessian(name, oracle):
         for j in range(D):
             e = np.zeros(D)
             e[j] = eps
-            H[:, j] = (out.ds(s[c : c + 1] + e, y[c : c + 1])[0] - out.ds(s[c : c + 1] - e, y[c : c + 1])[0]) / (2 * eps)
+            H[:, j] = (
+                out.ds(s[c : c + 1] + e, y[c : c + 1])[0]
+                - out.ds(s[c : c + 1] - e, y[c : c + 1])[0]
+            ) / (2 * eps)
         np.testing.assert_allclose(F_R[c], H, rtol=1e-6, atol=1e-9)
     # and the second difference of the loss itself (independent of ds): rel. 1e-5 at step 1e-4
     c, h = 0, 1e-4
@@ -132,13 +137,15 @@ def test_sample_has_model_mean_and_covariance(name):
     if name == "softmax":
         np.testing.assert_array_equal(y.sum(axis=1), 1.0)
     mean = out.predict(s_row)[0]
-    F_R = (out.fisher_sqrt(s_row)[0] @ out.fisher_sqrt(s_row)[0].T)
+    F_R = out.fisher_sqrt(s_row)[0] @ out.fisher_sqrt(s_row)[0].T
     se_mean = np.sqrt(np.diag(F_R) / N)
     assert (np.abs(y.mean(axis=0) - mean) < 5 * se_mean).all()
     yc = y - mean
     cov = yc.T @ yc / N
     # standard error of each covariance entry: sd of the product (y_i − μ_i)(y_j − μ_j) / √N
-    se_cov = np.array([[np.std(yc[:, i] * yc[:, j]) for j in range(D)] for i in range(D)]) / np.sqrt(N)
+    se_cov = np.array(
+        [[np.std(yc[:, i] * yc[:, j]) for j in range(D)] for i in range(D)]
+    ) / np.sqrt(N)
     assert (np.abs(cov - F_R) < 5 * se_cov + 1e-12).all()
     # and a wrong model (s_1 moved by 0.3; softmax is blind to a common shift) is clearly rejected
     wrong = out.predict(s_row + np.array([0.3, 0.0, 0.0]))[0]
@@ -150,19 +157,31 @@ def test_losses_stable_for_large_inputs(name):
     out = get_output(name)
     s = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 3.0]])
     y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    for f in (out.loss(s, y), out.ds(s, y), out.fisher_sqrt(s), out.predict(s), out.fisher_vp(s, s)):
+    for f in (
+        out.loss(s, y),
+        out.ds(s, y),
+        out.fisher_sqrt(s),
+        out.predict(s),
+        out.fisher_vp(s, s),
+    ):
         assert np.isfinite(f).all()
     L = out.loss(s, y)
     if name == "bernoulli":
         # case 0: y = 0 at s = 1000 costs 1000, y = 1 at s = −1000 costs 1000, log 2 for s = 0
-        np.testing.assert_allclose(L, [2000 + np.log(2), 2000 + np.log(1 + np.exp(3.0))], rtol=1e-14)
+        np.testing.assert_allclose(
+            L, [2000 + np.log(2), 2000 + np.log(1 + np.exp(3.0))], rtol=1e-14
+        )
     elif name == "softmax":
         np.testing.assert_allclose(L, [2000.0, 2000.0], rtol=1e-14)
     else:
-        np.testing.assert_allclose(L, [0.5 * (1000**2 + 1001**2), 0.5 * (1001**2 + 1000**2 + 9)], rtol=1e-14)
+        np.testing.assert_allclose(
+            L, [0.5 * (1000**2 + 1001**2), 0.5 * (1001**2 + 1000**2 + 9)], rtol=1e-14
+        )
 
 
 def test_loss_rejects_mismatched_targets():
     out = get_output("softmax")
-    with pytest.raises(ShapeError, match=r"targets have shape \(2, 4\) but outputs have shape \(2, 3\)"):
+    with pytest.raises(
+        ShapeError, match=r"targets have shape \(2, 4\) but outputs have shape \(2, 3\)"
+    ):
         out.loss(np.zeros((2, 3)), np.zeros((2, 4)))

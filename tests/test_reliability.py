@@ -88,8 +88,18 @@ def tiny_data():
 
 
 def tiny_config(**kw) -> RunConfig:
-    base = dict(dataset="curves", method="kfac-blockdiag", iters=4, layers=LAYERS, m1=16, k_full=4,
-                eval_every=2, checkpoint_every=2, dtype="float64", kfac={"T3": 2, "T2": 4})
+    base = dict(
+        dataset="curves",
+        method="kfac-blockdiag",
+        iters=4,
+        layers=LAYERS,
+        m1=16,
+        k_full=4,
+        eval_every=2,
+        checkpoint_every=2,
+        dtype="float64",
+        kfac={"T3": 2, "T2": 4},
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -115,36 +125,171 @@ class Evil:
 # --------------------------------------------------------------- 3. public entries, table
 ENTRY_CASES = [
     # (case, call, error class, message fragment)
-    ("loss: NaN input", lambda: NET.mlp.loss(NET.W, with_nan(NET.X), NET.Y), NonFiniteError, "X contains NaN"),
-    ("loss: NaN target", lambda: NET.mlp.loss(NET.W, NET.X, with_nan(NET.Y)), NonFiniteError, "targets contain NaN"),
+    (
+        "loss: NaN input",
+        lambda: NET.mlp.loss(NET.W, with_nan(NET.X), NET.Y),
+        NonFiniteError,
+        "X contains NaN",
+    ),
+    (
+        "loss: NaN target",
+        lambda: NET.mlp.loss(NET.W, NET.X, with_nan(NET.Y)),
+        NonFiniteError,
+        "targets contain NaN",
+    ),
     ("loss: empty batch", lambda: NET.mlp.loss(NET.W, NET.X[:0], NET.Y[:0]), ShapeError, "no rows"),
-    ("loss: NaN weights", lambda: NET.mlp.loss(nan_weights(), NET.X, NET.Y), NonFiniteError, "W_1 contains NaN"),
-    ("loss: int targets", lambda: NET.mlp.loss(NET.W, NET.X, NET.Y.astype(np.int64)), ConfigError, "targets have dtype int64"),
-    ("loss: negative η", lambda: NET.mlp.loss(NET.W, NET.X, NET.Y, eta=-1.0), ConfigError, "η (eta"),
-    ("loss_and_grad: NaN input", lambda: NET.mlp.loss_and_grad(NET.W, with_nan(NET.X), NET.Y), NonFiniteError, "X contains NaN"),
-    ("loss_and_grad: Bernoulli target 2", lambda: NET.mlp.loss_and_grad(NET.W, NET.X, 2 * NET.Y + 0.5), TargetError, "[0, 1]"),
-    ("loss: Bernoulli targets 2.0", lambda: NET.mlp.loss(NET.W, NET.X, np.full_like(NET.Y, 2.0)), TargetError, "Bernoulli targets must lie in [0, 1]"),
-    ("loss: softmax rows of 0.7", lambda: NET.soft.loss(NET.Ws, NET.X, np.full((5, 3), 0.7)), TargetError, "sums to 2.1"),
-    ("loss: softmax −1 one-hot", lambda: NET.soft.loss(NET.Ws, NET.X, -NET.onehot), TargetError, "negative entry -1"),
-    ("exact_fisher: NaN weights", lambda: exact_fisher(NET.mlp, nan_weights(), NET.X), NonFiniteError, "W_1 contains NaN"),
-    ("exact_fisher: empty batch", lambda: exact_fisher(NET.mlp, NET.W, NET.X[:0]), ShapeError, "no rows"),
-    ("approximate_fisher: γ = −0.5", lambda: approximate_fisher(NET.mlp, NET.W, NET.X, "block_diagonal", gamma=-0.5), ConfigError, "γ (gamma"),
-    ("approximate_fisher: γ = NaN", lambda: approximate_fisher(NET.mlp, NET.W, NET.X, "full", gamma=float("nan")), ConfigError, "γ (gamma"),
-    ("approximate_fisher F̂: γ = −0.5 names γ, not Ā", lambda: approximate_fisher(NET.mlp, NET.W, NET.X, "block_tridiagonal", gamma=-0.5), ConfigError, "γ (gamma"),
-    ("approximate_fisher: NaN weights", lambda: approximate_fisher(NET.mlp, nan_weights(), NET.X), NonFiniteError, "W_1"),
-    ("compare_fisher: γ = −0.5", lambda: compare_fisher(NET.mlp, NET.W, NET.X, gamma=-0.5), ConfigError, "γ (gamma"),
-    ("compare_fisher: NaN input", lambda: compare_fisher(NET.mlp, NET.W, with_nan(NET.X)), NonFiniteError, "X contains NaN"),
-    ("fisher_vector_product: NaN direction", lambda: fisher_vector_product(NET.mlp, NET.W, NET.X, nan_weights()), NonFiniteError, "direction V_1"),
-    ("fisher_vector_product: NaN input", lambda: fisher_vector_product(NET.mlp, NET.W, with_nan(NET.X), NET.W), NonFiniteError, "X contains NaN"),
-    ("KFAC.step: Bernoulli targets 2.0", lambda: kfac_step(np.full_like(NET.Y, 2.0)), TargetError, "iteration 1: Bernoulli"),
-    ("KFAC.step: NaN targets", lambda: kfac_step(with_nan(NET.Y)), NonFiniteError, "iteration 1: targets"),
-    ("KFAC.step: empty batch", lambda: KFAC(NET.mlp, KFACConfig(), BE).step(NET.W, KFAC(NET.mlp, KFACConfig(), BE).init_state(NET.W), NET.X[:0], NET.Y[:0], BE.rng(0)), ShapeError, "no rows"),
-    ("SGD step: Bernoulli targets 2.0", lambda: sgd_step(np.full_like(NET.Y, 2.0)), TargetError, "iteration 1: Bernoulli"),
-    ("SGD step: NaN input", lambda: SGDMomentum(NET.mlp, SGDConfig(), BE).step(NET.W, SGDMomentum(NET.mlp, SGDConfig(), BE).init_state(NET.W), with_nan(NET.X), NET.Y), NonFiniteError, "X contains NaN"),
+    (
+        "loss: NaN weights",
+        lambda: NET.mlp.loss(nan_weights(), NET.X, NET.Y),
+        NonFiniteError,
+        "W_1 contains NaN",
+    ),
+    (
+        "loss: int targets",
+        lambda: NET.mlp.loss(NET.W, NET.X, NET.Y.astype(np.int64)),
+        ConfigError,
+        "targets have dtype int64",
+    ),
+    (
+        "loss: negative η",
+        lambda: NET.mlp.loss(NET.W, NET.X, NET.Y, eta=-1.0),
+        ConfigError,
+        "η (eta",
+    ),
+    (
+        "loss_and_grad: NaN input",
+        lambda: NET.mlp.loss_and_grad(NET.W, with_nan(NET.X), NET.Y),
+        NonFiniteError,
+        "X contains NaN",
+    ),
+    (
+        "loss_and_grad: Bernoulli target 2",
+        lambda: NET.mlp.loss_and_grad(NET.W, NET.X, 2 * NET.Y + 0.5),
+        TargetError,
+        "[0, 1]",
+    ),
+    (
+        "loss: Bernoulli targets 2.0",
+        lambda: NET.mlp.loss(NET.W, NET.X, np.full_like(NET.Y, 2.0)),
+        TargetError,
+        "Bernoulli targets must lie in [0, 1]",
+    ),
+    (
+        "loss: softmax rows of 0.7",
+        lambda: NET.soft.loss(NET.Ws, NET.X, np.full((5, 3), 0.7)),
+        TargetError,
+        "sums to 2.1",
+    ),
+    (
+        "loss: softmax −1 one-hot",
+        lambda: NET.soft.loss(NET.Ws, NET.X, -NET.onehot),
+        TargetError,
+        "negative entry -1",
+    ),
+    (
+        "exact_fisher: NaN weights",
+        lambda: exact_fisher(NET.mlp, nan_weights(), NET.X),
+        NonFiniteError,
+        "W_1 contains NaN",
+    ),
+    (
+        "exact_fisher: empty batch",
+        lambda: exact_fisher(NET.mlp, NET.W, NET.X[:0]),
+        ShapeError,
+        "no rows",
+    ),
+    (
+        "approximate_fisher: γ = −0.5",
+        lambda: approximate_fisher(NET.mlp, NET.W, NET.X, "block_diagonal", gamma=-0.5),
+        ConfigError,
+        "γ (gamma",
+    ),
+    (
+        "approximate_fisher: γ = NaN",
+        lambda: approximate_fisher(NET.mlp, NET.W, NET.X, "full", gamma=float("nan")),
+        ConfigError,
+        "γ (gamma",
+    ),
+    (
+        "approximate_fisher F̂: γ = −0.5 names γ, not Ā",
+        lambda: approximate_fisher(NET.mlp, NET.W, NET.X, "block_tridiagonal", gamma=-0.5),
+        ConfigError,
+        "γ (gamma",
+    ),
+    (
+        "approximate_fisher: NaN weights",
+        lambda: approximate_fisher(NET.mlp, nan_weights(), NET.X),
+        NonFiniteError,
+        "W_1",
+    ),
+    (
+        "compare_fisher: γ = −0.5",
+        lambda: compare_fisher(NET.mlp, NET.W, NET.X, gamma=-0.5),
+        ConfigError,
+        "γ (gamma",
+    ),
+    (
+        "compare_fisher: NaN input",
+        lambda: compare_fisher(NET.mlp, NET.W, with_nan(NET.X)),
+        NonFiniteError,
+        "X contains NaN",
+    ),
+    (
+        "fisher_vector_product: NaN direction",
+        lambda: fisher_vector_product(NET.mlp, NET.W, NET.X, nan_weights()),
+        NonFiniteError,
+        "direction V_1",
+    ),
+    (
+        "fisher_vector_product: NaN input",
+        lambda: fisher_vector_product(NET.mlp, NET.W, with_nan(NET.X), NET.W),
+        NonFiniteError,
+        "X contains NaN",
+    ),
+    (
+        "KFAC.step: Bernoulli targets 2.0",
+        lambda: kfac_step(np.full_like(NET.Y, 2.0)),
+        TargetError,
+        "iteration 1: Bernoulli",
+    ),
+    (
+        "KFAC.step: NaN targets",
+        lambda: kfac_step(with_nan(NET.Y)),
+        NonFiniteError,
+        "iteration 1: targets",
+    ),
+    (
+        "KFAC.step: empty batch",
+        lambda: KFAC(NET.mlp, KFACConfig(), BE).step(
+            NET.W,
+            KFAC(NET.mlp, KFACConfig(), BE).init_state(NET.W),
+            NET.X[:0],
+            NET.Y[:0],
+            BE.rng(0),
+        ),
+        ShapeError,
+        "no rows",
+    ),
+    (
+        "SGD step: Bernoulli targets 2.0",
+        lambda: sgd_step(np.full_like(NET.Y, 2.0)),
+        TargetError,
+        "iteration 1: Bernoulli",
+    ),
+    (
+        "SGD step: NaN input",
+        lambda: SGDMomentum(NET.mlp, SGDConfig(), BE).step(
+            NET.W, SGDMomentum(NET.mlp, SGDConfig(), BE).init_state(NET.W), with_nan(NET.X), NET.Y
+        ),
+        NonFiniteError,
+        "X contains NaN",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("call", "error", "fragment"), [c[1:] for c in ENTRY_CASES], ids=[c[0] for c in ENTRY_CASES])
+@pytest.mark.parametrize(
+    ("call", "error", "fragment"), [c[1:] for c in ENTRY_CASES], ids=[c[0] for c in ENTRY_CASES]
+)
 def test_public_entries_name_bad_input(call, error, fragment):
     with pytest.raises(error) as info:
         call()
@@ -162,10 +307,15 @@ def test_a_singular_damped_matrix_is_blamed_on_gamma(monkeypatch):
     import kfac_ref.dense
 
     def singular(*args, **kwargs):
-        raise NonFiniteError("Ā_{0,0} is not positive definite even with jitter 1e-9; increase damping")
+        raise NonFiniteError(
+            "Ā_{0,0} is not positive definite even with jitter 1e-9; increase damping"
+        )
 
     monkeypatch.setattr(kfac_ref.dense, "F_hat", singular)
-    with pytest.raises(NonFiniteError, match=r"F̂ with γ = 0 needs invertible damped factors: Ā_\{0,0\}.*\(raise γ\)"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"F̂ with γ = 0 needs invertible damped factors: Ā_\{0,0\}.*\(raise γ\)",
+    ):
         approximate_fisher(NET.mlp, NET.W, NET.X, "block_tridiagonal", gamma=0.0)
     monkeypatch.undo()
     monkeypatch.setattr(kfac_ref.compare, "spd_inverse", singular)
@@ -215,33 +365,70 @@ CONFIG_CASES = [
     ("RunConfig iters = 1.5", lambda: RunConfig(iters=1.5), "iters must be an integer"),
     ("RunConfig dtype float16", lambda: RunConfig(dtype="float16"), "dtype must be one of"),
     ("RunConfig layers too short", lambda: RunConfig(layers=[784, 784]), "at least three"),
-    ("RunConfig layers not an autoencoder", lambda: RunConfig(layers=[784, 10, 700]), "first and last widths"),
+    (
+        "RunConfig layers not an autoencoder",
+        lambda: RunConfig(layers=[784, 10, 700]),
+        "first and last widths",
+    ),
     ("--kfac foo=1", lambda: RunConfig(kfac={"foo": 1}), "unknown K-FAC option 'foo'"),
-    ("--kfac lamda0 suggests lam0", lambda: RunConfig(kfac={"lamda0": 100}), "did you mean 'lam0'?"),
-    ("--kfac structure with --method", lambda: RunConfig(method="kfac-tridiag", kfac={"structure": "block_diagonal"}), "conflicts with --method"),
-    ("--kfac constants with --constants", lambda: RunConfig(kfac={"constants": "paper"}), "conflicts with --constants"),
+    (
+        "--kfac lamda0 suggests lam0",
+        lambda: RunConfig(kfac={"lamda0": 100}),
+        "did you mean 'lam0'?",
+    ),
+    (
+        "--kfac structure with --method",
+        lambda: RunConfig(method="kfac-tridiag", kfac={"structure": "block_diagonal"}),
+        "conflicts with --method",
+    ),
+    (
+        "--kfac constants with --constants",
+        lambda: RunConfig(kfac={"constants": "paper"}),
+        "conflicts with --constants",
+    ),
     ("--kfac lam0 = −3", lambda: RunConfig(kfac={"lam0": -3}), "lam0 must be a finite number > 0"),
     ("--kfac gamma0 = 'x'", lambda: RunConfig(kfac={"gamma0": "x"}), "gamma0 must be a number"),
     ("--kfac T1 = 1.5", lambda: RunConfig(kfac={"T1": 1.5}), "T1 must be a positive integer"),
-    ("--kfac use_momentum = 3", lambda: RunConfig(kfac={"use_momentum": 3}), "use_momentum must be true or false"),
-    ("KFACConfig lam_max = NaN", lambda: KFACConfig(lam_max=float("nan")), "lam_max must be a number"),
-    ("KFACConfig gamma0 = −1", lambda: KFACConfig(gamma0=-1.0), "gamma0 must be a finite number > 0"),
+    (
+        "--kfac use_momentum = 3",
+        lambda: RunConfig(kfac={"use_momentum": 3}),
+        "use_momentum must be true or false",
+    ),
+    (
+        "KFACConfig lam_max = NaN",
+        lambda: KFACConfig(lam_max=float("nan")),
+        "lam_max must be a number",
+    ),
+    (
+        "KFACConfig gamma0 = −1",
+        lambda: KFACConfig(gamma0=-1.0),
+        "gamma0 must be a finite number > 0",
+    ),
     ("SGDConfig lr = NaN", lambda: SGDConfig(lr=float("nan")), "lr must be a number"),
-    ("SGDConfig nesterov = 'yes'", lambda: SGDConfig(nesterov="yes"), "nesterov must be true or false"),
+    (
+        "SGDConfig nesterov = 'yes'",
+        lambda: SGDConfig(nesterov="yes"),
+        "nesterov must be true or false",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("call", "fragment"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
+@pytest.mark.parametrize(
+    ("call", "fragment"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES]
+)
 def test_configuration_numbers_in_range(call, fragment):
     with pytest.raises(ConfigError) as info:
         call()
     assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize(("field", "value", "fragment"), [
-    ("n_train", 65, "--n-train 65 asks for more than the 64 training cases"),
-    ("n_test", 33, "--n-test 33 asks for more than the 32 test cases"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("n_train", 65, "--n-train 65 asks for more than the 64 training cases"),
+        ("n_test", 33, "--n-test 33 asks for more than the 32 test cases"),
+    ],
+)
 def test_more_cases_than_the_set_has(tmp_path, fake_curves, field, value, fragment):
     with pytest.raises(ConfigError, match=fragment):
         run_experiment(tiny_config(**{field: value}), tmp_path, progress=False)
@@ -263,10 +450,16 @@ def test_crafted_pickle_checkpoint_runs_no_code(tmp_path, tiny_data):
 
 def test_npz_with_a_pickled_member_runs_no_code(tmp_path):
     sentinel = tmp_path / "code_ran"
-    meta = {"format": io.CHECKPOINT_FORMAT, "version": io.CHECKPOINT_VERSION,
-            "arrays": {"a0": {"dtype": "|O", "shape": [1]}}, "payload": {"x": {"__array__": "a0"}}}
-    members = {io.META_MEMBER: np.frombuffer(json.dumps(meta).encode(), np.uint8),
-               "a0": np.array([Evil(sentinel)], dtype=object)}
+    meta = {
+        "format": io.CHECKPOINT_FORMAT,
+        "version": io.CHECKPOINT_VERSION,
+        "arrays": {"a0": {"dtype": "|O", "shape": [1]}},
+        "payload": {"x": {"__array__": "a0"}},
+    }
+    members = {
+        io.META_MEMBER: np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        "a0": np.array([Evil(sentinel)], dtype=object),
+    }
     with open(tmp_path / "checkpoint.npz", "wb") as f:
         np.savez(f, **members)  # numpy pickles the object member
     with pytest.raises(DataError, match="Object arrays cannot be loaded when allow_pickle=False"):
@@ -329,7 +522,11 @@ def _other_k(m):
 
 CHECKPOINT_CASES = [
     ("empty file", lambda p: p.write_bytes(b""), "not an .npz archive"),
-    ("truncated", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "corrupt or unreadable"),
+    (
+        "truncated",
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        "corrupt or unreadable",
+    ),
     ("member shape ≠ table", lambda p: _rewrite(p, _shrink_first_array), "its table says"),
     ("no __meta__", lambda p: _rewrite(p, _drop_meta), "no __meta__ member"),
     ("version 1", lambda p: _rewrite(p, _version_1), "has version 1"),
@@ -339,7 +536,9 @@ CHECKPOINT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "fragment"), [c[1:] for c in CHECKPOINT_CASES], ids=[c[0] for c in CHECKPOINT_CASES])
+@pytest.mark.parametrize(
+    ("damage", "fragment"), [c[1:] for c in CHECKPOINT_CASES], ids=[c[0] for c in CHECKPOINT_CASES]
+)
 def test_damaged_checkpoint_is_refused_before_use(tmp_path, tiny_data, damage, fragment):
     path = _good_checkpoint(tmp_path, tiny_data)
     damage(path)
@@ -351,17 +550,39 @@ def test_damaged_checkpoint_is_refused_before_use(tmp_path, tiny_data, damage, f
 def test_resume_with_other_settings_names_the_fields(tmp_path, tiny_data):
     _good_checkpoint(tmp_path, tiny_data)
     with pytest.raises(ConfigError) as info:
-        run_experiment(tiny_config(iters=6, seed=3, sgd_lr=0.1), tmp_path, data=tiny_data, resume=True, progress=False)
+        run_experiment(
+            tiny_config(iters=6, seed=3, sgd_lr=0.1),
+            tmp_path,
+            data=tiny_data,
+            resume=True,
+            progress=False,
+        )
     assert "seed: 0 → 3" in str(info.value) and "sgd_lr: 0.05 → 0.1" in str(info.value)
     # the fields that may change do not block a resume
-    run_experiment(tiny_config(iters=6, eval_every=3, checkpoint_every=3, max_seconds=1e6), tmp_path,
-                   data=tiny_data, resume=True, progress=False)
+    run_experiment(
+        tiny_config(iters=6, eval_every=3, checkpoint_every=3, max_seconds=1e6),
+        tmp_path,
+        data=tiny_data,
+        resume=True,
+        progress=False,
+    )
 
 
 def test_checkpoint_meta_round_trips_json_state_exactly(tmp_path):
-    rng_state = {"kind": "counter", "key": [2**63 - 1, 7], "counter": 12345678901234567890, "lanes": [[1, 2], [3]]}
-    payload = {"rng": rng_state, "x": 0.1 + 0.2, "nan": float("nan"), "none": None, "flag": True,
-               "arrays": [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(0)]}
+    rng_state = {
+        "kind": "counter",
+        "key": [2**63 - 1, 7],
+        "counter": 12345678901234567890,
+        "lanes": [[1, 2], [3]],
+    }
+    payload = {
+        "rng": rng_state,
+        "x": 0.1 + 0.2,
+        "nan": float("nan"),
+        "none": None,
+        "flag": True,
+        "arrays": [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(0)],
+    }
     io.save_checkpoint(tmp_path / "c.npz", payload)
     back = io.load_checkpoint(tmp_path / "c.npz")
     assert back["rng"] == rng_state and back["x"] == 0.1 + 0.2 and np.isnan(back["nan"])
@@ -370,21 +591,51 @@ def test_checkpoint_meta_round_trips_json_state_exactly(tmp_path):
     assert back["arrays"][0].dtype == np.float32
     with pytest.raises(TypeError, match="neither an array nor JSON"):
         io.save_checkpoint(tmp_path / "d.npz", {"bad": object()})
-    assert not (tmp_path / "d.npz").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not (tmp_path / "d.npz").exists() and not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".")
+    ]
 
 
 # ---------------------------------------------------------------------- 2. no run lost
 RUN_DIR_CASES = [
-    ("log and result, no checkpoint", ("log.jsonl", "result.json"), {}, ConfigError, "already holds a run (log.jsonl, result.json)"),
+    (
+        "log and result, no checkpoint",
+        ("log.jsonl", "result.json"),
+        {},
+        ConfigError,
+        "already holds a run (log.jsonl, result.json)",
+    ),
     ("config.json only", ("config.json",), {}, ConfigError, "already holds a run (config.json)"),
     ("--resume, nothing there", (), {"resume": True}, ConfigError, "has no checkpoint.npz"),
-    ("--resume, log but no checkpoint", ("log.jsonl",), {"resume": True}, ConfigError, "it holds log.jsonl but has no checkpoint.npz"),
-    ("--resume with an old pickle only", ("checkpoint.pkl",), {"resume": True}, DataError, "no longer reads them"),
-    ("--resume --overwrite", (), {"resume": True, "overwrite": True}, ConfigError, "pass only one of them"),
+    (
+        "--resume, log but no checkpoint",
+        ("log.jsonl",),
+        {"resume": True},
+        ConfigError,
+        "it holds log.jsonl but has no checkpoint.npz",
+    ),
+    (
+        "--resume with an old pickle only",
+        ("checkpoint.pkl",),
+        {"resume": True},
+        DataError,
+        "no longer reads them",
+    ),
+    (
+        "--resume --overwrite",
+        (),
+        {"resume": True, "overwrite": True},
+        ConfigError,
+        "pass only one of them",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("files_", "kw", "error", "fragment"), [c[1:] for c in RUN_DIR_CASES], ids=[c[0] for c in RUN_DIR_CASES])
+@pytest.mark.parametrize(
+    ("files_", "kw", "error", "fragment"),
+    [c[1:] for c in RUN_DIR_CASES],
+    ids=[c[0] for c in RUN_DIR_CASES],
+)
 def test_earlier_run_is_never_overwritten(tmp_path, tiny_data, files_, kw, error, fragment):
     for name in files_:
         (tmp_path / name).write_text("earlier run\n")
@@ -403,7 +654,9 @@ def test_overwrite_replaces_every_earlier_file(tmp_path, tiny_data):
     assert io.read_jsonl(tmp_path / "log.jsonl")[-1]["iteration"] == 4
 
 
-def test_uncreatable_or_read_only_run_dir_is_an_error_before_training(tmp_path, tiny_data, monkeypatch):
+def test_uncreatable_or_read_only_run_dir_is_an_error_before_training(
+    tmp_path, tiny_data, monkeypatch
+):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="cannot be written: Not a directory"):
         run_experiment(tiny_config(), tmp_path / "file" / "run", data=tiny_data, progress=False)
@@ -412,7 +665,9 @@ def test_uncreatable_or_read_only_run_dir_is_an_error_before_training(tmp_path, 
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(io.tempfile, "mkstemp", read_only)  # a read-only directory, even for root
-    monkeypatch.setattr(KFAC, "step", lambda *a, **k: pytest.fail("trained into a read-only directory"))
+    monkeypatch.setattr(
+        KFAC, "step", lambda *a, **k: pytest.fail("trained into a read-only directory")
+    )
     with pytest.raises(ConfigError, match="cannot be written: Permission denied"):
         run_experiment(tiny_config(), tmp_path / "ro", data=tiny_data, progress=False)
 
@@ -428,20 +683,48 @@ def test_write_failure_mid_run_is_a_data_error_and_leaves_no_temp_file(tmp_path,
 
 
 # ---------------------------------------------------------------- 4. the CLI, one line each
-SMALL = ["train", "--layers", "16", "4", "16", "--n-train", "40", "--n-test", "8", "--m1", "20", "--k-full", "4",
-         "--iters", "2", "--eval-every", "1", "--dtype", "float64", "--no-progress"]
+SMALL = [
+    "train",
+    "--layers",
+    "16",
+    "4",
+    "16",
+    "--n-train",
+    "40",
+    "--n-test",
+    "8",
+    "--m1",
+    "20",
+    "--k-full",
+    "4",
+    "--iters",
+    "2",
+    "--eval-every",
+    "1",
+    "--dtype",
+    "float64",
+    "--no-progress",
+]
 
 CLI_CASES = [
     ("--kfac foo=1", ["--kfac", "foo=1"], "unknown K-FAC option 'foo'"),
     ("--kfac lamda0=1 suggests lam0", ["--kfac", "lamda0=1"], "did you mean 'lam0'?"),
     ("--kfac without =", ["--kfac", "lam0"], "--kfac expects NAME=VALUE"),
-    ("--kfac structure with --method", ["--kfac", "structure=block_diagonal"], "conflicts with --method"),
+    (
+        "--kfac structure with --method",
+        ["--kfac", "structure=block_diagonal"],
+        "conflicts with --method",
+    ),
     ("--n-train −1", ["--n-train", "-1"], "argument --n-train: expected an integer ≥ 1, got -1"),
     ("--n-train 0", ["--n-train", "0"], "argument --n-train: expected an integer ≥ 1, got 0"),
     ("--n-test −5", ["--n-test", "-5"], "argument --n-test: expected an integer ≥ 1"),
     ("--n-train over the set", ["--n-train", "65"], "asks for more than the 64 training cases"),
     ("--iters 0", ["--iters", "0"], "argument --iters"),
-    ("--sgd-lr −1", ["--method", "sgd-momentum", "--sgd-lr", "-1"], "sgd_lr must be a number in (0"),
+    (
+        "--sgd-lr −1",
+        ["--method", "sgd-momentum", "--sgd-lr", "-1"],
+        "sgd_lr must be a number in (0",
+    ),
     ("unknown option", ["--itres", "3"], "unrecognized arguments: --itres"),
     ("--resume without a checkpoint", ["--resume"], "has no checkpoint.npz"),
     ("--resume with --overwrite", ["--resume", "--overwrite"], "pass only one of them"),
@@ -456,7 +739,9 @@ def _cli(argv, capsys):
     return status, capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("extra", "fragment"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+@pytest.mark.parametrize(
+    ("extra", "fragment"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES]
+)
 def test_cli_mistakes_end_with_one_error_line(tmp_path, capsys, fake_curves, extra, fragment):
     status, err = _cli([*SMALL, *extra, "--out", str(tmp_path / "run")], capsys)
     lines = err.strip().splitlines()
@@ -467,7 +752,8 @@ def test_cli_mistakes_end_with_one_error_line(tmp_path, capsys, fake_curves, ext
 def test_cli_compare_gamma_names_gamma(capsys):
     status, err = _cli(["compare", "--gamma", "-0.5"], capsys)
     assert status == 2 and err.strip() == (
-        "error: γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got -0.5")
+        "error: γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got -0.5"
+    )
 
 
 def test_cli_uncreatable_out_and_earlier_run(tmp_path, capsys, fake_curves):
@@ -478,9 +764,15 @@ def test_cli_uncreatable_out_and_earlier_run(tmp_path, capsys, fake_curves):
     run.mkdir()
     (run / "log.jsonl").write_text("{}\n")
     status, err = _cli([*SMALL, "--out", str(run)], capsys)
-    assert status == 2 and "already holds a run (log.jsonl)" in err and (run / "log.jsonl").read_text() == "{}\n"
+    assert (
+        status == 2
+        and "already holds a run (log.jsonl)" in err
+        and (run / "log.jsonl").read_text() == "{}\n"
+    )
     assert _cli([*SMALL, "--out", str(run), "--overwrite"], capsys)[0] == 0
-    status, err = _cli([*SMALL, "--seed", "4", "--iters", "3", "--out", str(run), "--resume"], capsys)
+    status, err = _cli(
+        [*SMALL, "--seed", "4", "--iters", "3", "--out", str(run), "--resume"], capsys
+    )
     assert status == 2 and "seed: 0 → 4" in err
 
 
@@ -508,7 +800,9 @@ def _figure(name: str):
     folder = Path(__file__).resolve().parent.parent / "paper_figures"
     sys.path.insert(0, str(folder))
     try:
-        spec = importlib.util.spec_from_file_location(f"paper_figures_{name}_rel", folder / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(
+            f"paper_figures_{name}_rel", folder / f"{name}.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -518,17 +812,49 @@ def _figure(name: str):
 
 FIGURE_CASES = [
     ("fisher_blocks --cases 1", "fisher_blocks", ["--quick", "--cases", "1"], "need 2 ≤ --cases"),
-    ("inverse_quality --weights missing", "inverse_quality", ["--weights", "{tmp}/nope.npz"], "file not found"),
+    (
+        "inverse_quality --weights missing",
+        "inverse_quality",
+        ["--weights", "{tmp}/nope.npz"],
+        "file not found",
+    ),
     ("inverse_quality --dpi 5", "inverse_quality", ["--dpi", "5"], "--dpi must be in"),
-    ("inverse_quality --weights damaged", "inverse_quality", ["--weights", "{tmp}/file"], "not a readable .npz file"),
-    ("fisher_blocks unknown option", "fisher_blocks", ["--cases", "x"], "argument --cases: invalid int value"),
-    ("autoencoders --iters 0", "autoencoders", ["--quick", "--iters", "0"], "iters must be an integer ≥ 1"),
-    ("autoencoders --out under a file", "autoencoders", ["--out", "{tmp}/file/x"], "--out {tmp}/file/x cannot be written"),
-    ("fisher_blocks --out under a file", "fisher_blocks", ["--quick", "--out", "{tmp}/file/x"], "--out {tmp}/file/x cannot be written"),
+    (
+        "inverse_quality --weights damaged",
+        "inverse_quality",
+        ["--weights", "{tmp}/file"],
+        "not a readable .npz file",
+    ),
+    (
+        "fisher_blocks unknown option",
+        "fisher_blocks",
+        ["--cases", "x"],
+        "argument --cases: invalid int value",
+    ),
+    (
+        "autoencoders --iters 0",
+        "autoencoders",
+        ["--quick", "--iters", "0"],
+        "iters must be an integer ≥ 1",
+    ),
+    (
+        "autoencoders --out under a file",
+        "autoencoders",
+        ["--out", "{tmp}/file/x"],
+        "--out {tmp}/file/x cannot be written",
+    ),
+    (
+        "fisher_blocks --out under a file",
+        "fisher_blocks",
+        ["--quick", "--out", "{tmp}/file/x"],
+        "--out {tmp}/file/x cannot be written",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("script", "argv", "fragment"), [c[1:] for c in FIGURE_CASES], ids=[c[0] for c in FIGURE_CASES])
+@pytest.mark.parametrize(
+    ("script", "argv", "fragment"), [c[1:] for c in FIGURE_CASES], ids=[c[0] for c in FIGURE_CASES]
+)
 def test_figure_script_mistakes_end_with_one_error_line(tmp_path, capsys, script, argv, fragment):
     (tmp_path / "file").write_text("x")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -550,15 +876,33 @@ def test_figure_script_mistakes_end_with_one_error_line(tmp_path, capsys, script
 @pytest.fixture
 def fake_curves_784(monkeypatch):
     rng = np.random.default_rng(0)
-    ds = data.Dataset("curves", rng.random((64, 784)), rng.random((1000, 784)), origin="stand-in", label="tiny 784")
+    ds = data.Dataset(
+        "curves",
+        rng.random((64, 784)),
+        rng.random((1000, 784)),
+        origin="stand-in",
+        label="tiny 784",
+    )
     monkeypatch.setattr(data, "load_dataset", lambda name, **kw: ds)
     return ds
 
 
 def test_figure_script_never_runs_or_replaces_a_foreign_run(tmp_path, capsys, fake_curves_784):
     fig = _figure("autoencoders")
-    argv = ["--quick", "--iters", "2", "--n-train", "64", "--methods", "kfac-blockdiag", "--no-progress",
-            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    argv = [
+        "--quick",
+        "--iters",
+        "2",
+        "--n-train",
+        "64",
+        "--methods",
+        "kfac-blockdiag",
+        "--no-progress",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "fig"),
+    ]
 
     def iters(n: int) -> list[str]:
         return [*argv[:2], str(n), *argv[3:]]
@@ -599,12 +943,16 @@ def _empty(blob: bytes) -> bytes:
 
 
 def _shapes(path: Path) -> None:
-    data._save_npz_atomic(path, X_train=np.zeros((3, 784), np.float32), X_test=np.zeros((10, 784), np.float32))
+    data._save_npz_atomic(
+        path, X_train=np.zeros((3, 784), np.float32), X_test=np.zeros((10, 784), np.float32)
+    )
 
 
 def _out_of_range(path: Path) -> None:
     d = data.build_curves(0, 30, 10)
-    data._save_npz_atomic(path, X_train=2 + d.X_train.astype(np.float32), X_test=d.X_test.astype(np.float32))
+    data._save_npz_atomic(
+        path, X_train=2 + d.X_train.astype(np.float32), X_test=d.X_test.astype(np.float32)
+    )
 
 
 CACHE_CASES = [
@@ -616,8 +964,12 @@ CACHE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "fragment"), [c[1:] for c in CACHE_CASES], ids=[c[0] for c in CACHE_CASES])
-def test_damaged_curves_cache_is_reported_and_rebuilt_identically(tmp_path, caplog, damage, fragment):
+@pytest.mark.parametrize(
+    ("damage", "fragment"), [c[1:] for c in CACHE_CASES], ids=[c[0] for c in CACHE_CASES]
+)
+def test_damaged_curves_cache_is_reported_and_rebuilt_identically(
+    tmp_path, caplog, damage, fragment
+):
     fresh = data.load_curves(tmp_path, n_train=30, n_test=10)
     cache = data._curves_cache_path(tmp_path, 0, 30, 10)
     damage(cache)
@@ -627,11 +979,19 @@ def test_damaged_curves_cache_is_reported_and_rebuilt_identically(tmp_path, capl
     assert "is damaged" in message and fragment in message and "rebuilding" in message
     np.testing.assert_array_equal(again.X_train, fresh.X_train)
     np.testing.assert_array_equal(again.X_test, fresh.X_test)
-    np.testing.assert_array_equal(data.load_curves(tmp_path, n_train=30, n_test=10).X_train, fresh.X_train)
+    np.testing.assert_array_equal(
+        data.load_curves(tmp_path, n_train=30, n_test=10).X_train, fresh.X_train
+    )
 
 
 @pytest.mark.parametrize("damage", [flip_bit, truncate], ids=["bit-flip", "truncated"])
-def test_damaged_mnist_file_is_reported_and_downloaded_again(damage, files, mirror, tmp_path, caplog):  # noqa: F811
+def test_damaged_mnist_file_is_reported_and_downloaded_again(
+    damage,
+    files,  # noqa: F811 (the fixture imported above)
+    mirror,  # noqa: F811
+    tmp_path,
+    caplog,
+):
     url, requests = mirror
     d = files.write(tmp_path / "d")
     (d / TRAIN_IMAGES).write_bytes(damage(files.gz[TRAIN_IMAGES]))

@@ -45,7 +45,12 @@ def test_minibatch_schedule_is_the_codes_exponential_floored():
 # -------------------------------------------------------------------------- momentum
 def test_sutskever_momentum_schedule():
     assert [sutskever_momentum(t, 0.999) for t in (0, 249, 250, 499, 500, 750)] == [
-        0.5, 0.5, 0.75, 0.75, pytest.approx(5 / 6), pytest.approx(0.875)
+        0.5,
+        0.5,
+        0.75,
+        0.75,
+        pytest.approx(5 / 6),
+        pytest.approx(0.875),
     ]
     assert sutskever_momentum(10**6, 0.99) == 0.99
     assert sutskever_momentum(2250, 0.999) == pytest.approx(1 - 1 / 20)  # ⌊t/250⌋ + 1 = 10
@@ -120,7 +125,14 @@ def test_sgd_nan_raises_naming_the_iteration(net):
         opt.step(W, opt.init_state(W), X, Y)
 
 
-@pytest.mark.parametrize("kw, field", [(dict(lr=0.0), "lr"), (dict(mu_max=1.0), "mu_max"), (dict(momentum_schedule="x"), "momentum_schedule")])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(lr=0.0), "lr"),
+        (dict(mu_max=1.0), "mu_max"),
+        (dict(momentum_schedule="x"), "momentum_schedule"),
+    ],
+)
 def test_sgd_config_validation(kw, field):
     with pytest.raises(ConfigError, match=field):
         SGDConfig(**kw)

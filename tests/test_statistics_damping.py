@@ -103,7 +103,11 @@ def test_sampled_G_uses_model_targets_and_is_unbiased(net):
 
 def test_subset_is_ceil_tau_n_distinct_sorted_cases():
     rng = np.random.default_rng(0)
-    assert subset_size(1000, 1 / 8) == 125 and subset_size(10, 1 / 8) == 2 and subset_size(3, 0.01) == 1
+    assert (
+        subset_size(1000, 1 / 8) == 125
+        and subset_size(10, 1 / 8) == 2
+        and subset_size(3, 0.01) == 1
+    )
     idx = choose_subset(1000, 1 / 8, rng)
     assert idx.shape == (125,) and len(set(idx.tolist())) == 125
     assert np.all(np.diff(idx) > 0) and idx.min() >= 0 and idx.max() < 1000
@@ -123,7 +127,9 @@ def test_optimizer_running_statistics_are_the_decaying_average(net):
     ε_k-average of the exact factors at θ0, θ1, θ2 (§5)."""
     mlp, W, X = net
     Y = np.eye(4)[np.arange(X.shape[0]) % 4]  # one-hot classes for the softmax output
-    opt = KFAC(mlp, KFACConfig(structure="block_tridiagonal", stats_method="exact", tau1=1.0, lam0=1.0), BE)
+    opt = KFAC(
+        mlp, KFACConfig(structure="block_tridiagonal", stats_method="exact", tau1=1.0, lam0=1.0), BE
+    )
     st, est, Wk = opt.init_state(W), None, W
     for k in (1, 2, 3):
         batch = batch_factor_stats(mlp, Wk, mlp.forward(Wk, X), None, True, "exact")
@@ -145,7 +151,16 @@ def test_omega_constants_of_the_paper():
 
 @pytest.mark.parametrize(
     "rho, factor",
-    [(0.9, 0.8), (0.76, 0.8), (0.75, 1.0), (0.5, 1.0), (0.25, 1.0), (0.2, 1 / 0.8), (-3.0, 1 / 0.8), (math.nan, 1 / 0.8)],
+    [
+        (0.9, 0.8),
+        (0.76, 0.8),
+        (0.75, 1.0),
+        (0.5, 1.0),
+        (0.25, 1.0),
+        (0.2, 1 / 0.8),
+        (-3.0, 1 / 0.8),
+        (math.nan, 1 / 0.8),
+    ],
 )
 def test_levenberg_marquardt_rule_direction(rho, factor):
     assert update_lambda(10.0, rho, 0.8) == pytest.approx(10.0 * factor)
@@ -231,7 +246,9 @@ def test_rescale_without_previous_update_is_one_dimensional(net):
     b = rescale(g, D, zeros, _gram(mlp, W, X, [D, zeros]), 0.1)
     FD = fisher_vector_product(mlp, W, X, D)
     gD = sum((x * y).sum() for x, y in zip(g, D, strict=True))
-    DFD = sum((x * y).sum() for x, y in zip(D, FD, strict=True)) + 0.1 * sum((x * x).sum() for x in D)
+    DFD = sum((x * y).sum() for x, y in zip(D, FD, strict=True)) + 0.1 * sum(
+        (x * x).sum() for x in D
+    )
     assert a.mu == b.mu == 0.0
     assert a.alpha == pytest.approx(-gD / DFD, rel=1e-12) == b.alpha
     assert a.model_change == pytest.approx(-0.5 * gD**2 / DFD, rel=1e-12)
@@ -259,7 +276,14 @@ def test_rescale_non_finite_model_gives_nan():
 # ---------------------------------------------------------------------- configuration
 def test_config_defaults_cite_the_paper():
     cfg = KFACConfig()
-    assert (cfg.structure, cfg.eta, cfg.lam0, cfg.T1, cfg.T2, cfg.T3) == ("block_diagonal", 1e-5, 150.0, 5, 20, 20)
+    assert (cfg.structure, cfg.eta, cfg.lam0, cfg.T1, cfg.T2, cfg.T3) == (
+        "block_diagonal",
+        1e-5,
+        150.0,
+        5,
+        20,
+        20,
+    )
     assert cfg.gamma0_value == pytest.approx(math.sqrt(150 + 1e-5))
     assert (cfg.tau1, cfg.tau2_value, cfg.max_stat_decay) == (1 / 8, 1 / 4, 0.95)
     assert KFACConfig(constants="code").tau2_value == 1.0

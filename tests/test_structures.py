@@ -38,7 +38,11 @@ from kfac_ref.vec import layer_offsets, weights_to_theta
 
 ROOT = Path(__file__).resolve().parents[1]
 INV_RTOL = 1e-9
-NETS = [((5, 4, 3), "tanh", "bernoulli"), ((4, 5, 3, 2), "logistic", "gaussian"), ((6, 4, 5, 3, 2), "relu", "softmax")]
+NETS = [
+    ((5, 4, 3), "tanh", "bernoulli"),
+    ((4, 5, 3, 2), "logistic", "gaussian"),
+    ((6, 4, 5, 3, 2), "relu", "softmax"),
+]
 
 
 def _rel(X, Y) -> float:
@@ -49,8 +53,13 @@ def _stats(f, F=None) -> FactorStats:
     """Every statistic from exact factors (and F, the exact Fisher, when given)."""
     L = f.n_layers
     pairs = [(k, l) for k in range(L) for l in range(k + 1, L)]
-    return FactorStats(*f.diagonal(), *f.off_diagonal(), [f.A_bar[k][l] for k, l in pairs],
-                       [f.G[k][l] for k, l in pairs], None if F is None else [F])
+    return FactorStats(
+        *f.diagonal(),
+        *f.off_diagonal(),
+        [f.A_bar[k][l] for k, l in pairs],
+        [f.G[k][l] for k, l in pairs],
+        None if F is None else [F],
+    )
 
 
 def _dense_of(name, f, F, gamma):
@@ -90,7 +99,11 @@ def test_dense_blocks_are_kronecker_products_with_pi(make_net, gamma):
 def test_dense_F_hat_inverse_is_block_tridiagonal_and_F_hat_matches_F_tilde_there(make_net, gamma):
     net = make_net((5, 4, 4, 3, 3), "tanh", "softmax", seed=12, n=40, scale=1.5)
     f = kronecker_factors(net.mlp, net.weights, net.X)
-    F_hat, F_hat_inv, F_tilde = dense.F_hat(f, gamma), dense.F_hat_inverse(f, gamma), dense.F_tilde(f, gamma)
+    F_hat, F_hat_inv, F_tilde = (
+        dense.F_hat(f, gamma),
+        dense.F_hat_inverse(f, gamma),
+        dense.F_tilde(f, gamma),
+    )
     assert _rel(F_hat_inv, np.linalg.inv(F_hat)) < 1e-9
     off = layer_offsets(net.mlp.shapes)
     sl = [slice(off[k], off[k + 1]) for k in range(4)]
@@ -106,7 +119,10 @@ def test_dense_psi_is_the_regression_of_one_layer_on_the_next(make_net):
     net = make_net((4, 5, 3, 2), "tanh", "gaussian", seed=3, n=30)
     f = kronecker_factors(net.mlp, net.weights, net.X)
     for k in range(2):
-        want = np.kron(f.A_bar[k][k + 1] @ np.linalg.inv(f.A_bar[k + 1][k + 1]), f.G[k][k + 1] @ np.linalg.inv(f.G[k + 1][k + 1]))
+        want = np.kron(
+            f.A_bar[k][k + 1] @ np.linalg.inv(f.A_bar[k + 1][k + 1]),
+            f.G[k][k + 1] @ np.linalg.inv(f.G[k + 1][k + 1]),
+        )
         assert _rel(dense.psi(f, k), want) < 1e-9
 
 
@@ -120,7 +136,10 @@ def test_registry_names_classes_and_methods():
         assert set(cls.statistics) <= set(FactorStats.names())
     assert get_structure("block_tridiagonal").statistics == ("A_diag", "G_diag", "A_off", "G_off")
     assert METHODS == (*methods(), "sgd-momentum") and structure_of_method("sgd-momentum") is None
-    with pytest.raises(ConfigError, match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal, exact"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal, exact",
+    ):
         get_structure("kronecker")
 
 
@@ -136,15 +155,23 @@ def test_nothing_outside_the_registry_tests_a_structure():
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
-                    assert not any(isinstance(a, ast.Name) and a.id in classes for a in ast.walk(node.args[1])), path
+                    assert not any(
+                        isinstance(a, ast.Name) and a.id in classes for a in ast.walk(node.args[1])
+                    ), path
                 if isinstance(node, ast.Compare):
-                    consts = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                    consts = [
+                        c.value
+                        for c in [node.left, *node.comparators]
+                        if isinstance(c, ast.Constant)
+                    ]
                     assert not names & set(consts), (path, node.lineno)
 
 
 @pytest.mark.parametrize("name", list(STRUCTURES))
 @pytest.mark.parametrize("sizes, act, output", NETS, ids=str)
-def test_each_structure_applies_the_inverse_of_its_dense_matrix(make_net, oracle, name, sizes, act, output):
+def test_each_structure_applies_the_inverse_of_its_dense_matrix(
+    make_net, oracle, name, sizes, act, output
+):
     cls = get_structure(name)
     net = make_net(sizes, act, output, seed=len(sizes), n=30)
     f = kronecker_factors(net.mlp, net.weights, net.X)
@@ -176,13 +203,19 @@ def test_each_structure_saves_loads_casts_and_knows_its_shapes(make_net, name):
     assert all(a.dtype == np.float32 for v in f32.state_dict().values() for a in v)
     # float64 factorizations of float32 statistics come back in float32
     s32 = stats.astype(np.float32)
-    assert all(a.dtype == np.float32 for v in cls.from_stats(s32, 0.1, np.float64).state_dict().values() for a in v)
+    assert all(
+        a.dtype == np.float32
+        for v in cls.from_stats(s32, 0.1, np.float64).state_dict().values()
+        for a in v
+    )
 
 
 def test_a_structure_names_the_statistics_it_lacks(make_net):
     net = make_net((4, 5, 3, 2), "tanh", "bernoulli", seed=2, n=20)
     f = kronecker_factors(net.mlp, net.weights, net.X)
-    with pytest.raises(ConfigError, match=r"block-tridiagonal F̂ inverse needs the statistics A_off, G_off"):
+    with pytest.raises(
+        ConfigError, match=r"block-tridiagonal F̂ inverse needs the statistics A_off, G_off"
+    ):
         get_structure("block_tridiagonal").from_stats(FactorStats(*f.diagonal()), 0.1)
 
 
@@ -218,12 +251,26 @@ def test_dense_structures_refuse_large_nets():
     for name in ("full", "exact"):
         with pytest.raises(TooLargeError, match="dense Fisher for 1569784 parameters"):
             KFAC(mlp, KFACConfig(structure=name), get_backend("numpy", "float32"))
-    KFAC(mlp, KFACConfig(structure="block_tridiagonal"), get_backend("numpy", "float32"))  # factored: fine
+    KFAC(
+        mlp, KFACConfig(structure="block_tridiagonal"), get_backend("numpy", "float32")
+    )  # factored: fine
 
 
 def _trajectory(mlp, X, Y, structure, steps=6, **options):
-    opt = KFAC(mlp, KFACConfig(structure=structure, T1=2, T2=4, T3=2, tau1=1.0, tau2=1.0, stats_method="exact", **options),
-               get_backend("numpy", "float64"))
+    opt = KFAC(
+        mlp,
+        KFACConfig(
+            structure=structure,
+            T1=2,
+            T2=4,
+            T3=2,
+            tau1=1.0,
+            tau2=1.0,
+            stats_method="exact",
+            **options,
+        ),
+        get_backend("numpy", "float64"),
+    )
     W = mlp.init_sparse(0, get_backend("numpy", "float64"))
     state, rng, out = opt.init_state(W), np.random.default_rng(0), []
     for _ in range(steps):
@@ -262,7 +309,9 @@ def test_dense_structures_train_and_resume_exactly(make_net, name):
 def test_structures_compare_script_runs_every_structure():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("structures_compare", ROOT / "benchmarks" / "structures_compare.py")
+    spec = importlib.util.spec_from_file_location(
+        "structures_compare", ROOT / "benchmarks" / "structures_compare.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     rows = module.compare(iters=2)

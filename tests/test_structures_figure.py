@@ -16,13 +16,27 @@ from kfac_ref.experiments.cli import run_script
 from kfac_ref.structures import STRUCTURES
 
 FOLDER = Path(__file__).resolve().parent.parent / "paper_figures"
-TINY = ["--iters", "4", "--cases", "120", "--seeds", "0", "1", "--lam0", "0.01", "--eval-every", "2"]
+TINY = [
+    "--iters",
+    "4",
+    "--cases",
+    "120",
+    "--seeds",
+    "0",
+    "1",
+    "--lam0",
+    "0.01",
+    "--eval-every",
+    "2",
+]
 
 
 def _script():
     sys.path.insert(0, str(FOLDER))
     try:
-        spec = importlib.util.spec_from_file_location("paper_figures_structures_compare", FOLDER / "structures_compare.py")
+        spec = importlib.util.spec_from_file_location(
+            "paper_figures_structures_compare", FOLDER / "structures_compare.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -53,8 +67,22 @@ def test_structures_figure_writes_png_pdf_and_consistent_json(tmp_path, capsys):
 def test_structures_figure_refuses_to_overwrite_without_the_flag(tmp_path, capsys):
     fig = _script()
     out = tmp_path / "fig"
-    argv = ["--iters", "1", "--cases", "100", "--seeds", "0", "--lam0", "1", "--structures", "block_diagonal",
-            "--formats", "png", "--out", str(out)]
+    argv = [
+        "--iters",
+        "1",
+        "--cases",
+        "100",
+        "--seeds",
+        "0",
+        "--lam0",
+        "1",
+        "--structures",
+        "block_diagonal",
+        "--formats",
+        "png",
+        "--out",
+        str(out),
+    ]
     assert run_script(fig.main, argv) == 0
     before = (out / "structures_compare.json").read_text()
     assert run_script(fig.main, argv) == 2
@@ -63,12 +91,15 @@ def test_structures_figure_refuses_to_overwrite_without_the_flag(tmp_path, capsy
     assert run_script(fig.main, [*argv, "--overwrite"]) == 0
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [
-    (["--iters", "0"], "--iters must be an integer ≥ 1"),
-    (["--cases", "50"], "--cases must be ≥ 100"),
-    (["--lam0", "-1"], "every --lam0 must be a number > 0"),
-    (["--structures", "diagonal"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--iters", "0"], "--iters must be an integer ≥ 1"),
+        (["--cases", "50"], "--cases must be ≥ 100"),
+        (["--lam0", "-1"], "every --lam0 must be a number > 0"),
+        (["--structures", "diagonal"], "invalid choice"),
+    ],
+)
 def test_structures_figure_mistakes_end_with_one_error_line(tmp_path, capsys, argv, fragment):
     try:
         status = run_script(_script().main, [*argv, "--out", str(tmp_path / "out")])
@@ -85,7 +116,19 @@ def test_structures_figure_help_names_every_option(capsys):
         _script().parse_args(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--overwrite", "--quick", "--iters", "--cases", "--seeds", "--lam0", "--structures",
-                   "--eval-every", "--dpi", "--formats", "--debug"):
+    for option in (
+        "--out",
+        "--overwrite",
+        "--quick",
+        "--iters",
+        "--cases",
+        "--seeds",
+        "--lam0",
+        "--structures",
+        "--eval-every",
+        "--dpi",
+        "--formats",
+        "--debug",
+    ):
         assert option in text
     assert "exact natural gradient" in text

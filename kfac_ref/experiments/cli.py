@@ -77,50 +77,126 @@ def _positive_int(text: str) -> int:
 def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     from .runner import AUTOENCODERS, METHODS
 
-    p = sub.add_parser("train", help="train a deep autoencoder of §13", parents=[common], formatter_class=HelpFormatter,
-                       description="Train a deep autoencoder of §13 and write its run directory (--out).")
-    p.add_argument("--dataset", choices=sorted(AUTOENCODERS), default="curves", help="data set of §13")
-    p.add_argument("--method", choices=METHODS, default="kfac-tridiag",
-                   help="optimizer: K-FAC with F̆ (block-diagonal) or F̂ (block-tridiagonal), or SGD with momentum")
+    p = sub.add_parser(
+        "train",
+        help="train a deep autoencoder of §13",
+        parents=[common],
+        formatter_class=HelpFormatter,
+        description="Train a deep autoencoder of §13 and write its run directory (--out).",
+    )
+    p.add_argument(
+        "--dataset", choices=sorted(AUTOENCODERS), default="curves", help="data set of §13"
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="kfac-tridiag",
+        help="optimizer: K-FAC with F̆ (block-diagonal) or F̂ (block-tridiagonal), or SGD with momentum",
+    )
     p.add_argument("--iters", type=_positive_int, default=1000, help="number of iterations")
-    p.add_argument("--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets (≥ 0)")
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
-                   help="array backend (default: $KFAC_REF_BACKEND, else numpy)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="training precision")
-    p.add_argument("--eval-every", type=_positive_int, default=25, help="evaluate the training error every N iterations")
-    p.add_argument("--layers", type=int, nargs="+", default=None,
-                   help="custom widths d_0 … d_ℓ (default: the paper's architecture for --dataset)")
-    p.add_argument("--n-train", type=_positive_int, default=None,
-                   help="use only the first N training cases, at most the set's size (default: all)")
-    p.add_argument("--n-test", type=_positive_int, default=None,
-                   help="use only the first N test cases, at most the set's size (default: all)")
-    p.add_argument("--m1", type=_positive_int, default=1000, help="K-FAC's first mini-batch size m₁ (§13)")
-    p.add_argument("--k-full", type=_positive_int, default=500,
-                   help="iteration at which K-FAC's mini-batch is the whole training set (§13)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets (≥ 0)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["numpy", "cupy"],
+        default=None,
+        help="array backend (default: $KFAC_REF_BACKEND, else numpy)",
+    )
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="training precision"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=25,
+        help="evaluate the training error every N iterations",
+    )
+    p.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="custom widths d_0 … d_ℓ (default: the paper's architecture for --dataset)",
+    )
+    p.add_argument(
+        "--n-train",
+        type=_positive_int,
+        default=None,
+        help="use only the first N training cases, at most the set's size (default: all)",
+    )
+    p.add_argument(
+        "--n-test",
+        type=_positive_int,
+        default=None,
+        help="use only the first N test cases, at most the set's size (default: all)",
+    )
+    p.add_argument(
+        "--m1", type=_positive_int, default=1000, help="K-FAC's first mini-batch size m₁ (§13)"
+    )
+    p.add_argument(
+        "--k-full",
+        type=_positive_int,
+        default=500,
+        help="iteration at which K-FAC's mini-batch is the whole training set (§13)",
+    )
     p.add_argument("--sgd-lr", type=float, default=0.05, help="SGD learning rate (> 0)")
-    p.add_argument("--sgd-batch", type=_positive_int, default=None,
-                   help="SGD mini-batch size (default: 250 for CURVES, 500 for MNIST and FACES)")
-    p.add_argument("--constants", choices=["code", "paper"], default="code",
-                   help="where the paper's text and the authors' released code differ (τ2), whose "
-                        "values to use: 'code' (τ2 = 1, as the published curves) or 'paper' (τ2 = 1/4)")
-    p.add_argument("--max-seconds", type=float, default=None,
-                   help="stop once the optimizer time reaches this many seconds (default: no limit)")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=50,
-                   help="write checkpoint.npz and log.jsonl every N iterations")
-    p.add_argument("--data-dir", default=None,
-                   help="data directory (default: $KFAC_REF_DATA_DIR, else ~/.cache/kfac_ref)")
-    p.add_argument("--kfac", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a KFACConfig field, e.g. --kfac lam0=100 --kfac T3=10 (repeatable; "
-                        "the structure comes from --method; default: none)")
-    p.add_argument("--out", required=True,
-                   help="run directory: config.json, log.jsonl, checkpoint.npz, result.json (required; "
-                        "no default)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint.npz (an error if there is none, or if "
-                        "the settings differ other than --iters, --max-seconds, --backend, --data-dir, "
-                        "--eval-every, --checkpoint-every)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run --out holds (without it, a directory holding any run file is refused)")
+    p.add_argument(
+        "--sgd-batch",
+        type=_positive_int,
+        default=None,
+        help="SGD mini-batch size (default: 250 for CURVES, 500 for MNIST and FACES)",
+    )
+    p.add_argument(
+        "--constants",
+        choices=["code", "paper"],
+        default="code",
+        help="where the paper's text and the authors' released code differ (τ2), whose "
+        "values to use: 'code' (τ2 = 1, as the published curves) or 'paper' (τ2 = 1/4)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="stop once the optimizer time reaches this many seconds (default: no limit)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=50,
+        help="write checkpoint.npz and log.jsonl every N iterations",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data directory (default: $KFAC_REF_DATA_DIR, else ~/.cache/kfac_ref)",
+    )
+    p.add_argument(
+        "--kfac",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a KFACConfig field, e.g. --kfac lam0=100 --kfac T3=10 (repeatable; "
+        "the structure comes from --method; default: none)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run directory: config.json, log.jsonl, checkpoint.npz, result.json (required; "
+        "no default)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint.npz (an error if there is none, or if "
+        "the settings differ other than --iters, --max-seconds, --backend, --data-dir, "
+        "--eval-every, --checkpoint-every)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run --out holds (without it, a directory holding any run file is refused)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -141,33 +217,63 @@ def _run_train(args: argparse.Namespace) -> int:
     from .runner import RunConfig, run_experiment
 
     cfg = RunConfig(
-        dataset=args.dataset, method=args.method, iters=args.iters, seed=args.seed,
-        backend=args.backend, dtype=args.dtype, eval_every=args.eval_every,
-        layers=args.layers, n_train=args.n_train, n_test=args.n_test, m1=args.m1, k_full=args.k_full,
-        sgd_lr=args.sgd_lr, sgd_batch=args.sgd_batch, checkpoint_every=args.checkpoint_every,
-        data_dir=args.data_dir, kfac=_parse_overrides(args.kfac), constants=args.constants,
+        dataset=args.dataset,
+        method=args.method,
+        iters=args.iters,
+        seed=args.seed,
+        backend=args.backend,
+        dtype=args.dtype,
+        eval_every=args.eval_every,
+        layers=args.layers,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        m1=args.m1,
+        k_full=args.k_full,
+        sgd_lr=args.sgd_lr,
+        sgd_batch=args.sgd_batch,
+        checkpoint_every=args.checkpoint_every,
+        data_dir=args.data_dir,
+        kfac=_parse_overrides(args.kfac),
+        constants=args.constants,
         max_seconds=args.max_seconds,
     )
-    records = run_experiment(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.no_progress)
+    records = run_experiment(
+        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
     final = next(r for r in reversed(records) if "train_error" in r)
-    print(f"{cfg.dataset} {cfg.method}: iteration {final['iteration']}, "
-          f"training error {final['train_error']:.4f}, {records[-1]['time']:.1f} s")
+    print(
+        f"{cfg.dataset} {cfg.method}: iteration {final['iteration']}, "
+        f"training error {final['train_error']:.4f}, {records[-1]['time']:.1f} s"
+    )
     return 0
 
 
 def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     from ..activations import ACTIVATIONS
 
-    p = sub.add_parser("compare", help="errors of F̃, F̆, F̂ vs the exact Fisher on a small random net",
-                       parents=[common], formatter_class=HelpFormatter,
-                       description="Errors of F̃, F̆, F̂ and their inverses vs the exact Fisher on a small random net.")
-    p.add_argument("--layers", type=_positive_int, nargs="+", default=[8, 6, 6, 6, 4], help="widths d_0 … d_ℓ")
-    p.add_argument("--activation", default="tanh", choices=sorted(ACTIVATIONS), help="hidden units' φ")
-    p.add_argument("--output", default="softmax", choices=["bernoulli", "gaussian", "softmax"],
-                   help="predictive distribution of the output layer")
+    p = sub.add_parser(
+        "compare",
+        help="errors of F̃, F̆, F̂ vs the exact Fisher on a small random net",
+        parents=[common],
+        formatter_class=HelpFormatter,
+        description="Errors of F̃, F̆, F̂ and their inverses vs the exact Fisher on a small random net.",
+    )
+    p.add_argument(
+        "--layers", type=_positive_int, nargs="+", default=[8, 6, 6, 6, 4], help="widths d_0 … d_ℓ"
+    )
+    p.add_argument(
+        "--activation", default="tanh", choices=sorted(ACTIVATIONS), help="hidden units' φ"
+    )
+    p.add_argument(
+        "--output",
+        default="softmax",
+        choices=["bernoulli", "gaussian", "softmax"],
+        help="predictive distribution of the output layer",
+    )
     p.add_argument("--cases", type=_positive_int, default=200, help="number of random input cases")
-    p.add_argument("--gamma", type=float, default=1e-3, help="factored Tikhonov damping γ ≥ 0 (§6.3)")
+    p.add_argument(
+        "--gamma", type=float, default=1e-3, help="factored Tikhonov damping γ ≥ 0 (§6.3)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs (≥ 0)")
 
 
@@ -191,13 +297,28 @@ def _run_compare(args: argparse.Namespace) -> int:
 def build_parser() -> ArgumentParser:
     """The parser of ``kfac-ref`` with its subcommands."""
     common = ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="log what the run does (resuming, data loading; default: off)")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="on an error, show the full traceback instead of one line (default: off)")
-    parser = ArgumentParser(prog="kfac-ref", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the run does (default: off)")
-    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: off)")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log what the run does (resuming, data loading; default: off)",
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on an error, show the full traceback instead of one line (default: off)",
+    )
+    parser = ArgumentParser(
+        prog="kfac-ref", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what the run does (default: off)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show the full traceback (default: off)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     _add_train(sub, common)
     _add_compare(sub, common)
@@ -206,7 +327,9 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
     run = {"train": _run_train, "compare": _run_compare}[args.command]
     return report_errors(lambda: run(args), args.debug)
 

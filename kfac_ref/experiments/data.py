@@ -120,7 +120,9 @@ def _loadmat(path: Path) -> dict[str, Any]:
             f"{path}: MATLAB v7.3 (HDF5) .mat files are not supported ({exc}); "
             "re-save it with `save -v7`."
         ) from exc
-    except Exception as exc:  # scipy's parser on arbitrary bytes: IndexError, KeyError, zlib.error, …
+    except (
+        Exception
+    ) as exc:  # scipy's parser on arbitrary bytes: IndexError, KeyError, zlib.error, …
         raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc}).") from exc
 
 
@@ -218,8 +220,15 @@ def _http_fetch(url: str, part: Path, progress: bool = False) -> None:
         start = have if resumed else 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length and length.isdigit() else None
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            desc=part.name[: -len(".part")],
+            disable=not progress,
+            leave=False,
+        )
         with bar, part.open("ab" if resumed else "wb") as f:
             for block in iter(lambda: response.read(_CHUNK), b""):
                 f.write(block)
@@ -293,7 +302,9 @@ def _gunzip(raw: bytes) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
-        raise _DamagedFile(f"corrupt gzip stream (damaged or truncated; {type(exc).__name__}: {exc})") from exc
+        raise _DamagedFile(
+            f"corrupt gzip stream (damaged or truncated; {type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _verified_idx_bytes(path: Path, name: str) -> bytes:
@@ -356,8 +367,9 @@ def read_idx(path: str | os.PathLike[str], ndim: int) -> np.ndarray:
     return _parse_idx(_read_maybe_gzip(path), ndim, path)
 
 
-def _mnist_split(images: Path, labels: Path, payloads: dict[Path, bytes] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _mnist_split(
+    images: Path, labels: Path, payloads: dict[Path, bytes] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One MNIST split from its IDX files: ``X (n, 784)`` in [0, 1] float64, ``y (n,)`` int64.
 
     ``payloads`` maps a path to its already verified, decompressed bytes (else the file is read).
@@ -450,7 +462,13 @@ def _mnist_original(directory: Path, download: bool, mirrors: Sequence[str]) -> 
     X_train, y_train = _mnist_split(tr_img, tr_lab, payloads)
     X_test, y_test = _mnist_split(te_img, te_lab, payloads)
     return Dataset(
-        "mnist", X_train, X_test, y_train, y_test, source=str(directory), origin="original",
+        "mnist",
+        X_train,
+        X_test,
+        y_train,
+        y_test,
+        source=str(directory),
+        origin="original",
         label=f"MNIST (original), {len(X_train):,} training cases",
     )
 
@@ -472,11 +490,19 @@ def _mnist_test_split_only(directory: Path) -> Dataset:
                 "require_full=True) downloads them)."
             ) from None
     X, y = _mnist_split(directory / MNIST_TEST_FILES[0], directory / MNIST_TEST_FILES[1], payloads)
-    log.info("MNIST: only the test split is in %s; using its %d cases as the training set",
-             directory, len(X))
+    log.info(
+        "MNIST: only the test split is in %s; using its %d cases as the training set",
+        directory,
+        len(X),
+    )
     return Dataset(
-        "mnist", X, np.zeros((0, X.shape[1])), y, np.zeros(0, dtype=np.int64),
-        source=f"{directory} (t10k files only)", origin="subset",
+        "mnist",
+        X,
+        np.zeros((0, X.shape[1])),
+        y,
+        np.zeros(0, dtype=np.int64),
+        source=f"{directory} (t10k files only)",
+        origin="subset",
         label=f"MNIST test split only, {len(X):,} cases",
     )
 
@@ -571,8 +597,12 @@ class CurvesStyle:
 #: :data:`CURVES_ORIGINAL_STATISTICS`. Version 1 stays reproducible (``version=1``); the
 #: fidelity fixture in ``tests/data`` holds its images frozen.
 CURVES_STYLES = {
-    1: CurvesStyle(margin=2.0, min_separation=5.0, max_turn_cos=-0.5, profile="poly", width=2.5, peak=1.0),
-    2: CurvesStyle(margin=3.8, min_separation=5.0, max_turn_cos=-0.5, profile="gauss", width=0.84, peak=0.795),
+    1: CurvesStyle(
+        margin=2.0, min_separation=5.0, max_turn_cos=-0.5, profile="poly", width=2.5, peak=1.0
+    ),
+    2: CurvesStyle(
+        margin=3.8, min_separation=5.0, max_turn_cos=-0.5, profile="gauss", width=0.84, peak=0.795
+    ),
 }
 CURVES_VERSION = 2  # the default; bump (and add a style) when make_curves changes
 
@@ -580,7 +610,9 @@ CURVES_VERSION = 2  # the default; bump (and add a style) when make_curves chang
 def curves_style(version: int) -> CurvesStyle:
     """The :class:`CurvesStyle` of generator ``version``, or a :class:`ConfigError`."""
     if version not in CURVES_STYLES:
-        raise ConfigError(f"unknown CURVES generator version {version!r}; known: {sorted(CURVES_STYLES)}.")
+        raise ConfigError(
+            f"unknown CURVES generator version {version!r}; known: {sorted(CURVES_STYLES)}."
+        )
     return CURVES_STYLES[version]
 
 
@@ -649,11 +681,15 @@ def stroke_profile(d2: np.ndarray, style: CurvesStyle) -> np.ndarray:
     elif style.profile == "gauss":
         f = np.exp(-d2 / (2.0 * w2))
     else:
-        raise ConfigError(f"unknown CURVES stroke profile {style.profile!r}; use 'poly' or 'gauss'.")
+        raise ConfigError(
+            f"unknown CURVES stroke profile {style.profile!r}; use 'poly' or 'gauss'."
+        )
     return np.float32(style.peak) * f
 
 
-def render_curves(C: np.ndarray, side: int = CURVES_SIDE, version: int = CURVES_VERSION) -> np.ndarray:
+def render_curves(
+    C: np.ndarray, side: int = CURVES_SIDE, version: int = CURVES_VERSION
+) -> np.ndarray:
     """Images of curves: intensity :func:`stroke_profile` of the pixel–curve distance.
 
     ``C: (n, K, 2)`` densely sampled curve points in pixel coordinates (x = column, y = row,
@@ -718,7 +754,9 @@ def curves_statistics(X: np.ndarray) -> dict[str, float]:
     }
 
 
-def _curves_cache_path(directory: Path, seed: int, n_train: int, n_test: int, version: int = CURVES_VERSION) -> Path:
+def _curves_cache_path(
+    directory: Path, seed: int, n_train: int, n_test: int, version: int = CURVES_VERSION
+) -> Path:
     """Cache file name, keyed by generator version, seed and sizes."""
     return directory / f"curves_v{version}_seed{seed}_train{n_train}_test{n_test}.npz"
 
@@ -742,7 +780,9 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def _load_curves_cache(path: Path, n_train: int, n_test: int, version: int = CURVES_VERSION) -> Dataset | None:
+def _load_curves_cache(
+    path: Path, n_train: int, n_test: int, version: int = CURVES_VERSION
+) -> Dataset | None:
     """The cached CURVES arrays if ``path`` holds them intact (a readable ``.npz`` without
     pickles, float32 images of the right shapes in [0, 1]), else ``None`` after a warning that
     names the damage (the caller rebuilds the cache)."""
@@ -757,18 +797,27 @@ def _load_curves_cache(path: Path, n_train: int, n_test: int, version: int = CUR
             why = f"shapes {X_train.shape}, {X_test.shape} instead of {(n_train, d)}, {(n_test, d)}"
         elif X_train.dtype != np.float32 or X_test.dtype != np.float32:
             why = f"dtype {X_train.dtype} instead of float32"
-        elif not all(np.isfinite(A).all() and A.min(initial=0) >= 0 and A.max(initial=0) <= 1 for A in (X_train, X_test)):
+        elif not all(
+            np.isfinite(A).all() and A.min(initial=0) >= 0 and A.max(initial=0) <= 1
+            for A in (X_train, X_test)
+        ):
             why = "pixels outside [0, 1] or not finite"
         else:
             return Dataset(
-                "curves", X_train.astype(np.float64), X_test.astype(np.float64), source=str(path),
-                origin="stand-in", label=_stand_in_label(version, n_train),
+                "curves",
+                X_train.astype(np.float64),
+                X_test.astype(np.float64),
+                source=str(path),
+                origin="stand-in",
+                label=_stand_in_label(version, n_train),
             )
     log.warning("CURVES cache %s is damaged (%s); rebuilding it", path, why)
     return None
 
 
-def build_curves(seed: int = 0, n_train: int = 20000, n_test: int = 10000, version: int = CURVES_VERSION) -> Dataset:
+def build_curves(
+    seed: int = 0, n_train: int = 20000, n_test: int = 10000, version: int = CURVES_VERSION
+) -> Dataset:
     """CURVES generated from ``seed``: independent streams for the training and test sets
     (``SeedSequence(seed).spawn(2)``), so the test set does not depend on ``n_train``.
 
@@ -804,13 +853,21 @@ def load_curves_mat(path: str | os.PathLike[str], strict: bool = False) -> Datas
     for key, shape in CURVES_MAT_SHAPES.items():
         A = _as_float_rows(_mat_variable(mat, key, path), shape[1], path, key)
         if strict and A.shape != shape:
-            raise DataError(f"{path}: variable {key!r} has shape {A.shape}; the original has {shape}.")
+            raise DataError(
+                f"{path}: variable {key!r} has shape {A.shape}; the original has {shape}."
+            )
         if A.size and not (np.isfinite(A).all() and A.min() >= 0.0 and A.max() <= 1.0):
-            raise DataError(f"{path}: variable {key!r} has values outside [0, 1] (or NaN/inf); CURVES pixels are intensities in [0, 1].")
+            raise DataError(
+                f"{path}: variable {key!r} has values outside [0, 1] (or NaN/inf); CURVES pixels are intensities in [0, 1]."
+            )
         parts[key] = A
     X_train, X_test = parts["bdata"], parts["bdatatest"]
     return Dataset(
-        "curves", X_train, X_test, source=str(path), origin="original",
+        "curves",
+        X_train,
+        X_test,
+        source=str(path),
+        origin="original",
         label=f"CURVES (original {CURVES_MAT_NAME}), {len(X_train):,} training cases",
     )
 
@@ -844,7 +901,9 @@ def _fetch_original(name: str, url: str, directory: Path, validate: Callable[[Pa
     digest = _md5(part)
     os.replace(part, final)
     write_md5_record(final, digest, url)
-    print(f"kfac_ref: downloaded {url}: {final.stat().st_size:,} bytes, MD5 {digest} (recorded in {final.name}.md5)")
+    print(
+        f"kfac_ref: downloaded {url}: {final.stat().st_size:,} bytes, MD5 {digest} (recorded in {final.name}.md5)"
+    )
     return final
 
 
@@ -873,12 +932,18 @@ def _download_curves(directory: Path, url: str) -> Dataset | None:
     if url in _FAILED_DOWNLOADS:
         return None
     try:
-        path = _fetch_original(CURVES_MAT_NAME, url, directory, lambda p: load_curves_mat(p, strict=True))
+        path = _fetch_original(
+            CURVES_MAT_NAME, url, directory, lambda p: load_curves_mat(p, strict=True)
+        )
     except (OSError, ValueError, http.client.HTTPException, DataError) as exc:
         _FAILED_DOWNLOADS.add(url)
         log.warning(
             "could not download the original CURVES (%s: %s); using the generated stand-in. "
-            "Put %s in %s to use the original.", url, exc, CURVES_MAT_NAME, directory,
+            "Put %s in %s to use the original.",
+            url,
+            exc,
+            CURVES_MAT_NAME,
+            directory,
         )
         return None
     return load_curves_mat(path, strict=True)
@@ -913,7 +978,10 @@ def load_curves(
     if local.is_file():
         if _check_recorded_md5(local):
             return load_curves_mat(local)
-        log.warning("%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again", local)
+        log.warning(
+            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again",
+            local,
+        )
         local.unlink()
     if _downloads_allowed(download):
         original = _download_curves(directory, url)
@@ -971,7 +1039,9 @@ def _faces_matrix(file: Path, strict: bool = False) -> np.ndarray:
     A = _mat_variable(_loadmat(file), FACES_VARIABLE, file)
     if A.ndim != 2 or A.shape[0] != FACES_PIXELS or (strict and A.shape[1] != FACES_CASES):
         want = f"({FACES_PIXELS}, {FACES_CASES})" if strict else f"({FACES_PIXELS}, n)"
-        raise DataError(f"{file}: {FACES_VARIABLE!r} has shape {A.shape}; expected {want} with one case per column.")
+        raise DataError(
+            f"{file}: {FACES_VARIABLE!r} has shape {A.shape}; expected {want} with one case per column."
+        )
     if not np.isfinite(A).all():
         raise DataError(f"{file}: {FACES_VARIABLE!r} holds NaN or inf values.")
     return A
@@ -999,24 +1069,38 @@ def load_faces(
     directory = _resolve_dir(data_dir)
     file = Path(path) if path is not None else directory / FACES_MAT_NAME
     if path is None and file.is_file() and not _check_recorded_md5(file):
-        log.warning("%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again", file)
+        log.warning(
+            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again",
+            file,
+        )
         file.unlink()
     if not file.is_file():
         if path is not None or not _downloads_allowed(download):
-            raise _faces_missing(file, "downloads are off" if path is None else "it was given as path=")
+            raise _faces_missing(
+                file, "downloads are off" if path is None else "it was given as path="
+            )
         try:
             _fetch_original(FACES_MAT_NAME, url, directory, lambda p: _faces_matrix(p, strict=True))
         except (OSError, ValueError, http.client.HTTPException, DataError) as exc:
             raise _faces_missing(file, f"the download from {url} failed ({exc})") from exc
     A = _faces_matrix(file)
     if A.shape[1] != FACES_CASES:
-        log.warning("%s holds %d cases, not %d; splitting 25/40 : 10/40 anyway", file, A.shape[1], FACES_CASES)
+        log.warning(
+            "%s holds %d cases, not %d; splitting 25/40 : 10/40 anyway",
+            file,
+            A.shape[1],
+            FACES_CASES,
+        )
     train, test = faces_split(A.shape[1])
     X_train = np.ascontiguousarray(A[:, train].T, dtype=np.float64)
     X_test = np.ascontiguousarray(A[:, test].T, dtype=np.float64)
     origin = "original" if A.shape[1] == FACES_CASES else "subset"
     return Dataset(
-        "faces", X_train, X_test, source=str(file), origin=origin,
+        "faces",
+        X_train,
+        X_test,
+        source=str(file),
+        origin=origin,
         label=f"FACES ({'original' if origin == 'original' else 'partial'} {FACES_MAT_NAME}), {len(X_train):,} training cases",
     )
 

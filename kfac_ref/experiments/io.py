@@ -51,7 +51,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent
+        )
         os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
@@ -61,7 +63,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise DataError(f"cannot write {path}: {exc.strerror or exc} (is the disk full or the directory read-only?)") from exc
+            raise DataError(
+                f"cannot write {path}: {exc.strerror or exc} (is the disk full or the directory read-only?)"
+            ) from exc
         raise
 
 
@@ -79,7 +83,9 @@ def require_writable_dir(path: str | os.PathLike, what: str = "output directory"
             os.close(fd)
             os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be written: {exc.strerror or exc}; choose another one") from exc
+        raise ConfigError(
+            f"{what} {path} cannot be written: {exc.strerror or exc}; choose another one"
+        ) from exc
     return path
 
 
@@ -128,13 +134,17 @@ def _split_arrays(value: Any, arrays: dict[str, numpy.ndarray], where: str) -> A
     """``value`` with each array moved into ``arrays`` and replaced by ``{"__array__": name}``."""
     if isinstance(value, numpy.ndarray):
         if value.dtype.kind not in ARRAY_KINDS:
-            raise TypeError(f"checkpoint payload {where}: arrays of dtype {value.dtype} cannot be saved")
+            raise TypeError(
+                f"checkpoint payload {where}: arrays of dtype {value.dtype} cannot be saved"
+            )
         name = f"a{len(arrays)}"
         arrays[name] = value
         return {ARRAY_KEY: name}
     if isinstance(value, dict):
         if ARRAY_KEY in value or not all(isinstance(k, str) for k in value):
-            raise TypeError(f"checkpoint payload {where}: dict keys must be strings other than {ARRAY_KEY!r}")
+            raise TypeError(
+                f"checkpoint payload {where}: dict keys must be strings other than {ARRAY_KEY!r}"
+            )
         return {k: _split_arrays(v, arrays, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_split_arrays(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -142,7 +152,9 @@ def _split_arrays(value: Any, arrays: dict[str, numpy.ndarray], where: str) -> A
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"checkpoint payload {where}: a {type(value).__name__} is neither an array nor JSON")
+    raise TypeError(
+        f"checkpoint payload {where}: a {type(value).__name__} is neither an array nor JSON"
+    )
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -153,7 +165,9 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "arrays": {name: {"dtype": a.dtype.str, "shape": list(a.shape)} for name, a in arrays.items()},
+        "arrays": {
+            name: {"dtype": a.dtype.str, "shape": list(a.shape)} for name, a in arrays.items()
+        },
         "payload": tree,
     }
     text = json.dumps(meta, allow_nan=True, separators=(",", ":"))
@@ -173,9 +187,13 @@ def _read_meta(z: Any, path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"checkpoint {path}: member {META_MEMBER} is not valid JSON ({exc})") from None
+        raise DataError(
+            f"checkpoint {path}: member {META_MEMBER} is not valid JSON ({exc})"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"checkpoint {path} is not a kfac_ref checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+        raise DataError(
+            f"checkpoint {path} is not a kfac_ref checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
+        )
     if meta.get("version") != CHECKPOINT_VERSION:
         raise DataError(
             f"checkpoint {path} has version {meta.get('version')!r}; this kfac_ref reads version "
@@ -195,8 +213,12 @@ def _read_arrays(z: Any, meta: dict[str, Any], path: Path) -> dict[str, numpy.nd
     arrays = {}
     for name, spec in table.items():
         a = z[name]
-        if a.dtype.kind not in ARRAY_KINDS or not isinstance(spec, dict) or a.dtype.str != spec.get("dtype") \
-                or list(a.shape) != spec.get("shape"):
+        if (
+            a.dtype.kind not in ARRAY_KINDS
+            or not isinstance(spec, dict)
+            or a.dtype.str != spec.get("dtype")
+            or list(a.shape) != spec.get("shape")
+        ):
             raise DataError(
                 f"checkpoint {path}: member {name} is {a.dtype.str} {list(a.shape)}, its table says "
                 f"{spec!r} (damaged?)"
@@ -242,7 +264,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if head[:1] == b"\x80" or path.suffix == ".pkl":
         raise refuse_legacy_checkpoint(path)
     if head != b"PK\x03\x04":
-        raise DataError(f"checkpoint {path} is corrupt or unreadable: not an .npz archive (empty or damaged?)")
+        raise DataError(
+            f"checkpoint {path} is corrupt or unreadable: not an .npz archive (empty or damaged?)"
+        )
     try:
         with numpy.load(path, allow_pickle=False) as z:
             meta = _read_meta(z, path)
@@ -250,7 +274,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except DataError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"checkpoint {path} is corrupt or unreadable: {type(exc).__name__}: {exc}") from exc
+        raise DataError(
+            f"checkpoint {path} is corrupt or unreadable: {type(exc).__name__}: {exc}"
+        ) from exc
     payload = _join_arrays(meta["payload"], arrays, path)
     if not isinstance(payload, dict):
         raise DataError(f"checkpoint {path}: its payload is not a mapping")

@@ -63,12 +63,27 @@ AUTOENCODERS: dict[str, dict[str, Any]] = {
 }
 METHODS = (*methods(), "sgd-momentum")  # one K-FAC method per structure (kfac_ref.structures)
 #: RunConfig fields a resumed run may change: none of them changes its numbers.
-MAY_CHANGE_ON_RESUME = ("iters", "max_seconds", "backend", "data_dir", "eval_every", "checkpoint_every")
+MAY_CHANGE_ON_RESUME = (
+    "iters",
+    "max_seconds",
+    "backend",
+    "data_dir",
+    "eval_every",
+    "checkpoint_every",
+)
 #: KFACConfig fields ``--kfac`` may set (the structure comes from the method, the constants
 #: from ``--constants``).
-KFAC_OVERRIDABLE = tuple(f.name for f in dataclasses.fields(KFACConfig) if f.name not in ("structure", "constants"))
+KFAC_OVERRIDABLE = tuple(
+    f.name for f in dataclasses.fields(KFACConfig) if f.name not in ("structure", "constants")
+)
 #: Every file a run writes; a directory holding any of them holds a run.
-RUN_FILES = ("config.json", "log.jsonl", "result.json", io.CHECKPOINT_NAME, io.LEGACY_CHECKPOINT_NAME)
+RUN_FILES = (
+    "config.json",
+    "log.jsonl",
+    "result.json",
+    io.CHECKPOINT_NAME,
+    io.LEGACY_CHECKPOINT_NAME,
+)
 
 
 def _int_at_least(name: str, value: Any, low: int) -> None:
@@ -76,10 +91,16 @@ def _int_at_least(name: str, value: Any, low: int) -> None:
         raise ConfigError(f"{name} must be an integer ≥ {low}, got {value!r}")
 
 
-def _number_in(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+def _number_in(
+    name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> None:
     """ConfigError unless ``value`` is a real number in the interval (open ends as flagged)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    ok = (
+        ok
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
     if not ok:
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
@@ -134,7 +155,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.dataset not in AUTOENCODERS:
-            raise ConfigError(f"unknown data set {self.dataset!r}; choose one of {', '.join(AUTOENCODERS)}")
+            raise ConfigError(
+                f"unknown data set {self.dataset!r}; choose one of {', '.join(AUTOENCODERS)}"
+            )
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         for name in ("iters", "eval_every", "m1", "k_full", "checkpoint_every"):
@@ -148,18 +171,24 @@ class RunConfig:
         if self.sgd_batch is not None:
             _int_at_least("sgd_batch", self.sgd_batch, 1)
         if self.backend is not None and self.backend not in KNOWN_BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(KNOWN_BACKENDS)}")
+            raise ConfigError(
+                f"unknown backend {self.backend!r}; choose one of {', '.join(KNOWN_BACKENDS)}"
+            )
         if self.dtype not in KNOWN_DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(KNOWN_DTYPES)}, got {self.dtype!r}")
         if self.constants not in CONSTANT_SETS:
-            raise ConfigError(f"constants must be one of {', '.join(CONSTANT_SETS)}, got {self.constants!r}")
+            raise ConfigError(
+                f"constants must be one of {', '.join(CONSTANT_SETS)}, got {self.constants!r}"
+            )
         _number_in("sgd_lr", self.sgd_lr, 0.0, math.inf, low_open=True)
         _number_in("sgd_mu_max", self.sgd_mu_max, 0.0, 1.0, high_open=True)
         _number_in("average_decay", self.average_decay, 0.0, 1.0, high_open=True)
         if self.max_seconds is not None:
             _number_in("max_seconds", self.max_seconds, 0.0, math.inf, low_open=True)
         if not isinstance(self.sparse_init_replace, bool):
-            raise ConfigError(f"sparse_init_replace must be true or false, got {self.sparse_init_replace!r}")
+            raise ConfigError(
+                f"sparse_init_replace must be true or false, got {self.sparse_init_replace!r}"
+            )
         if self.layers is not None:
             self._check_layers()
         if not isinstance(self.kfac, dict):
@@ -168,10 +197,18 @@ class RunConfig:
 
     def _check_layers(self) -> None:
         L = self.layers
-        if not isinstance(L, list) or len(L) < 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in L):
-            raise ConfigError(f"layers must list at least three positive widths d_0 … d_ℓ, got {L!r}")
+        if (
+            not isinstance(L, list)
+            or len(L) < 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in L)
+        ):
+            raise ConfigError(
+                f"layers must list at least three positive widths d_0 … d_ℓ, got {L!r}"
+            )
         if L[0] != L[-1]:
-            raise ConfigError(f"an autoencoder's first and last widths must be equal (its input is its target), got {L!r}")
+            raise ConfigError(
+                f"an autoencoder's first and last widths must be equal (its input is its target), got {L!r}"
+            )
 
     def kfac_config(self) -> KFACConfig:
         """The :class:`KFACConfig` of a kfac-* method: the data set's η, ``constants``, the
@@ -184,7 +221,9 @@ class RunConfig:
                     f"--kfac structure=… conflicts with --method, which chooses the structure ({pairs}); drop --kfac structure"
                 )
             if name == "constants":
-                raise ConfigError("--kfac constants=… conflicts with --constants; use --constants alone")
+                raise ConfigError(
+                    "--kfac constants=… conflicts with --constants; use --constants alone"
+                )
             if name not in KFAC_OVERRIDABLE:
                 close = difflib.get_close_matches(name, KFAC_OVERRIDABLE, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
@@ -195,7 +234,9 @@ class RunConfig:
         structure = (structure_of_method(self.method) or structure_of_method(RunConfig.method)).name
         eta = AUTOENCODERS[self.dataset]["eta"]  # ℓ2 weight cost η of the data set
         try:
-            return KFACConfig(**{"eta": eta, "constants": self.constants, **self.kfac, "structure": structure})
+            return KFACConfig(
+                **{"eta": eta, "constants": self.constants, **self.kfac, "structure": structure}
+            )
         except TypeError as exc:  # a wrongly typed value the checks did not anticipate
             raise ConfigError(f"invalid --kfac value: {exc}") from None
 
@@ -211,7 +252,9 @@ class RunConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise DataError(f"{where}: the saved configuration has unknown fields {', '.join(unknown)}")
+            raise DataError(
+                f"{where}: the saved configuration has unknown fields {', '.join(unknown)}"
+            )
         try:
             return cls(**d)
         except ConfigError as exc:
@@ -221,7 +264,9 @@ class RunConfig:
         """The fields in which ``other`` differs from this run, as ``name: this → other``,
         leaving out :data:`MAY_CHANGE_ON_RESUME` (none of which changes a run's numbers)."""
         a, b = self.to_json(), other.to_json()
-        return [f"{k}: {a[k]!r} → {b[k]!r}" for k in a if k not in MAY_CHANGE_ON_RESUME and a[k] != b[k]]
+        return [
+            f"{k}: {a[k]!r} → {b[k]!r}" for k in a if k not in MAY_CHANGE_ON_RESUME and a[k] != b[k]
+        ]
 
     def same_run_as(self, other: RunConfig) -> bool:
         """True when ``other`` continues this run: everything equal but the length (``iters``,
@@ -231,7 +276,9 @@ class RunConfig:
 
     def is_done(self, iterations: int, seconds: float) -> bool:
         """True when a run at ``iterations`` after ``seconds`` of optimizer time has finished."""
-        return iterations >= self.iters or (self.max_seconds is not None and seconds >= self.max_seconds)
+        return iterations >= self.iters or (
+            self.max_seconds is not None and seconds >= self.max_seconds
+        )
 
 
 def make_optimizer(cfg: RunConfig, mlp: MLP, backend: Backend) -> KFAC | SGDMomentum:
@@ -274,7 +321,9 @@ class RunState:
     records: list[dict[str, Any]]
 
 
-def _checkpoint_payload(cfg: RunConfig, opt: Any, st: RunState, gen: RunGenerator) -> dict[str, Any]:
+def _checkpoint_payload(
+    cfg: RunConfig, opt: Any, st: RunState, gen: RunGenerator
+) -> dict[str, Any]:
     return {
         "rng": gen.state_dict(),  # a small JSON-ready dict: the device generator's key and counter
         "config": cfg.to_json(),
@@ -293,15 +342,23 @@ def _check_arrays(name: str, arrays: Any, shapes: Sequence[tuple[int, int]], whe
     for i, (W, shape) in enumerate(zip(arrays, shapes, strict=True), start=1):
         if not isinstance(W, numpy.ndarray) or W.shape != shape or W.dtype.kind != "f":
             got = (W.dtype, W.shape) if isinstance(W, numpy.ndarray) else type(W).__name__
-            raise DataError(f"checkpoint {where}: {name}[{i}] is {got}; this network needs float {shape}")
+            raise DataError(
+                f"checkpoint {where}: {name}[{i}] is {got}; this network needs float {shape}"
+            )
         if not numpy.isfinite(W).all():
             raise DataError(f"checkpoint {where}: {name}[{i}] holds NaN or infinite values")
 
 
-def _restore(payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backend: Backend, where: Path) -> RunState:
+def _restore(
+    payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backend: Backend, where: Path
+) -> RunState:
     """The state a checkpoint holds, after checking it fits ``cfg`` and ``mlp`` (the config
     first: a checkpoint of another run is named as such, not as damaged)."""
-    missing = [k for k in ("config", "k", "weights", "average", "opt_state", "elapsed", "records") if k not in payload]
+    missing = [
+        k
+        for k in ("config", "k", "weights", "average", "opt_state", "elapsed", "records")
+        if k not in payload
+    ]
     if missing:
         raise DataError(f"checkpoint {where} lacks {', '.join(missing)}")
     diff = RunConfig.from_json(payload["config"], f"checkpoint {where}").differences(cfg)
@@ -312,8 +369,13 @@ def _restore(payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backen
             "or --overwrite to start afresh"
         )
     k, elapsed, records = payload["k"], payload["elapsed"], payload["records"]
-    if not (isinstance(k, int) and k >= 0 and isinstance(records, list) and len(records) == k
-            and all(isinstance(r, dict) for r in records)):
+    if not (
+        isinstance(k, int)
+        and k >= 0
+        and isinstance(records, list)
+        and len(records) == k
+        and all(isinstance(r, dict) for r in records)
+    ):
         raise DataError(f"checkpoint {where}: iteration count and log do not agree (damaged?)")
     if not (isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
         raise DataError(f"checkpoint {where}: elapsed time {elapsed!r} is not a finite number ≥ 0")
@@ -322,9 +384,13 @@ def _restore(payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backen
     try:
         opt_state = opt.load_state_dict(payload["opt_state"])
     except (ConfigError, ShapeError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"checkpoint {where}: the optimizer state does not fit this run: {exc}") from None
+        raise DataError(
+            f"checkpoint {where}: the optimizer state does not fit this run: {exc}"
+        ) from None
     if opt_state.k != k:
-        raise DataError(f"checkpoint {where}: optimizer state at iteration {opt_state.k}, run at {k} (damaged?)")
+        raise DataError(
+            f"checkpoint {where}: optimizer state at iteration {opt_state.k}, run at {k} (damaged?)"
+        )
     return RunState(
         k=k,
         weights=[backend.asarray(W) for W in payload["weights"]],
@@ -335,7 +401,9 @@ def _restore(payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backen
     )
 
 
-def _evaluate(cfg: RunConfig, mlp: MLP, st: RunState, X_train: Any, X_test: Any) -> dict[str, float]:
+def _evaluate(
+    cfg: RunConfig, mlp: MLP, st: RunState, X_train: Any, X_test: Any
+) -> dict[str, float]:
     raw = reconstruction_error(mlp, st.weights, X_train)
     avg = reconstruction_error(mlp, st.average, X_train)
     use_avg = avg <= raw
@@ -349,7 +417,9 @@ def _evaluate(cfg: RunConfig, mlp: MLP, st: RunState, X_train: Any, X_test: Any)
 def describe_data(label: str, origin: str, n_train: int, n_total: int) -> dict[str, Any]:
     """What a run trained on, for its log and figure: the data set's label and origin, and the
     number of training cases used (with "first N of M" when it is a subset of the set)."""
-    used = f"{label}; first {n_train:,} of {n_total:,} training cases" if n_train < n_total else label
+    used = (
+        f"{label}; first {n_train:,} of {n_total:,} training cases" if n_train < n_total else label
+    )
     return {"data": used, "data_origin": origin, "n_train_used": n_train}
 
 
@@ -358,7 +428,9 @@ def _first_rows(X: Any, n: int | None, option: str, what: str, label: str) -> An
     if n is None:
         return X
     if n > X.shape[0]:
-        raise ConfigError(f"{option} {n} asks for more than the {X.shape[0]:,} {what} of {label}; use at most {X.shape[0]}")
+        raise ConfigError(
+            f"{option} {n} asks for more than the {X.shape[0]:,} {what} of {label}; use at most {X.shape[0]}"
+        )
     return X[:n]
 
 
@@ -390,7 +462,9 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
     needs its checkpoint, ``overwrite`` replaces it; the directory must take files. Returns the
     earlier run's files (to delete when overwriting)."""
     if resume and overwrite:
-        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them")
+        raise ConfigError(
+            "--resume continues a run and --overwrite replaces it; pass only one of them"
+        )
     existing = [n for n in RUN_FILES if (out / n).exists()]
     if resume and not (out / io.CHECKPOINT_NAME).is_file():
         if (out / io.LEGACY_CHECKPOINT_NAME).exists():
@@ -475,8 +549,14 @@ def run_experiment(
     by_time = cfg.max_seconds is not None
     desc = f"{cfg.dataset}/{cfg.method}"
     if by_time:
-        bar = tqdm(total=round(cfg.max_seconds, 1), initial=round(min(st.elapsed, cfg.max_seconds), 1),
-                   unit="s", disable=not progress, desc=desc, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s{postfix}")
+        bar = tqdm(
+            total=round(cfg.max_seconds, 1),
+            initial=round(min(st.elapsed, cfg.max_seconds), 1),
+            unit="s",
+            disable=not progress,
+            desc=desc,
+            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s{postfix}",
+        )
     else:
         bar = tqdm(total=cfg.iters, initial=st.k, disable=not progress, desc=desc)
     try:
@@ -487,12 +567,18 @@ def run_experiment(
             Xb = X_train[backend.xp.asarray(idx)]
             rng = gen.for_iteration(k)
             t0 = time.perf_counter()
-            weights, opt_state, info = opt.step(st.weights, st.opt_state, Xb, Xb, rng, validate=False)
+            weights, opt_state, info = opt.step(
+                st.weights, st.opt_state, Xb, Xb, rng, validate=False
+            )
             average = iterate_average(st.average, weights, k, cfg.average_start, cfg.average_decay)
             backend.synchronize()
             elapsed = st.elapsed + time.perf_counter() - t0
             st = RunState(k, weights, average, opt_state, elapsed, st.records)
-            record = {"iteration": k, "time": elapsed, **{key: _scalar(v) for key, v in info.items()}}
+            record = {
+                "iteration": k,
+                "time": elapsed,
+                **{key: _scalar(v) for key, v in info.items()},
+            }
             record["iteration"], record["batch_size"] = k, m
             if k == 1:
                 record.update(data_info)
@@ -517,9 +603,20 @@ def run_experiment(
     final = next(r for r in reversed(st.records) if "train_error" in r)
     io.write_text_atomic(
         out / "result.json",
-        json.dumps({"config": cfg.to_json(), "iterations": st.k, "time": st.elapsed, **data_info, **{
-            k: final[k] for k in ("train_error", "train_error_raw", "train_error_avg", "test_error") if k in final
-        }}, indent=2),
+        json.dumps(
+            {
+                "config": cfg.to_json(),
+                "iterations": st.k,
+                "time": st.elapsed,
+                **data_info,
+                **{
+                    k: final[k]
+                    for k in ("train_error", "train_error_raw", "train_error_avg", "test_error")
+                    if k in final
+                },
+            },
+            indent=2,
+        ),
     )
     return st.records
 

@@ -20,7 +20,9 @@ def minibatch_size(k: int, m1: int, n_total: int, k_full: int = 500) -> int:
     floor keeps m_{k_full} = |S| exact despite round-off.
     """
     if k < 1 or m1 < 1 or n_total < 1 or k_full < 1:
-        raise ConfigError(f"minibatch_size needs k, m1, n_total, k_full ≥ 1; got {k}, {m1}, {n_total}, {k_full}")
+        raise ConfigError(
+            f"minibatch_size needs k, m1, n_total, k_full ≥ 1; got {k}, {m1}, {n_total}, {k_full}"
+        )
     if m1 >= n_total or k >= k_full:
         return n_total
     if k_full == 1:

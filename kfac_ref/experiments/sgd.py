@@ -55,7 +55,13 @@ class SGDMomentum:
         return SGDState(k=0, velocity=[self.backend.xp.zeros_like(W) for W in weights])
 
     def step(
-        self, weights: Sequence[Any], state: SGDState, X: Any, Y: Any, rng: Any = None, validate: bool = True
+        self,
+        weights: Sequence[Any],
+        state: SGDState,
+        X: Any,
+        Y: Any,
+        rng: Any = None,
+        validate: bool = True,
     ) -> tuple[list[Any], SGDState, dict[str, float]]:
         """One momentum step on (X, Y); ``rng`` is unused (SGD is deterministic given the batch).
         ``validate`` as in :meth:`kfac_ref.optimizer.KFAC.step`.
@@ -66,12 +72,20 @@ class SGDMomentum:
         cfg = self.config
         k = state.k + 1
         if not isinstance(state.k, int) or state.k < 0:
-            raise ConfigError(f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}")
+            raise ConfigError(
+                f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}"
+            )
         batch = HostBatch()  # checks and numbers for the host, fetched once (README, Backends)
         check_step_inputs(self.mlp, k, weights, X, Y, batch, validate)
         mu = momentum(k, cfg)
-        v = state.velocity if state.velocity is not None else [self.backend.xp.zeros_like(W) for W in weights]
-        at = [W + mu * u for W, u in zip(weights, v, strict=True)] if cfg.nesterov else list(weights)
+        v = (
+            state.velocity
+            if state.velocity is not None
+            else [self.backend.xp.zeros_like(W) for W in weights]
+        )
+        at = (
+            [W + mu * u for W, u in zip(weights, v, strict=True)] if cfg.nesterov else list(weights)
+        )
         h, grads, _ = self.mlp.loss_and_grad(at, X, Y, cfg.eta, validate=False)
         batch.scalar("h", h, f"iteration {k}: the loss h(θ) is not finite")
         batch.require_finite(grads, f"iteration {k}: the gradient ∇h is not finite")
@@ -105,6 +119,8 @@ class SGDMomentum:
         if d["velocity"] is not None:
             got = [tuple(u.shape) for u in d["velocity"]]
             if got != self.mlp.shapes:
-                raise ShapeError(f"the saved velocity has shapes {got}; this network needs {self.mlp.shapes}")
+                raise ShapeError(
+                    f"the saved velocity has shapes {got}; this network needs {self.mlp.shapes}"
+                )
         vel = None if d["velocity"] is None else [self.backend.asarray(u) for u in d["velocity"]]
         return SGDState(k=int(d["k"]), velocity=vel)

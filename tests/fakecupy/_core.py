@@ -130,7 +130,9 @@ def check_call(where: str, spec: dict[str, Any] | None, args: tuple, kwargs: dic
     if spec.get("kind") == "ufunc":
         bad = set(kwargs) - UFUNC_KEYWORDS
         if bad or len(args) > spec["nin"] + spec["nout"]:
-            raise TypeError(f"{where}() got unexpected arguments {sorted(bad) or len(args)} (not in CuPy {API['cupy_version']})")
+            raise TypeError(
+                f"{where}() got unexpected arguments {sorted(bad) or len(args)} (not in CuPy {API['cupy_version']})"
+            )
         return
     params = spec.get("params")
     if params is None:
@@ -138,9 +140,13 @@ def check_call(where: str, spec: dict[str, Any] | None, args: tuple, kwargs: dic
     if not spec.get("var_keyword"):
         bad = sorted(set(kwargs) - set(params))
         if bad:
-            raise TypeError(f"{where}() got an unexpected keyword argument {bad[0]!r} (CuPy {API['cupy_version']} takes {params})")
+            raise TypeError(
+                f"{where}() got an unexpected keyword argument {bad[0]!r} (CuPy {API['cupy_version']} takes {params})"
+            )
     if not spec.get("var_positional") and len(args) > len(params):
-        raise TypeError(f"{where}() takes {len(params)} positional arguments in CuPy but {len(args)} were given")
+        raise TypeError(
+            f"{where}() takes {len(params)} positional arguments in CuPy but {len(args)} were given"
+        )
 
 
 def device_function(where: str, impl: Any, spec: dict[str, Any] | None) -> Any:
@@ -211,10 +217,14 @@ class ndarray:
         )
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
-        raise TypeError(f"numpy.{func.__name__} was called on a CuPy array; use the array module (xp) instead")
+        raise TypeError(
+            f"numpy.{func.__name__} was called on a CuPy array; use the array module (xp) instead"
+        )
 
     # --- device → host transfers (each one a synchronization)
-    def get(self, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True) -> numpy.ndarray:
+    def get(
+        self, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True
+    ) -> numpy.ndarray:
         SYNCS.record("get")
         return numpy.array(self._a, order=order)
 
@@ -295,7 +305,9 @@ class ndarray:
     def __getattr__(self, name: str) -> Any:
         spec = API["classes"]["cupy.ndarray"].get(name)
         if spec is None or name.startswith("_"):
-            raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r} (not in CuPy {API['cupy_version']})")
+            raise AttributeError(
+                f"'cupy.ndarray' object has no attribute {name!r} (not in CuPy {API['cupy_version']})"
+            )
         value = getattr(self._a, name)
         if callable(value):
             return device_function(f"cupy.ndarray.{name}", value, spec)
@@ -323,8 +335,21 @@ def _index(key: Any) -> Any:
     return key
 
 
-for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
-              "lshift", "rshift"):
+for _name in (
+    "add",
+    "sub",
+    "mul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "pow",
+    "matmul",
+    "and",
+    "or",
+    "xor",
+    "lshift",
+    "rshift",
+):
     setattr(ndarray, f"__{_name}__", _binary(_name))
     setattr(ndarray, f"__r{_name}__", _binary(_name, reflected=True))
     if _name != "matmul":
@@ -335,20 +360,32 @@ ndarray.__module__ = "cupy"
 
 
 # ------------------------------------------------------------------- special functions
-def asarray(a: Any, dtype: Any = None, order: Any = None, *, copy: Any = None, blocking: bool = False) -> ndarray:
+def asarray(
+    a: Any, dtype: Any = None, order: Any = None, *, copy: Any = None, blocking: bool = False
+) -> ndarray:
     """Host data (or a device array) as a device array: an explicit host→device copy."""
     if isinstance(a, ndarray):
         return ndarray(a._a.astype(dtype, copy=False) if dtype is not None else a._a)
     return ndarray(numpy.array(a, dtype=dtype, order=order or "K", copy=True))
 
 
-def array(obj: Any, dtype: Any = None, copy: bool = True, order: str = "K", subok: bool = False,
-          ndmin: int = 0, *, blocking: bool = False) -> ndarray:
+def array(
+    obj: Any,
+    dtype: Any = None,
+    copy: bool = True,
+    order: str = "K",
+    subok: bool = False,
+    ndmin: int = 0,
+    *,
+    blocking: bool = False,
+) -> ndarray:
     src = obj._a if isinstance(obj, ndarray) else obj
     return ndarray(numpy.array(src, dtype=dtype, copy=True, order=order, ndmin=ndmin))
 
 
-def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True) -> numpy.ndarray:
+def asnumpy(
+    a: Any, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True
+) -> numpy.ndarray:
     if isinstance(a, ndarray):
         return a.get(order=order)
     return numpy.asarray(a, order=order)
@@ -363,7 +400,9 @@ def get_array_module(*args: Any) -> types.ModuleType:
 
 def _linalg_failed(where: str) -> None:
     if _LINALG_MODE["linalg"] == "raise":
-        raise numpy.linalg.LinAlgError(f"Error reported by {where} in cuSOLVER. devInfo = 1. Please refer to the cuSOLVER documentation.")
+        raise numpy.linalg.LinAlgError(
+            f"Error reported by {where} in cuSOLVER. devInfo = 1. Please refer to the cuSOLVER documentation."
+        )
 
 
 def _check_status() -> None:
@@ -396,8 +435,15 @@ def _nan_on_failure(name: str, impl: Any) -> Any:
             return to_device(impl(*host, **kwargs))
         except numpy.linalg.LinAlgError:
             _linalg_failed(name)
-            shaped = impl(*(numpy.eye(h.shape[-1], dtype=h.dtype) if isinstance(h, numpy.ndarray) and h.ndim == 2
-                            else h for h in host), **kwargs)
+            shaped = impl(
+                *(
+                    numpy.eye(h.shape[-1], dtype=h.dtype)
+                    if isinstance(h, numpy.ndarray) and h.ndim == 2
+                    else h
+                    for h in host
+                ),
+                **kwargs,
+            )
             return to_device(_fill_nan(shaped))
 
     return call
@@ -409,25 +455,51 @@ def _fill_nan(x: Any) -> Any:
     return numpy.full_like(x, numpy.nan)
 
 
-def solve_triangular(a: Any, b: Any, trans: int = 0, lower: bool = False, unit_diagonal: bool = False,
-                     overwrite_b: bool = False, check_finite: bool = False) -> ndarray:
+def solve_triangular(
+    a: Any,
+    b: Any,
+    trans: int = 0,
+    lower: bool = False,
+    unit_diagonal: bool = False,
+    overwrite_b: bool = False,
+    check_finite: bool = False,
+) -> ndarray:
     A, B = to_host_args("cupyx.scipy.linalg.solve_triangular", (a, b))
     with numpy.errstate(all="ignore"):
         try:
-            return ndarray(scipy.linalg.solve_triangular(A, B, trans=trans, lower=lower,
-                                                         unit_diagonal=unit_diagonal, check_finite=False))
+            return ndarray(
+                scipy.linalg.solve_triangular(
+                    A, B, trans=trans, lower=lower, unit_diagonal=unit_diagonal, check_finite=False
+                )
+            )
         except numpy.linalg.LinAlgError:  # cuBLAS trsm does not check: a zero pivot gives inf/NaN
-            return ndarray(numpy.full(numpy.broadcast_shapes(B.shape), numpy.nan, dtype=numpy.result_type(A, B)))
+            return ndarray(
+                numpy.full(
+                    numpy.broadcast_shapes(B.shape), numpy.nan, dtype=numpy.result_type(A, B)
+                )
+            )
 
 
 @contextlib.contextmanager
-def errstate(*, divide: Any = None, over: Any = None, under: Any = None, invalid: Any = None,
-             linalg: Any = None) -> Iterator[None]:
+def errstate(
+    *,
+    divide: Any = None,
+    over: Any = None,
+    under: Any = None,
+    invalid: Any = None,
+    linalg: Any = None,
+) -> Iterator[None]:
     old = dict(_LINALG_MODE)
     if linalg is not None:
         _LINALG_MODE["linalg"] = linalg
     try:
-        with numpy.errstate(**{k: v for k, v in dict(divide=divide, over=over, under=under, invalid=invalid).items() if v}):
+        with numpy.errstate(
+            **{
+                k: v
+                for k, v in dict(divide=divide, over=over, under=under, invalid=invalid).items()
+                if v
+            }
+        ):
             yield
     finally:
         _LINALG_MODE.update(old)
@@ -482,7 +554,9 @@ def getDeviceCount() -> int:
 class StandInModule(types.ModuleType):
     """A module that resolves only the names the real CuPy module has (``cupy_api.json``)."""
 
-    def __init__(self, name: str, fallback: Any, specials: dict[str, Any], children: dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, fallback: Any, specials: dict[str, Any], children: dict[str, Any]
+    ) -> None:
         super().__init__(name, f"CuPy stand-in for {name} (tests/fakecupy)")
         self.__file__ = __file__
         self._names = API["modules"][name]
@@ -498,15 +572,23 @@ class StandInModule(types.ModuleType):
             raise AttributeError(attr)
         spec = self._names.get(attr)
         if spec is None:
-            raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r} (not in CuPy {API['cupy_version']})")
+            raise AttributeError(
+                f"module {self.__name__!r} has no attribute {attr!r} (not in CuPy {API['cupy_version']})"
+            )
         if attr in self._specials:
             value = self._specials[attr]
         else:
             impl = getattr(self._fallback, attr, None) if self._fallback is not None else None
             if impl is None:
-                raise NotImplementedError(f"{self.__name__}.{attr} exists in CuPy but the stand-in does not implement it")
+                raise NotImplementedError(
+                    f"{self.__name__}.{attr} exists in CuPy but the stand-in does not implement it"
+                )
             kind = spec["kind"]
-            value = device_function(f"{self.__name__}.{attr}", impl, spec) if kind in ("function", "ufunc") else impl
+            value = (
+                device_function(f"{self.__name__}.{attr}", impl, spec)
+                if kind in ("function", "ufunc")
+                else impl
+            )
         setattr(self, attr, value)
         return value
 
@@ -515,21 +597,46 @@ def build_modules() -> dict[str, types.ModuleType]:
     """The stand-in's modules, by import name."""
     runtime = StandInModule("cupy.cuda.runtime", None, {"getDeviceCount": getDeviceCount}, {})
     cuda = StandInModule("cupy.cuda", None, {"Device": Device}, {"runtime": runtime})
-    linalg_specials = {"cholesky": cholesky, **{n: _nan_on_failure(n, getattr(numpy.linalg, n)) for n in ("eigh", "inv", "solve")}}
+    linalg_specials = {
+        "cholesky": cholesky,
+        **{n: _nan_on_failure(n, getattr(numpy.linalg, n)) for n in ("eigh", "inv", "solve")},
+    }
     linalg = StandInModule("cupy.linalg", numpy.linalg, linalg_specials, {})
-    random = StandInModule("cupy.random", None, {"default_rng": default_rng, "Generator": Generator}, {})
-    cupy = StandInModule("cupy", numpy, {
-        "ndarray": ndarray, "asarray": asarray, "array": array, "asnumpy": asnumpy,
-        "get_array_module": get_array_module,
-    }, {"cuda": cuda, "linalg": linalg, "random": random})
+    random = StandInModule(
+        "cupy.random", None, {"default_rng": default_rng, "Generator": Generator}, {}
+    )
+    cupy = StandInModule(
+        "cupy",
+        numpy,
+        {
+            "ndarray": ndarray,
+            "asarray": asarray,
+            "array": array,
+            "asnumpy": asnumpy,
+            "get_array_module": get_array_module,
+        },
+        {"cuda": cuda, "linalg": linalg, "random": random},
+    )
     cupy.__version__ = API["cupy_version"]
-    sla = StandInModule("cupyx.scipy.linalg", scipy.linalg, {"solve_triangular": solve_triangular}, {})
+    sla = StandInModule(
+        "cupyx.scipy.linalg", scipy.linalg, {"solve_triangular": solve_triangular}, {}
+    )
     special = StandInModule("cupyx.scipy.special", scipy.special, {}, {})
     cx_scipy = StandInModule("cupyx.scipy", None, {}, {"linalg": sla, "special": special})
-    cupyx = StandInModule("cupyx", None, {"errstate": errstate, "geterr": geterr}, {"scipy": cx_scipy})
-    mods = {"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime, "cupy.linalg": linalg,
-            "cupy.random": random, "cupyx": cupyx, "cupyx.scipy": cx_scipy, "cupyx.scipy.linalg": sla,
-            "cupyx.scipy.special": special}
+    cupyx = StandInModule(
+        "cupyx", None, {"errstate": errstate, "geterr": geterr}, {"scipy": cx_scipy}
+    )
+    mods = {
+        "cupy": cupy,
+        "cupy.cuda": cuda,
+        "cupy.cuda.runtime": runtime,
+        "cupy.linalg": linalg,
+        "cupy.random": random,
+        "cupyx": cupyx,
+        "cupyx.scipy": cx_scipy,
+        "cupyx.scipy.linalg": sla,
+        "cupyx.scipy.special": special,
+    }
     for m in mods.values():
         m.__path__ = []  # a package, so ``import cupyx.scipy.linalg`` resolves through sys.modules
     return mods
@@ -566,5 +673,3 @@ def installed() -> Iterator[types.ModuleType]:
 
 def is_stand_in(module: Any) -> bool:
     return isinstance(module, StandInModule)
-
-
