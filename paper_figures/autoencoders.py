@@ -36,6 +36,7 @@ import csv
 import json
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -458,9 +459,8 @@ def draw(
             )
             ax.set_xlabel("iterations" + sgd_note if xkey == "iteration" else "optimizer seconds")
             ax.set_ylabel("training error (squared error per case)")
-            ax.set_title(
-                f"{dataset.upper()}: {entry['data']}\n{settings_text(args, entry)}", fontsize=9
-            )
+            heading = textwrap.wrap(f"{dataset.upper()}: {entry['data']}", 75)  # fits a panel
+            ax.set_title("\n".join([*heading, settings_text(args, entry)]), fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
         axes[row, 0].legend(fontsize=7)
     fig.tight_layout()
