@@ -12,7 +12,8 @@ Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
 * §5 statistics: :mod:`kfac_ref.statistics`
 * §6 damping (π_i, γ, λ, ρ): :mod:`kfac_ref.damping`
 * §7 re-scaling and momentum (α, μ): :mod:`kfac_ref.rescale`
-* §8 the optimizer: :mod:`kfac_ref.optimizer`, options :mod:`kfac_ref.config`
+* §8 the optimizer: :mod:`kfac_ref.optimizer`, its state and checkpoints :mod:`kfac_ref.state`,
+  options :mod:`kfac_ref.config`
 * §10 invariance to affine re-parametrization: :mod:`kfac_ref.reparam`
 * dense comparisons for small nets: :mod:`kfac_ref.compare`; backends: :mod:`kfac_ref.backend`,
   the run's random generator: :mod:`kfac_ref.rng`

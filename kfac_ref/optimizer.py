@@ -15,29 +15,28 @@ Iteration k on the mini-batch S_k = (X, Y):
 
 The math lives in the modules named above; :meth:`KFAC.step` is Algorithm 2 as one named call
 per step, and checks that what it returns is finite. The curvature structure (F̆, F̂, …) is a
-class from :mod:`kfac_ref.structures`, chosen by ``KFACConfig.structure``. The only randomness is the generator passed to :meth:`KFAC.step`
-(subsets and sampled targets), so a run resumed from :meth:`KFAC.state_dict` repeats exactly.
+class from :mod:`kfac_ref.structures`, chosen by ``KFACConfig.structure``. What is carried between
+iterations, and its checkpoint form, is :mod:`kfac_ref.state`. The only randomness is the
+generator passed to :meth:`KFAC.step` (subsets and sampled targets), so a run resumed from
+:meth:`KFAC.state_dict` repeats exactly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, HostBatch, to_numpy
+from .backend import Backend, HostBatch
 from .config import KFACConfig
 from .damping import adjust_lambda, choose_gamma, gammas_to_try
-from .errors import ConfigError, NonFiniteError, ShapeError
+from .errors import NonFiniteError
 from .inverse import CurvatureInverse
 from .mlp import MLP, check_step_inputs
 from .rescale import Rescaling, inner, quadratic_model_on_span, rescaling_from_model
-from .statistics import FactorStats, choose_subset, running_statistics, stats_shapes, subset_forward
+from .state import KFACState, check_state_scalars, load_state_dict, state_dict
+from .statistics import FactorStats, choose_subset, running_statistics, subset_forward
 from .structures import get_structure
-
-STATE_FORMAT = "kfac_ref.KFACState/1"
-BASE_STATS = ("A_diag", "G_diag", "A_off", "G_off")  # always saved, None or not (format 1)
 
 
 # ------------------------------------------------------------- §8 steps 3 and 4, pure
@@ -112,44 +111,6 @@ def step_record(
     }
 
 
-# ------------------------------------------------------------------------ state
-@dataclass
-class KFACState:
-    """Everything K-FAC carries between iterations.
-
-    Attributes:
-        k: iterations done (the next step is iteration k + 1).
-        lam: λ of the quadratic model (§6.5).
-        gamma: γ of the factored damping (§6.6).
-        stats: the running factor statistics (§5); None before the first step.
-        inverse: the damped inverse last recomputed (§8 step 3); None before the first step.
-        delta: the previous update δ₀ (§7); None before the first step.
-    """
-
-    k: int
-    lam: float
-    gamma: float
-    stats: FactorStats | None = None
-    inverse: CurvatureInverse | None = None
-    delta: list[Any] | None = None
-
-
-def check_state_scalars(state: Any, names: Sequence[str]) -> None:
-    """:class:`ConfigError` unless ``state.k`` is an integer ≥ 0 and each named scalar of the
-    state (λ, γ) is a finite number > 0 (Python floats: no GPU synchronization)."""
-    if not isinstance(state.k, int) or state.k < 0:
-        raise ConfigError(
-            f"the optimizer state's iteration count must be an integer ≥ 0, got {state.k!r}"
-        )
-    for name in names:
-        v = getattr(state, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            symbol = {"lam": "λ", "gamma": "γ"}.get(name, name)
-            raise ConfigError(
-                f"{symbol} ({name}) of the optimizer state must be a finite number > 0, got {v!r}"
-            )
-
-
 class KFAC:
     """K-FAC (Algorithm 2) for an :class:`~kfac_ref.mlp.MLP`.
 
@@ -177,7 +138,7 @@ class KFAC:
     def _inverse(self, k: int, stats: FactorStats, gamma: float) -> CurvatureInverse:
         linalg_dtype = self.backend.xp.float64 if self.config.linalg_float64 else None
         try:
-            return self.structure.from_stats(stats, gamma, linalg_dtype)
+            return curvature_inverse(stats, gamma, self.structure, linalg_dtype)
         except NonFiniteError as exc:
             raise NonFiniteError(
                 f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}"
@@ -352,89 +313,11 @@ class KFAC:
 
     # ----------------------------------------------------------- checkpoints
     def state_dict(self, state: KFACState) -> dict[str, Any]:
-        """The state as host NumPy arrays, Python scalars, lists and dicts (for checkpoints)."""
-
-        def host(arrays: Sequence[Any] | None) -> list[Any] | None:
-            return None if arrays is None else [to_numpy(a) for a in arrays]
-
-        d: dict[str, Any] = {
-            "format": STATE_FORMAT,
-            "structure": self.config.structure,
-            "k": int(state.k),
-            "lam": float(state.lam),
-            "gamma": float(state.gamma),
-            "stats": None,
-            "inverse": None,
-            "delta": host(state.delta),
-        }
-        if state.stats is not None:
-            s = state.stats
-            # the four statistics of F̆, F̂ always (format 1), the others where the structure keeps them
-            d["stats"] = {
-                k: host(v) for k, v in s.fields().items() if v is not None or k in BASE_STATS
-            }
-        if state.inverse is not None:
-            d["inverse"] = state.inverse.state_dict()
-        return d
-
-    def _state_shapes(self, d: dict[str, Any]) -> dict[str, list[tuple[int, ...]]]:
-        """The shape of every array of a :meth:`state_dict` for this network, by key."""
-        sizes = self.mlp.layer_sizes
-        out = {"delta": self.mlp.shapes}
-        out.update(
-            {
-                f"stats.{key}": shapes
-                for key, shapes in stats_shapes(sizes, self.structure.statistics).items()
-            }
-        )
-        out.update(
-            {f"inverse.{key}": shapes for key, shapes in self.structure.state_shapes(sizes).items()}
-        )
-        return out
-
-    def _check_state_dict(self, d: dict[str, Any]) -> None:
-        """:class:`ShapeError` unless each array of ``d`` has this network's shape."""
-        if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ConfigError(f"not a K-FAC state (format {got!r}, expected {STATE_FORMAT!r})")
-        if d.get("structure") != self.config.structure:
-            raise ConfigError(
-                f"the saved state is for {d.get('structure')!r}, this optimizer is {self.config.structure!r}"
-            )
-        for key, shapes in self._state_shapes(d).items():
-            node: Any = d
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                continue  # before the first step, or the other structure's off-diagonals
-            got = [tuple(a.shape) for a in node] if isinstance(node, list) else node
-            if got != list(shapes):
-                raise ShapeError(
-                    f"the saved state's {key} has shapes {got}; this network needs {list(shapes)}"
-                )
+        """The state as host NumPy arrays, Python scalars, lists and dicts, for checkpoints
+        (:func:`kfac_ref.state.state_dict`)."""
+        return state_dict(state, self.config.structure)
 
     def load_state_dict(self, d: dict[str, Any]) -> KFACState:
-        """The :class:`KFACState` of :meth:`state_dict`'s output, on this optimizer's backend
-        (formats, structure and every array's shape checked first)."""
-        self._check_state_dict(d)
-
-        def dev(arrays: Sequence[Any] | None) -> list[Any] | None:
-            return None if arrays is None else [self.backend.asarray(a) for a in arrays]
-
-        stats = None
-        if d["stats"] is not None:
-            s = d["stats"]
-            stats = FactorStats(**{k: dev(s.get(k)) for k in FactorStats.names()})
-        inverse = (
-            None
-            if d["inverse"] is None
-            else self.structure.from_state_dict(d["inverse"], self.backend.asarray)
-        )
-        return KFACState(
-            k=int(d["k"]),
-            lam=float(d["lam"]),
-            gamma=float(d["gamma"]),
-            stats=stats,
-            inverse=inverse,
-            delta=dev(d["delta"]),
-        )
+        """The :class:`KFACState` of :meth:`state_dict`'s output on this optimizer's backend,
+        checked against this network and structure first (:func:`kfac_ref.state.load_state_dict`)."""
+        return load_state_dict(d, self.mlp, self.config.structure, self.backend.asarray)

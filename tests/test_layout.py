@@ -71,3 +71,14 @@ def test_the_analysis_sees_relative_imports() -> None:
     """The import scan resolves ``from ..x import y`` inside the subpackage (a self-check)."""
     got = imported_modules(PACKAGE / "experiments" / "runner.py", EXPERIMENTS)
     assert "kfac_ref.optimizer" in got and "kfac_ref.experiments.io" in got
+
+
+def test_the_optimizer_module_holds_algorithm_2_and_the_state_its_checkpoints() -> None:
+    """§8: ``optimizer`` is Algorithm 2 and its named steps; the state carried between
+    iterations and its checkpoint format live in ``state`` (``KFAC`` only delegates)."""
+    from kfac_ref import optimizer, state
+
+    assert optimizer.KFACState is state.KFACState
+    for name in ("STATE_FORMAT", "BASE_STATS", "check_state_dict", "state_shapes"):
+        assert hasattr(state, name) and not hasattr(optimizer, name), name
+    assert "kfac_ref.backend.to_numpy" not in imported_modules(PACKAGE / "optimizer.py", "kfac_ref")
