@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     c = ref.config
     print(
         f"# kfac_ref settings: {'matched to kfac-jax' if args.matched else 'paper'} (τ1 = {c.tau1:g}, "
-        f"τ2 = {c.tau2_value:g}, T3 = {c.T3}, γ search every T2 = {c.T2}, "
+        f"τ2 = {c.resolved.tau2:g}, T3 = {c.T3}, γ search every T2 = {c.T2}, "
         f"inverses in {'float64' if c.linalg_float64 else 'float32'})",
         flush=True,
     )

@@ -2,9 +2,11 @@
 
 Every default names its source: a section of the paper (arXiv:1503.05671, "§"), the spec's
 corrections ("spec §12"), or the authors' released MATLAB code ("[code]": ``nnet_train_2.m``,
-``KFAC_train_3``). Options left at ``None`` are derived from the others; read the resolved value
-from the ``*_value`` properties, which recompute it, so ``dataclasses.replace(cfg, T1=10)`` gives
-the matching ω1.
+``KFAC_train_3``). Options left at ``None`` are derived from the others: ``cfg.resolved`` is the
+:class:`ResolvedConstants` Algorithm 2 runs with (γ0, ω1, ω2, τ2 and the γ clamps, each ``None``
+replaced by its paper or code value, the rules listed there in one place). It is recomputed on
+every access, so ``dataclasses.replace(cfg, T1=10).resolved.omega1`` is the matching ω1; the
+options themselves (and the saved config JSON) keep their ``None``.
 
 Where the paper and the released code differ (see :class:`KFACConfig`), the default is the paper's
 and ``constants="code"`` selects the code's value.
@@ -191,38 +193,52 @@ class KFACConfig:
                 f"inverse_recompute_first must be an integer ≥ 0, got {self.inverse_recompute_first!r}"
             )
 
-    # ------------------------------------------------------------- resolved values
     @property
-    def omega1_value(self) -> float:
-        """ω1 = (19/20)^T1 unless given (§6.5)."""
-        return self.omega1 if self.omega1 is not None else omega1(self.T1)
+    def resolved(self) -> ResolvedConstants:
+        """The constants Algorithm 2 runs with, each ``None`` option filled in
+        (:class:`ResolvedConstants`); recomputed on every access."""
+        return ResolvedConstants.of(self)
 
-    @property
-    def omega2_value(self) -> float:
-        """ω2 = (√(19/20))^T2 unless given (§6.6)."""
-        return self.omega2 if self.omega2 is not None else omega2(self.T2)
 
-    @property
-    def gamma0_value(self) -> float:
-        """γ0 = √(λ0 + η) unless given (§6.6)."""
-        return self.gamma0 if self.gamma0 is not None else math.sqrt(self.lam0 + self.eta)
+@dataclass(frozen=True)
+class ResolvedConstants:
+    """The constants of Algorithm 2 after every option of :class:`KFACConfig` left at ``None``
+    is replaced by its value (``cfg.resolved``). The rules, in one place:
 
-    @property
-    def tau2_value(self) -> float:
-        """τ2: the paper's 1/4 or the code's 1 (``constants``) unless given."""
-        if self.tau2 is not None:
-            return self.tau2
-        return TAU2_PAPER if self.constants == "paper" else TAU2_CODE
+    * ``gamma0``: γ0 = √(λ0 + η) (§6.6, [code] ``initgamma``).
+    * ``omega1``: ω1 = (19/20)^T1 (§6.5, [code] ``drop^lambda_adj_interval``).
+    * ``omega2``: ω2 = (√(19/20))^T2 (§6.6, [code] ``sqrt(drop)^gamma_adj_interval``).
+    * ``tau2``: 1/4 with ``constants="paper"`` (spec §12) or 1 with ``constants="code"``
+      ([code] ``ratio_BV = 1``).
+    * ``gamma_min``: √η ([code] ``gamma_min``; the paper states no bound); 0 disables it.
+    * ``gamma_max``: ``inf``, no upper clamp (the option's default is the [code] bound 1, "completely
+      arbitrary"; the paper states none).
 
-    @property
-    def gamma_min_value(self) -> float:
-        """Lower clamp of the γ candidates: √η unless given ([code])."""
-        return self.gamma_min if self.gamma_min is not None else math.sqrt(self.eta)
+    A value given explicitly is used as it is.
+    """
 
-    @property
-    def gamma_max_value(self) -> float:
-        """Upper clamp of the γ candidates (``inf`` when disabled)."""
-        return self.gamma_max if self.gamma_max is not None else math.inf
+    gamma0: float  # initial γ (§6.6)
+    omega1: float  # λ factor of the Levenberg–Marquardt rule (§6.5)
+    omega2: float  # γ factor of the γ search (§6.6)
+    tau2: float  # share of the mini-batch for the exact-Fisher products of §6–§7
+    gamma_min: float  # lower clamp of the γ candidates (§6.6, [code])
+    gamma_max: float  # upper clamp of the γ candidates (§6.6, [code]); inf when disabled
+
+    @classmethod
+    def of(cls, cfg: KFACConfig) -> ResolvedConstants:
+        """The resolved constants of ``cfg`` (the table above)."""
+        return cls(
+            gamma0=cfg.gamma0 if cfg.gamma0 is not None else math.sqrt(cfg.lam0 + cfg.eta),
+            omega1=cfg.omega1 if cfg.omega1 is not None else omega1(cfg.T1),
+            omega2=cfg.omega2 if cfg.omega2 is not None else omega2(cfg.T2),
+            tau2=(
+                cfg.tau2
+                if cfg.tau2 is not None
+                else (TAU2_PAPER if cfg.constants == "paper" else TAU2_CODE)
+            ),
+            gamma_min=cfg.gamma_min if cfg.gamma_min is not None else math.sqrt(cfg.eta),
+            gamma_max=cfg.gamma_max if cfg.gamma_max is not None else math.inf,
+        )
 
 
 @dataclass

@@ -133,7 +133,7 @@ class KFAC:
     def init_state(self, weights: Sequence[Any]) -> KFACState:
         """The state before iteration 1: λ = λ0, γ = γ0, no statistics, no previous update."""
         self.mlp.check_weights(weights)
-        return KFACState(k=0, lam=float(self.config.lam0), gamma=float(self.config.gamma0_value))
+        return KFACState(k=0, lam=float(self.config.lam0), gamma=float(self.config.resolved.gamma0))
 
     def _inverse(self, k: int, stats: FactorStats, gamma: float) -> CurvatureInverse:
         linalg_dtype = self.backend.xp.float64 if self.config.linalg_float64 else None
@@ -176,6 +176,7 @@ class KFAC:
             ShapeError, ConfigError: arrays of the wrong shape or dtype; λ, γ not finite and > 0.
         """
         cfg, mlp = self.config, self.mlp
+        const = cfg.resolved  # γ0, ω1, ω2, τ2, γ clamps with the Nones filled in
         check_state_scalars(state, ("lam", "gamma"))
         k, n = state.k + 1, X.shape[0]
         # What the host needs (the loss, the §7 systems, finiteness flags) is queued on the device
@@ -205,9 +206,7 @@ class KFAC:
             k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3
         )
         search = k % cfg.T2 == 0
-        gammas = gammas_to_try(
-            state.gamma, search, cfg.omega2_value, cfg.gamma_min_value, cfg.gamma_max_value
-        )
+        gammas = gammas_to_try(state.gamma, search, const.omega2, const.gamma_min, const.gamma_max)
         if refresh:
             batch.fetch()  # the inverses must not start from non-finite statistics
         inverses = (
@@ -216,7 +215,7 @@ class KFAC:
             else [state.inverse] * len(gammas)
         )
         # 4. Δ = −F⁻¹∇h; α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
-        idx_fisher = choose_subset(n, cfg.tau2_value, rng)
+        idx_fisher = choose_subset(n, const.tau2, rng)
         rescalings = self._rescalings(
             k, weights, subset_forward(fwd, idx_fisher), grads, inverses, state, batch
         )
@@ -238,7 +237,7 @@ class KFAC:
         if lam_due:
             h_new = host["h_new"]
             lam, rho = adjust_lambda(
-                lam, h_new, h, best.model_change, cfg.omega1_value, cfg.lam_min, cfg.lam_max
+                lam, h_new, h, best.model_change, const.omega1, cfg.lam_min, cfg.lam_max
             )
         new_state = KFACState(
             k=k, lam=lam, gamma=gamma, stats=stats, inverse=inverses[c], delta=best.delta

@@ -214,14 +214,14 @@ assert update_lambda(150.0, 0.5, w1) == 150.0
 
 # %%
 cfg = KFACConfig()
-w2 = cfg.omega2_value
-print(f"ω2 = (√(19/20))^20 = {w2:.4f}, γ0 = √(λ0 + η) = {cfg.gamma0_value:.3f}")
+w2 = cfg.resolved.omega2
+print(f"ω2 = (√(19/20))^20 = {w2:.4f}, γ0 = √(λ0 + η) = {cfg.resolved.gamma0:.3f}")
 for g in (0.5, 0.005):
     print(
         f"γ = {g}: candidates",
-        ", ".join(f"{c:.4g}" for c in gamma_candidates(g, w2, cfg.gamma_min_value, 1.0)),
+        ", ".join(f"{c:.4g}" for c in gamma_candidates(g, w2, cfg.resolved.gamma_min, 1.0)),
     )
-start = gamma_candidates(cfg.gamma0_value, w2, cfg.gamma_min_value, cfg.gamma_max_value)
+start = gamma_candidates(cfg.resolved.gamma0, w2, cfg.resolved.gamma_min, cfg.resolved.gamma_max)
 print("γ = γ0: candidates", ", ".join(f"{c:.4g}" for c in start))
 assert np.isclose(w2, 0.95**10) and start[2] == 1.0 < start[1]
 
@@ -307,7 +307,7 @@ assert np.isclose(model_change(delta), info["model_change"], rtol=1e-8)
 assert np.isclose(0.5 * np.array([alpha, mu]) @ r, model_change(delta), rtol=1e-10)
 assert np.isclose(rho, info["rho"], rtol=1e-8)
 assert np.allclose(weights_to_theta(W_new), weights_to_theta(W) + delta, rtol=0, atol=1e-12)
-assert update_lambda(state.lam, rho, opt_tiny.config.omega1_value) == state_new.lam
+assert update_lambda(state.lam, rho, opt_tiny.config.resolved.omega1) == state_new.lam
 
 # %% [markdown]
 # How much does the two-dimensional search give up? The unrestricted minimizer of $M$ is the
@@ -496,7 +496,7 @@ for infos, _, _ in runs.values():
     rho, gam = np.array([i["rho"] for i in infos]), np.array([i["gamma"] for i in infos])
     alpha_k, mu_k = np.array([i["alpha"] for i in infos]), np.array([i["mu"] for i in infos])
     assert np.nanmin(rho) > 0.75 and infos[-1]["lam"] < infos[0]["lam"]  # λ shrank at every check
-    assert gam[0] == cfg.gamma0_value and 1.0 in gam and gam[-1] < 1.0
+    assert gam[0] == cfg.resolved.gamma0 and 1.0 in gam and gam[-1] < 1.0
     assert np.median(alpha_k[(k_of > 3) & (gam == gam[0])]) > 5 > np.median(alpha_k[gam < gam[0]])
     assert np.median(mu_k[-20:]) > 0.5 > np.median(mu_k[1:20])
 

@@ -503,7 +503,7 @@ class Trainer:
             from kfac_ref import config, optimizer
 
             self.opt = optimizer.KFAC(mlp, config.KFACConfig(eta=eta, lam0=KFAC_LAM0), backend)
-            self.gamma = float(self.opt.config.gamma0_value)
+            self.gamma = float(self.opt.config.resolved.gamma0)
 
     @property
     def description(self) -> str:

@@ -67,7 +67,7 @@ def test_first_step_is_alpha_times_dense_natural_direction(small, structure):
     cfg = exact_config(structure)
     opt = KFAC(mlp, cfg, BE)
     new_W, state, info = opt.step(W, opt.init_state(W), X, X, BE.rng(0))
-    gamma = cfg.gamma0_value
+    gamma = cfg.resolved.gamma0
     Delta, g = dense_direction(mlp, W, X, structure, gamma, cfg.eta)
     F = exact_fisher(mlp, W, X)
     alpha = -(g @ Delta) / (Delta @ F @ Delta + (cfg.lam0 + cfg.eta) * Delta @ Delta)
@@ -150,7 +150,7 @@ def test_gamma_search_keeps_the_candidate_with_lowest_model(small, expect):
     cfg = exact_config(T2=1, omega2=0.1, gamma_min=0.0, gamma_max=None, **case)
     opt = KFAC(mlp, cfg, BE)
     _, state, info = opt.step(W, opt.init_state(W), X, Y, BE.rng(0))
-    gamma0 = cfg.gamma0_value
+    gamma0 = cfg.resolved.gamma0
     gammas = {"down": 0.1 * gamma0, "same": gamma0, "up": gamma0 / 0.1}
     changes = {name: info[f"model_change_gamma_{name}"] for name in gammas}
     for name, gamma in gammas.items():
@@ -189,9 +189,9 @@ def test_lambda_follows_the_lm_rule_every_T1(small):
                 (h_new - info["loss"]) / info["model_change"], rel=1e-12
             )
             factor = (
-                cfg.omega1_value
+                cfg.resolved.omega1
                 if info["rho"] > 0.75
-                else 1 / cfg.omega1_value
+                else 1 / cfg.resolved.omega1
                 if info["rho"] < 0.25
                 else 1.0
             )

@@ -144,9 +144,9 @@ def test_omega_constants_of_the_paper():
     assert omega1(5) == pytest.approx((19 / 20) ** 5) == pytest.approx(0.7737809375)
     assert omega2(20) == pytest.approx(math.sqrt(19 / 20) ** 20) == pytest.approx(0.95**10)
     cfg = KFACConfig()
-    assert cfg.omega1_value == omega1(5) and cfg.omega2_value == omega2(20)
-    assert dataclasses.replace(cfg, T1=10).omega1_value == pytest.approx(0.95**10)
-    assert KFACConfig(omega1=0.5).omega1_value == 0.5
+    assert cfg.resolved.omega1 == omega1(5) and cfg.resolved.omega2 == omega2(20)
+    assert dataclasses.replace(cfg, T1=10).resolved.omega1 == pytest.approx(0.95**10)
+    assert KFACConfig(omega1=0.5).resolved.omega1 == 0.5
 
 
 @pytest.mark.parametrize(
@@ -284,12 +284,14 @@ def test_config_defaults_cite_the_paper():
         20,
         20,
     )
-    assert cfg.gamma0_value == pytest.approx(math.sqrt(150 + 1e-5))
-    assert (cfg.tau1, cfg.tau2_value, cfg.max_stat_decay) == (1 / 8, 1 / 4, 0.95)
-    assert KFACConfig(constants="code").tau2_value == 1.0
-    assert KFACConfig(constants="code", tau2=0.5).tau2_value == 0.5
-    assert cfg.gamma_min_value == pytest.approx(math.sqrt(1e-5)) and cfg.gamma_max_value == 1.0
-    assert KFACConfig(gamma_max=None).gamma_max_value == math.inf
+    assert cfg.resolved.gamma0 == pytest.approx(math.sqrt(150 + 1e-5))
+    assert (cfg.tau1, cfg.resolved.tau2, cfg.max_stat_decay) == (1 / 8, 1 / 4, 0.95)
+    assert KFACConfig(constants="code").resolved.tau2 == 1.0
+    assert KFACConfig(constants="code", tau2=0.5).resolved.tau2 == 0.5
+    assert (
+        cfg.resolved.gamma_min == pytest.approx(math.sqrt(1e-5)) and cfg.resolved.gamma_max == 1.0
+    )
+    assert KFACConfig(gamma_max=None).resolved.gamma_max == math.inf
     assert cfg.inverse_recompute_first == 3 and cfg.use_momentum and cfg.linalg_float64
 
 
@@ -317,3 +319,13 @@ def test_config_validation_names_the_field(kw, field):
 def test_factor_stats_arrays_order():
     st = FactorStats([np.zeros(1)], [np.ones(1)], [np.full(1, 2.0)], [np.full(1, 3.0)])
     assert [float(a[0]) for a in st.arrays()] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_resolved_constants_are_frozen_and_not_part_of_the_saved_config():
+    cfg = KFACConfig(constants="code", gamma_max=None)
+    r = cfg.resolved
+    assert (r.tau2, r.gamma_max, r.gamma_min) == (1.0, math.inf, math.sqrt(cfg.eta))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.tau2 = 0.5  # type: ignore[misc]
+    saved = dataclasses.asdict(cfg)
+    assert "resolved" not in saved and saved["tau2"] is None and saved["gamma0"] is None
