@@ -277,9 +277,10 @@ class KFAC:
         delta0 = state.delta if cfg.use_momentum else None
         J_delta0 = None if delta0 is None else self.mlp.jvp(weights, fwd_fisher, delta0)
         Deltas = [natural_gradient_direction(inverse, grads) for inverse in inverses]
+        lam_plus_eta = state.lam + cfg.eta  # the (λ + η)I of the quadratic model M (§6, §7)
         for c, Delta in enumerate(Deltas):
             Q, r = quadratic_model_on_span(
-                self.mlp, weights, fwd_fisher, grads, Delta, delta0, J_delta0, state.lam + cfg.eta
+                self.mlp, weights, fwd_fisher, grads, Delta, delta0, J_delta0, lam_plus_eta
             )
             batch.value(f"Q{c}", Q)
             batch.value(f"r{c}", r)

@@ -1,6 +1,6 @@
 """Re-scaling and momentum (§7): δ = α Δ + μ δ₀ minimizing the quadratic model M.
 
-M(δ) = ½ δᵀ(F + (λ+η) I)δ + ∇hᵀδ + h(θ) (§6), with F the **exact** Fisher on (a τ2-subset of)
+M(δ) = ½ δᵀ(F + (λ + η) I)δ + ∇hᵀδ + h(θ) (§6), with F the **exact** Fisher on (a τ2-subset of)
 the current mini-batch, reached only through Fisher-vector products
 (:func:`kfac_ref.fisher.fisher_vector_product`). Minimizing over the span of Δ = −F̆⁻¹∇h (or
 −F̂⁻¹∇h) and the previous update δ₀ is the 2×2 system
@@ -80,17 +80,21 @@ def fisher_gram(mlp: MLP, fwd: Forward, Jv: Sequence[Any]) -> Any:
 
 
 def quadratic_model(
-    grads: Sequence[Any], directions: Sequence[Sequence[Any]], F_gram: Any, damping: float
+    grads: Sequence[Any], directions: Sequence[Sequence[Any]], F_gram: Any, lam_plus_eta: float
 ) -> tuple[Any, Any]:
-    """Q_ij = v_iᵀ(F + damping·I)v_j and r_i = ∇hᵀv_i: M(Σ c_i v_i) − M(0) = ½ cᵀQc + rᵀc (§7).
+    """Q_ij = v_iᵀ(F + (λ + η)I)v_j and r_i = ∇hᵀv_i: M(Σ c_i v_i) − M(0) = ½ cᵀQc + rᵀc (§7).
 
-    ``F_gram`` = [v_iᵀ F v_j] (:func:`fisher_gram`), ``damping`` = λ + η. float64 arrays on the
-    vectors' device (no synchronization).
+    ``F_gram`` = [v_iᵀ F v_j] (:func:`fisher_gram`); ``lam_plus_eta`` = λ + η, the λ of the
+    Levenberg–Marquardt rule (§6.5) plus the ℓ2 weight cost η (§2.1) — not the γ of the factored
+    Tikhonov damping (:mod:`kfac_ref.damping`). float64 arrays on the vectors' device (no
+    synchronization).
     """
     xp = get_array_module(*directions[0])
     d = len(directions)
     extra = {
-        (i, j): damping * inner(directions[i], directions[j]) for i in range(d) for j in range(i, d)
+        (i, j): lam_plus_eta * inner(directions[i], directions[j])
+        for i in range(d)
+        for j in range(i, d)
     }
     Q = xp.stack(
         [F_gram[i, j] + extra[min(i, j), max(i, j)] for i in range(d) for j in range(d)]
@@ -148,9 +152,9 @@ def rescale(
     Delta: Sequence[Any],
     delta0: Sequence[Any] | None,
     F_gram: Any,
-    damping: float,
+    lam_plus_eta: float,
 ) -> Rescaling:
-    """α, μ and δ = α Δ + μ δ₀ minimizing M over span{Δ, δ₀} (§7); ``damping`` = λ + η.
+    """α, μ and δ = α Δ + μ δ₀ minimizing M over span{Δ, δ₀} (§7); ``lam_plus_eta`` = λ + η.
 
     ``F_gram``: [[ΔᵀFΔ, ΔᵀFδ₀], [δ₀ᵀFΔ, δ₀ᵀFδ₀]] (:func:`fisher_gram`, on the device of Δ), or
     [[ΔᵀFΔ]] when ``delta0`` is None. ``delta0`` = None (or all zero) means no momentum term:
@@ -159,7 +163,7 @@ def rescale(
     """
     directions = [Delta] if delta0 is None else [Delta, delta0]
     batch = HostBatch()
-    Q, r = quadratic_model(grads, directions, F_gram, damping)
+    Q, r = quadratic_model(grads, directions, F_gram, lam_plus_eta)
     batch.value("Q", Q)
     batch.value("r", r)
     host = batch.fetch()
@@ -174,11 +178,12 @@ def quadratic_model_on_span(
     Delta: Sequence[Any],
     delta0: Sequence[Any] | None,
     J_delta0: Any,
-    damping: float,
+    lam_plus_eta: float,
 ) -> tuple[Any, Any]:
     """(Q, r) of M over span{Δ, δ₀} (or span{Δ} when ``delta0`` is None) with the exact Fisher
-    on the cases of ``fwd`` (§7): :func:`quadratic_model` of :func:`fisher_gram` of J Δ and
-    ``J_delta0`` = J δ₀. Device arrays (no synchronization)."""
+    on the cases of ``fwd`` and the term (λ + η)I, ``lam_plus_eta`` = λ + η (§7):
+    :func:`quadratic_model` of :func:`fisher_gram` of J Δ and ``J_delta0`` = J δ₀. Device
+    arrays (no synchronization)."""
     Jv = [mlp.jvp(weights, fwd, Delta)] + ([] if J_delta0 is None else [J_delta0])
     dirs = [Delta] if delta0 is None else [Delta, delta0]
-    return quadratic_model(grads, dirs, fisher_gram(mlp, fwd, Jv), damping)
+    return quadratic_model(grads, dirs, fisher_gram(mlp, fwd, Jv), lam_plus_eta)

@@ -280,13 +280,13 @@ print(
 
 # %%
 eta = opt_tiny.config.eta
-damping = state.lam + eta
+lam_plus_eta = state.lam + eta
 h0, grads, _ = tiny.loss_and_grad(W, X_tiny, X_tiny, eta)
 grad = weights_to_theta(grads)
 Delta = weights_to_theta(natural_gradient_direction(state.inverse, grads))
 delta0 = weights_to_theta(state.delta)
 F_tiny = exact_fisher(tiny, W, X_tiny)
-K = F_tiny + damping * np.eye(tiny.n_params)  # F + (λ+η) I
+K = F_tiny + lam_plus_eta * np.eye(tiny.n_params)  # F + (λ+η) I
 
 
 def model_change(d):
@@ -374,7 +374,7 @@ def h_along(t):
 
 t = 1e-3
 curv_true = (h_along(t) - 2 * h_along(0.0) + h_along(-t)) / t**2
-curv_F, curv_lam = delta @ F_tiny @ delta, damping * (delta @ delta)
+curv_F, curv_lam = delta @ F_tiny @ delta, lam_plus_eta * (delta @ delta)
 print(
     f"∇hᵀδ = {grad @ delta:.5f}; actual h(θ+δ) − h(θ) = {h_along(1.0) - h_along(0.0):.5f}; "
     f"model ½∇hᵀδ = {0.5 * grad @ delta:.5f}"
