@@ -41,9 +41,9 @@ batch mode, as the paper trained its example: block-diagonal, the paper's consta
 λ0 = :data:`KFAC_LAM0`, so γ0 = √(λ0 + η) ≈ 0.1; its γ search (§6.6) runs every T2 = 20
 iterations, so the default 20 iterations end with the γ that search chose, and the inverses use
 that γ, as in the paper. ``natgrad`` is a short loop of damped block-diagonal natural-gradient
-steps (exact factors, F̆⁻¹ of the γ-damped factors, the step length from the exact-Fisher
-quadratic model with λ = γ², fixed γ = 0.01; §4.2, §6.3, §7 without momentum), kept as a small,
-fast trainer for the tests. The JSON names the trainer, the iterations and the training error.
+steps (``kfac_ref.natgrad.natgrad_step``: exact factors, F̆⁻¹ of the γ-damped factors, the step
+length from the exact-Fisher quadratic model with λ + η = γ², fixed γ = 0.01; §4.2, §6.3, §7
+without momentum), kept as a small, fast trainer for the tests. The JSON names the trainer, the iterations and the training error.
 """
 
 from __future__ import annotations
@@ -71,14 +71,12 @@ from kfac_ref.experiments.io import atomic_path, require_writable_dir
 from kfac_ref.factors import KroneckerFactors, kronecker_factors
 from kfac_ref.fisher import (
     DENSE_F_TILDE,
-    damped_diagonal,
     dense_approximation,
     dense_F_tilde,
     exact_fisher,
-    fisher_vector_product,
 )
-from kfac_ref.inverse import apply_block_diagonal_inverse, block_diagonal_inverse
 from kfac_ref.mlp import MLP
+from kfac_ref.natgrad import natgrad_step
 from kfac_ref.rng import RunGenerator
 from kfac_ref.vec import layer_offsets
 
@@ -451,31 +449,6 @@ def classification_error(mlp: MLP, weights: Sequence[Any], X: Any, Y: Any) -> fl
     return float(to_numpy((out.argmax(axis=1) != Y.argmax(axis=1)).mean()))
 
 
-def natgrad_step(
-    mlp: MLP, weights: list[Any], X: Any, Y: Any, gamma: float, eta: float
-) -> tuple[list[Any], dict]:
-    """One damped block-diagonal natural-gradient step in batch mode (§4.2, §6.3, §7 without μ).
-
-    Δ = −F̆(γ)⁻¹ ∇h with exact factors on X; δ = α Δ with α = −∇hᵀΔ / (ΔᵀFΔ + (λ+η)‖Δ‖²),
-    λ = γ² − η (K-FAC's γ = √(λ+η)), F the exact Fisher of the batch (Fisher-vector product).
-    """
-    h, grads, fwd = mlp.loss_and_grad(weights, X, Y, eta)
-    factors = kronecker_factors(mlp, weights, X, method="exact")
-    A_d, G_d = damped_diagonal(factors, gamma)
-    Delta = [-D for D in apply_block_diagonal_inverse(block_diagonal_inverse(A_d, G_d), grads)]
-    F_Delta = fisher_vector_product(mlp, weights, X, Delta, fwd)
-    curvature = sum(
-        float((D * FD).sum()) + gamma**2 * float((D * D).sum())
-        for D, FD in zip(Delta, F_Delta, strict=True)
-    )
-    slope = sum(float((g * D).sum()) for g, D in zip(grads, Delta, strict=True))
-    alpha = -slope / curvature
-    return [W + alpha * D for W, D in zip(weights, Delta, strict=True)], {
-        "loss": float(h),
-        "alpha": alpha,
-    }
-
-
 def _step_seed(seed: int, k: int) -> int:
     """The NumPy generator seed of training iteration k (a device run uses one Philox generator)."""
     return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
@@ -483,7 +456,7 @@ def _step_seed(seed: int, k: int) -> int:
 
 class Trainer:
     """Batch-mode training that can be continued: K-FAC (``kfac_ref.optimizer.KFAC``, its state
-    kept between calls) or :func:`natgrad_step` with a fixed γ."""
+    kept between calls) or :func:`kfac_ref.natgrad.natgrad_step` with a fixed γ."""
 
     def __init__(
         self,
@@ -523,11 +496,11 @@ class Trainer:
             if self.opt is not None:
                 rng = self.generator.for_iteration(self.k)
                 weights, self.state, info = self.opt.step(weights, self.state, X, Y, rng)
-                self.gamma = float(to_numpy(info["gamma"]))
+                self.gamma = float(info["gamma"])
                 row = {
-                    "loss": float(to_numpy(info["loss"])),
+                    "loss": float(info["loss"]),
                     "gamma": self.gamma,
-                    "lam": float(to_numpy(info["lam"])),
+                    "lam": float(info["lam"]),
                     "gamma_searched": int(info["gamma_searched"]),
                 }
             else:
@@ -702,7 +675,7 @@ class MiddleMatrices:
     damped: dict[str, np.ndarray]
     shapes: list[tuple[int, int]]
     gamma: float
-    factors: KroneckerFactors | None = None
+    factors: KroneckerFactors
 
     @property
     def boundaries(self) -> list[int]:
@@ -711,8 +684,6 @@ class MiddleMatrices:
 
     def F_tilde_at(self, gamma: float) -> np.ndarray:
         """F̃ with factored Tikhonov damping γ (§6.3), dense, host."""
-        if self.factors is None:
-            raise ValueError("these MiddleMatrices were built without their factors")
         return to_numpy(dense_F_tilde(self.factors, gamma, DENSE_F_TILDE))
 
     def F_at(self, gamma: float) -> np.ndarray:

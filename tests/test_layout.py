@@ -82,3 +82,13 @@ def test_the_optimizer_module_holds_algorithm_2_and_the_state_its_checkpoints() 
     for name in ("STATE_FORMAT", "BASE_STATS", "check_state_dict", "state_shapes"):
         assert hasattr(state, name) and not hasattr(optimizer, name), name
     assert "kfac_ref.backend.to_numpy" not in imported_modules(PACKAGE / "optimizer.py", "kfac_ref")
+
+
+def test_the_figure_helpers_take_their_math_from_the_package() -> None:
+    """``--trainer natgrad``'s step is :mod:`kfac_ref.natgrad` (math side, no figure code)."""
+    common = PACKAGE.parent / "paper_figures" / "_common.py"
+    tree = ast.parse(common.read_text(), str(common))
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert "natgrad_step" not in defined
+    assert "kfac_ref.natgrad.natgrad_step" in imported_modules(common, "paper_figures")
+    assert "natgrad" in math_modules()
