@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, help="BLAS threads (sets OPENBLAS/OMP/MKL_NUM_THREADS)"
     )
     parser.add_argument(
+        "--constants",
+        default="both",
+        choices=["paper", "code", "both"],
+        help="constant set: the paper's (τ2 = 1/4), the released code's (τ2 = 1), or both "
+        "(default both)",
+    )
+    parser.add_argument(
         "--float32-linalg",
         action="store_true",
         help="factorize in the training dtype (KFACConfig.linalg_float64=False) instead of float64",
@@ -177,15 +184,21 @@ def main(argv: list[str] | None = None) -> int:
         "gradient_s": g,
         "gradient_times_s": grad_t,
     }
-    for structure, key in (
-        (name, cls.method.removeprefix("kfac-")) for name, cls in STRUCTURES.items()
-    ):
-        config = KFACConfig(structure=structure, eta=ETA, linalg_float64=not args.float32_linalg)
-        results[key] = kfac_costs(
-            mlp, weights, X, backend, config, reps, gradient, warm=not args.quick
-        )
+    constant_sets = ["paper", "code"] if args.constants == "both" else [args.constants]
+    for constants in constant_sets:
+        for structure, key in (
+            (name, cls.method.removeprefix("kfac-")) for name, cls in STRUCTURES.items()
+        ):
+            config = KFACConfig(
+                structure=structure,
+                eta=ETA,
+                constants=constants,
+                linalg_float64=not args.float32_linalg,
+            )
+            results.setdefault(constants, {})[key] = kfac_costs(
+                mlp, weights, X, backend, config, reps, gradient, warm=not args.quick
+            )
 
-    bd, td = results["blockdiag"], results["tridiag"]
     linalg = "float32" if args.float32_linalg else "float64"
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
@@ -193,34 +206,46 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.backend} ({results['device']}, BLAS threads: {threads})"
     )
     print("seconds (median) and, in brackets, the median ratio to a gradient timed just before")
-    print(f"{'':28}{'block-diag':>20}{'tridiag':>20}")
-    print(f"{'gradient':28}{g:>20.4f}{g:>20.4f}")
     rows = [
         ("plain iteration", "plain"),
         ("iteration with λ rule", "lambda"),
         ("iteration with γ search", "gamma_search"),
         ("recompute, no γ search", "refresh_only"),
     ]
-    for label, kind in rows:
-        cells = [f"{r['median_s'][kind]:.4f} [{r['median_ratio'][kind]:5.2f}]" for r in (bd, td)]
-        print(f"{label:28}{cells[0]:>20}{cells[1]:>20}")
-    for label, a, b in (
-        ("amortized over T3 = 20", "amortized_s", "ratio"),
-        ("  without the γ search", "amortized_no_gamma_search_s", "ratio_no_gamma_search"),
-    ):
-        cells = [f"{r[a]:.4f} [{r[b]:5.2f}]" for r in (bd, td)]
-        print(f"{label:28}{cells[0]:>20}{cells[1]:>20}")
-    r1, r2 = bd["ratio"], td["ratio"]
-    results.update(
-        kfac_blockdiag_over_gradient=r1,
-        kfac_tridiag_over_gradient=r2,
-        kfac_blockdiag_over_gradient_no_gamma_search=bd["ratio_no_gamma_search"],
-        kfac_tridiag_over_gradient_no_gamma_search=td["ratio_no_gamma_search"],
-    )
+    for constants in constant_sets:
+        bd, td = results[constants]["blockdiag"], results[constants]["tridiag"]
+        tau2 = KFACConfig(constants=constants).tau2_value
+        print(f"\n{constants} constants (τ2 = {tau2:g})")
+        print(f"{'':28}{'block-diag':>20}{'tridiag':>20}")
+        print(f"{'gradient':28}{g:>20.4f}{g:>20.4f}")
+        for label, kind in rows:
+            cells = [
+                f"{r['median_s'][kind]:.4f} [{r['median_ratio'][kind]:5.2f}]" for r in (bd, td)
+            ]
+            print(f"{label:28}{cells[0]:>20}{cells[1]:>20}")
+        for label, a, b in (
+            ("amortized over T3 = 20", "amortized_s", "ratio"),
+            ("  without the γ search", "amortized_no_gamma_search_s", "ratio_no_gamma_search"),
+        ):
+            cells = [f"{r[a]:.4f} [{r[b]:5.2f}]" for r in (bd, td)]
+            print(f"{label:28}{cells[0]:>20}{cells[1]:>20}")
+        for key, r in (("blockdiag", bd), ("tridiag", td)):
+            results[f"kfac_{key}_over_gradient_{constants}"] = r["ratio"]
+            results[f"kfac_{key}_over_gradient_no_gamma_search_{constants}"] = r[
+                "ratio_no_gamma_search"
+            ]
+    first = constant_sets[0]
+    r1 = results[f"kfac_blockdiag_over_gradient_{first}"]
+    r2 = results[f"kfac_tridiag_over_gradient_{first}"]
+    results.update(kfac_blockdiag_over_gradient=r1, kfac_tridiag_over_gradient=r2)
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    for constants in constant_sets:
+        for key in ("blockdiag", "tridiag"):
+            name = f"kfac_{key}_over_gradient_{constants}"
+            print(f"{name} {results[name]:.3f}")
     print(f"kfac_blockdiag_over_gradient {r1:.3f}")
     print(f"kfac_tridiag_over_gradient {r2:.3f}")
     return 0

@@ -195,47 +195,71 @@ class Linalg:
             return None, False
         return L, (True if xp is numpy else self.factor_ok(L, M))
 
-    def spd_inverse(self, M: Any) -> tuple[Any, Any]:
+    def spd_inverse(self, M: Any, condition: bool = False) -> tuple[Any, ...]:
         """(M⁻¹, ok) for symmetric positive-definite M; ok false where M is not numerically PD.
 
         NumPy: LAPACK potrf + potri (one factorization, no triangular solves); CuPy: Cholesky
-        and a triangular solve. Only the lower triangle of M is read.
+        and a triangular solve. Only the lower triangle of M is read. ``condition=True`` adds a
+        third entry, κ̂ = (max Lᵢᵢ / min Lᵢᵢ)² of the Cholesky factor L: a lower bound of the
+        condition number κ(M) (0-d, on the device; inf where the factorization failed).
         """
         xp = self.xp
         if xp is numpy:
             potrf, potri = self._sla.lapack.get_lapack_funcs(("potrf", "potri"), (M,))
             c, info = potrf(M, lower=True, clean=False, overwrite_a=False)
             if info != 0:
-                return None, False
+                return (None, False, math.inf) if condition else (None, False)
+            kappa = _cholesky_kappa(xp, c) if condition else None
             inv, info = potri(c, lower=True, overwrite_c=True)
             if info != 0:
-                return None, False
+                return (None, False, math.inf) if condition else (None, False)
             lower = numpy.tril(inv)
-            return lower + numpy.tril(inv, -1).T, True
+            out = lower + numpy.tril(inv, -1).T
+            return (out, True, kappa) if condition else (out, True)
         L, ok = self.checked_cholesky(M)
         if L is None:
-            return None, False
+            return (None, False, math.inf) if condition else (None, False)
         L_inv = self.solve_triangular(L, xp.eye(M.shape[0], dtype=M.dtype), lower=True)
-        return L_inv.T @ L_inv, ok
+        out = L_inv.T @ L_inv
+        return (out, ok, _cholesky_kappa(xp, L)) if condition else (out, ok)
 
-    def generalized_eigh(self, C: Any, A: Any) -> tuple[tuple[Any, Any] | None, Any]:
+    def generalized_eigh(
+        self, C: Any, A: Any, condition: bool = False
+    ) -> tuple[tuple[Any, Any] | None, Any] | tuple[tuple[Any, Any] | None, Any, Any]:
         """((s, K), ok) with C K = A K diag(s) and Kᵀ A K = I; ok false where A is not PD.
 
         NumPy: LAPACK's divide-and-conquer generalized solver (``eigh(C, A, driver="gvd")``);
-        CuPy: A = L Lᵀ, eigh(L⁻¹ C L⁻ᵀ) = E diag(s) Eᵀ, K = L⁻ᵀ E.
+        CuPy: A = L Lᵀ, eigh(L⁻¹ C L⁻ᵀ) = E diag(s) Eᵀ, K = L⁻ᵀ E. ``condition=True`` adds
+        κ̂ = max Aᵢᵢ · max_j ‖K e_j‖², a lower bound of κ(A) (max Aᵢᵢ ≤ λ_max(A) and
+        ‖K e_j‖² ≤ ‖K‖² = 1/λ_min(A)); 0-d, on the device; inf where it failed.
         """
         xp = self.xp
         if xp is numpy:
             try:  # check_finite: a NaN fails here (reported by the caller), never reaches LAPACK
-                return self._sla.eigh(C, A, driver="gvd", check_finite=True), True
+                sK = self._sla.eigh(C, A, driver="gvd", check_finite=True)
             except (numpy.linalg.LinAlgError, ValueError):
-                return None, False
+                return (None, False, math.inf) if condition else (None, False)
+            return (sK, True, _eigh_kappa(xp, A, sK[1])) if condition else (sK, True)
         L, ok = self.checked_cholesky(A)
         if L is None:
-            return None, False
+            return (None, False, math.inf) if condition else (None, False)
         M = self.solve_triangular(L, self.solve_triangular(L, C, lower=True).T, lower=True)
         s, E = self.eigh(0.5 * (M + M.T))
-        return (s, self.solve_triangular(L, E, lower=True, trans=1)), ok & xp.isfinite(s).all()
+        K = self.solve_triangular(L, E, lower=True, trans=1)
+        ok = ok & xp.isfinite(s).all()
+        return ((s, K), ok, _eigh_kappa(xp, A, K)) if condition else ((s, K), ok)
+
+
+def _cholesky_kappa(xp: ModuleType, L: Any) -> Any:
+    """(max Lᵢᵢ / min Lᵢᵢ)² of a Cholesky factor: a lower bound of κ(L Lᵀ), 0-d, no sync."""
+    d = xp.abs(xp.diagonal(L)).astype(xp.float64)
+    return (d.max() / d.min()) ** 2
+
+
+def _eigh_kappa(xp: ModuleType, A: Any, K: Any) -> Any:
+    """max Aᵢᵢ · max_j ‖K e_j‖² for Kᵀ A K = I: a lower bound of κ(A), 0-d, no sync."""
+    col = (K * K).sum(axis=0).max().astype(xp.float64)
+    return xp.diagonal(A).max().astype(xp.float64) * col
 
 
 class HostBatch:

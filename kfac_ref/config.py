@@ -23,6 +23,7 @@ from .structures import STRUCTURES
 
 CONSTANT_SETS = ("paper", "code")
 STATS_METHODS = ("sample", "exact")
+LINALG_MODES = ("auto", "float64", "training")
 MOMENTUM_SCHEDULES = ("sutskever", "constant")
 
 TAU2_PAPER = 1.0 / 4.0  # spec §12: τ2 = 1/4 of the mini-batch for the exact-Fisher products
@@ -109,14 +110,20 @@ class KFACConfig:
             False gives μ = 0 always.
         inverse_recompute_first: recompute the inverses at every k ≤ this (spec §12, [code]
             ``iter <= 3``).
-        linalg_float64: build the damped inverses (Cholesky, Appendix-B eigendecompositions) in
-            float64 when training in float32, then cast them back. The factors' spectra span
-            many decades (a saturated unit's row of Ā, an almost-dead G direction) while the
-            damping πγ, γ/π can be as small as √η·π ≈ 3e-3·π; in float32 (ε ≈ 6e-8) the
-            Cholesky of such a factor can fail, and the Appendix-B denominators 1 − s₁s₂ of
-            nearly dependent layers lose all their digits. The authors' code inverts in double
-            too (``minv = conv(inv(double(mat)))``). The O(d³) work happens once per T3 steps,
-            so the cost is small. No effect when training in float64.
+        linalg: the precision of the damped inverses' factorizations (Cholesky, Appendix-B
+            generalized eigendecompositions) when training in float32; no effect in float64.
+            ``"auto"`` (default): in the training dtype, as the authors' code does
+            (``eig(single(mat))``, spec Appendix B), redoing in float64 each factor or
+            Appendix-B block whose float32 result cannot be trusted: the factorization failed,
+            or its estimated condition number κ̂ (a lower bound of κ read off the factor:
+            (max Lᵢᵢ / min Lᵢᵢ)² for a Cholesky factor, max Aᵢᵢ · max‖Kⱼ‖² for Kᵀ A K = I)
+            times ε₃₂ exceeds 10⁻², or, in Appendix B, κ̂ ε₃₂ / min(1 − s₁s₂) does (nearly
+            dependent layers). The factors' spectra span many decades while the damping πγ,
+            γ/π can be as small as √η·π; those are the cases redone. ``"float64"``: every
+            factorization in float64 (cast back), the behaviour before issue 14.
+            ``"training"``: the training dtype throughout, no fallback.
+        linalg_float64: the older spelling of ``linalg``: True → ``"float64"``, False →
+            ``"training"``; None (default) leaves ``linalg`` as given.
         stats_method: ``"sample"`` (one target per case drawn from the model, §5, the paper) or
             ``"exact"`` (the expectation over the model's targets computed exactly with d_ℓ
             backward passes; a test hook for comparing with dense matrices).
@@ -141,7 +148,8 @@ class KFACConfig:
     lam_max: float = math.inf  # [code] lambda_max
     use_momentum: bool = True  # §7, [code] useMomentum
     inverse_recompute_first: int = 3  # spec §12, [code] iter <= 3
-    linalg_float64: bool = True  # see the docstring; [code] inverts in double
+    linalg: str = "auto"  # see the docstring; [code] eig(single(mat))
+    linalg_float64: bool | None = None  # older spelling of linalg
     stats_method: str = "sample"  # §5; "exact" is a test hook
 
     def __post_init__(self) -> None:
@@ -154,7 +162,9 @@ class KFACConfig:
             if getattr(self, name) is not None:
                 _real(name, getattr(self, name))
         _flag("use_momentum", self.use_momentum)
-        _flag("linalg_float64", self.linalg_float64)
+        _choice("linalg", self.linalg, LINALG_MODES)
+        if self.linalg_float64 is not None:
+            _flag("linalg_float64", self.linalg_float64)
         _nonnegative("eta", self.eta)
         if not (isinstance(self.lam0, (int, float)) and math.isfinite(self.lam0) and self.lam0 > 0):
             raise ConfigError(f"lam0 must be a finite number > 0, got {self.lam0!r}")

@@ -58,7 +58,9 @@ class ExactInverse(CurvatureInverse):
         dense.check_dense_size(mlp.n_params, numpy.dtype(dtype).itemsize, None)
 
     @classmethod
-    def from_factors(cls, stats: Any, gamma: float) -> ExactInverse:
+    def from_factors(cls, stats: Any, gamma: float, precision: Any = None) -> ExactInverse:
+        """The dense damped inverse (§6.3). ``precision`` is ignored: under
+        ``KFACConfig.linalg = "auto"`` the optimizer factorizes dense structures in float64."""
         return cls(
             spd_inverse(stats.F[0] + factored_damping(stats.A_diag, stats.G_diag, gamma), "F + D_γ")
         )

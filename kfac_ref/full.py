@@ -53,7 +53,9 @@ class FullInverse(CurvatureInverse):
         dense.check_dense_size(mlp.n_params, numpy.dtype(dtype).itemsize, None)
 
     @classmethod
-    def from_factors(cls, stats: Any, gamma: float) -> FullInverse:
+    def from_factors(cls, stats: Any, gamma: float, precision: Any = None) -> FullInverse:
+        """The dense damped inverse (§6.3). ``precision`` is ignored: under
+        ``KFACConfig.linalg = "auto"`` the optimizer factorizes dense structures in float64."""
         A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma)
         xp = get_array_module(*A_diag)
         L = len(A_diag)

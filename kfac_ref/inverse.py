@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import dense
@@ -77,21 +77,31 @@ class CurvatureInverse:
         handle; the factored structures handle any."""
 
     @classmethod
-    def from_stats(cls, stats: Any, gamma: float, linalg_dtype: Any = None) -> CurvatureInverse:
+    def from_stats(
+        cls,
+        stats: Any,
+        gamma: float,
+        linalg_dtype: Any = None,
+        precision: Precision | None = None,
+    ) -> CurvatureInverse:
         """The damped inverse of the statistics with factored Tikhonov damping γ (§6.3), its
         factorizations in ``linalg_dtype`` (e.g. float64; None: the statistics' dtype), cast
-        back to the statistics' dtype."""
+        back to the statistics' dtype; ``precision``: redo untrustworthy ones in float64
+        (:class:`Precision`, ``KFACConfig.linalg = "auto"``)."""
         missing = [name for name in cls.statistics if getattr(stats, name) is None]
         if missing:
             raise ConfigError(f"the {cls.label} inverse needs the statistics {', '.join(missing)}")
         dtype = stats.A_diag[0].dtype
         work = linalg_dtype or dtype
-        inv = cls.from_factors(stats.astype(work) if work != dtype else stats, gamma)
+        inv = cls.from_factors(stats.astype(work) if work != dtype else stats, gamma, precision)
         return inv.astype(dtype) if work != dtype else inv
 
     @classmethod
-    def from_factors(cls, stats: Any, gamma: float) -> CurvatureInverse:
-        """The damped inverse of the statistics, in their dtype (§6.3)."""
+    def from_factors(
+        cls, stats: Any, gamma: float, precision: Precision | None = None
+    ) -> CurvatureInverse:
+        """The damped inverse of the statistics, in their dtype (§6.3); ``precision`` as in
+        :meth:`from_stats` (structures that factorize nothing ignore it)."""
         raise NotImplementedError
 
     def apply(self, V: Sequence[Any]) -> list[Any]:
@@ -169,14 +179,43 @@ def _with_jitter(factorize: Callable[[Any], tuple[Any, Any]], M: Any, name: str)
     )
 
 
+#: A factorization in the training dtype is trusted when κ̂·ε ≤ TRUST (κ̂ a lower bound of the
+#: condition number, ε the dtype's machine epsilon): about two correct digits in the worst
+#: direction of the inverse and many more in the others (``KFACConfig.linalg = "auto"``).
+TRUST = 1e-2
+
+
+@dataclass
+class Precision:
+    """Redo in ``dtype`` (float64) each factorization that cannot be trusted in the training dtype
+    (``KFACConfig.linalg = "auto"``): it failed, or κ̂·ε > :data:`TRUST` (see the config's
+    docstring). ``redone`` collects the names of what was redone, for the log."""
+
+    dtype: Any
+    redone: list[str] = field(default_factory=list)
+
+    def applies_to(self, M: Any) -> bool:
+        """Whether M is in a lower precision than the fallback (else nothing is redone)."""
+        return get_array_module(M).finfo(M.dtype).eps > get_array_module(M).finfo(self.dtype).eps
+
+
+def _trusted(ok: Any, kappa: Any, dtype: Any, xp: Any, slack: Any = 1.0) -> Any:
+    """ok and κ̂·ε ≤ TRUST·slack (0-d, no synchronization)."""
+    return ok & (kappa * float(xp.finfo(dtype).eps) <= TRUST * slack)
+
+
 def _factorize_all(
-    factorize: Callable[[Any], tuple[Any, Any]], Ms: Sequence[Any], names: Sequence[str]
+    factorize: Callable[..., tuple[Any, ...]],
+    Ms: Sequence[Any],
+    names: Sequence[str],
+    precision: Precision | None = None,
 ) -> list[Any]:
     """``factorize(symmetrize(M))`` for every M, checked with one device→host transfer.
 
     Every M must be finite (else :class:`NonFiniteError` naming the first bad one) and is
     factorized; where a factorization fails (not numerically positive definite) it is retried
-    with jitter (:func:`_with_jitter`), which warns.
+    with jitter (:func:`_with_jitter`), which warns. With a ``precision``, one that fails or
+    cannot be trusted is redone in ``precision.dtype`` instead (jitter only if that fails too).
     """
     batch = HostBatch()
     for M, name in zip(Ms, names, strict=True):
@@ -184,26 +223,39 @@ def _factorize_all(
     sym = [symmetrize(M) for M in Ms]
     outs = []
     for i, S in enumerate(sym):
-        out, ok = factorize(S)
+        if precision is not None and precision.applies_to(S):
+            out, ok, kappa = factorize(S, condition=True)
+            ok = _trusted(ok, kappa, S.dtype, get_array_module(S))
+        else:
+            out, ok = factorize(S)
         outs.append(out)
         batch.value(f"ok{i}", ok)
     host = batch.fetch()
-    return [
-        out if host[f"ok{i}"] else _with_jitter(factorize, S, name)
-        for i, (out, S, name) in enumerate(zip(outs, sym, names, strict=True))
-    ]
+    result = []
+    for i, (out, S, name) in enumerate(zip(outs, sym, names, strict=True)):
+        if host[f"ok{i}"]:
+            result.append(out)
+        elif precision is not None and precision.applies_to(S):
+            precision.redone.append(name)
+            (redone,) = _factorize_all(factorize, [S.astype(precision.dtype)], [name])
+            result.append(redone.astype(S.dtype))
+        else:
+            result.append(_with_jitter(factorize, S, name))
+    return result
 
 
-def spd_inverses(Ms: Sequence[Any], names: Sequence[str]) -> list[Any]:
+def spd_inverses(
+    Ms: Sequence[Any], names: Sequence[str], precision: Precision | None = None
+) -> list[Any]:
     """[M⁻¹] for symmetric positive-definite matrices (one Cholesky each, one sync for all).
 
     A matrix that is not numerically positive definite is retried with a small jitter
     (1e-10·tr(M)/dim, then ×100 up to 3 times) and a warning; one with NaN/inf entries raises
-    :class:`NonFiniteError` naming it.
+    :class:`NonFiniteError` naming it. ``precision``: see :func:`_factorize_all`.
     """
     if not Ms:
         return []
-    return _factorize_all(linalg_for(*Ms).spd_inverse, Ms, names)
+    return _factorize_all(linalg_for(*Ms).spd_inverse, Ms, names, precision)
 
 
 def spd_inverse(M: Any, name: str = "matrix") -> Any:
@@ -232,9 +284,12 @@ class BlockDiagonalInverse(CurvatureInverse):
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag")
 
     @classmethod
-    def from_factors(cls, stats: Any, gamma: float) -> BlockDiagonalInverse:
+    def from_factors(
+        cls, stats: Any, gamma: float, precision: Precision | None = None
+    ) -> BlockDiagonalInverse:
         """F̆⁻¹ of the damped diagonal factors (§4.2, §6.3)."""
-        return block_diagonal_inverse(*damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma))
+        A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma)
+        return block_diagonal_inverse(A_diag, G_diag, precision)
 
     def apply(self, V: Sequence[Any]) -> list[Any]:
         return apply_block_diagonal_inverse(self, V)
@@ -261,20 +316,28 @@ class BlockDiagonalInverse(CurvatureInverse):
         return dense.F_breve(factors, gamma)
 
 
-def block_diagonal_inverse(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> BlockDiagonalInverse:
+def block_diagonal_inverse(
+    A_diag: Sequence[Any], G_diag: Sequence[Any], precision: Precision | None = None
+) -> BlockDiagonalInverse:
     """The inverse factors of F̆ from the (damped) diagonal factors Ā_{i-1,i-1}, G_{i,i} (§4.2)."""
-    A_inv, G_inv = _diagonal_inverses(A_diag, G_diag)
+    A_inv, G_inv = _diagonal_inverses(A_diag, G_diag, precision)
     return BlockDiagonalInverse(A_inv=A_inv, G_inv=G_inv)
 
 
-def _diagonal_inverses(A_diag: Sequence[Any], G_diag: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """[Ā_{i-1,i-1}⁻¹], [G_{i,i}⁻¹] for i = 1..ℓ, factorized together (one synchronization on a GPU)."""
+def _diagonal_inverses(
+    A_diag: Sequence[Any],
+    G_diag: Sequence[Any],
+    precision: Precision | None = None,
+    first: int = 0,
+) -> tuple[list[Any], list[Any]]:
+    """[Ā_{i-1,i-1}⁻¹], [G_{i,i}⁻¹] for i = first+1..ℓ (None before), factorized together (one
+    synchronization on a GPU)."""
     L = len(A_diag)
-    names = [f"Ā_{{{k},{k}}}" for k in range(L)] + [
-        f"G_{{{k + 1},{k + 1}}}" for k in range(len(G_diag))
-    ]
-    inv = spd_inverses(list(A_diag) + list(G_diag), names)
-    return inv[:L], inv[L:]
+    layers = range(first, L)
+    names = [f"Ā_{{{k},{k}}}" for k in layers] + [f"G_{{{k + 1},{k + 1}}}" for k in layers]
+    inv = spd_inverses([A_diag[k] for k in layers] + [G_diag[k] for k in layers], names, precision)
+    pad = [None] * first
+    return pad + inv[: L - first], pad + inv[L - first :]
 
 
 def apply_block_diagonal_inverse(inv: BlockDiagonalInverse, V: Sequence[Any]) -> list[Any]:
@@ -297,41 +360,34 @@ class KronSumInverse:
 
 
 def _queue_generalized_eighs(
-    batch: HostBatch, pairs: Sequence[tuple[Any, Any, str]]
-) -> list[tuple[Any, Any, Any]]:
+    batch: HostBatch, pairs: Sequence[tuple[Any, Any, str]], condition: bool = False
+) -> list[tuple[Any, Any, Any, Any]]:
     """Start (s, K) = eigh(C, A) for each (C, A, name), queueing the finiteness of A and C and
-    each factorization's success on ``batch``. Returns (result, C sym, A sym) per pair."""
+    each factorization's success on ``batch``. Returns (result, C sym, A sym, κ̂ or None) per
+    pair (κ̂ of A, :meth:`~kfac_ref.backend.Linalg.generalized_eigh`, with ``condition``)."""
     out = []
     for i, (C, A, name) in enumerate(pairs):
         batch.require_finite([A], _nonfinite_message(name))
         batch.require_finite([C], _nonfinite_message(f"C paired with {name}"))
         Cs, As = symmetrize(C), symmetrize(A)
-        result, ok = linalg_for(A).generalized_eigh(Cs, As)
+        if condition:
+            result, ok, kappa = linalg_for(A).generalized_eigh(Cs, As, condition=True)
+        else:
+            (result, ok), kappa = linalg_for(A).generalized_eigh(Cs, As), None
         batch.value(f"eigh_ok{i}", ok)
-        out.append((result, Cs, As))
+        out.append((result, Cs, As, kappa))
     return out
 
 
 def _finish_generalized_eigh(
-    host: dict[str, Any], i: int, started: tuple[Any, Any, Any], name: str
+    host: dict[str, Any], i: int, started: tuple[Any, Any, Any, Any], name: str
 ) -> tuple[tuple[Any, Any], bool]:
     """(s, K) of a started eigh(C, A), retried with jitter on A where it failed; and whether it was."""
-    result, Cs, As = started
+    result, Cs, As, _ = started
     if host[f"eigh_ok{i}"]:
         return result, False
     la = linalg_for(As)
     return _with_jitter(lambda X: la.generalized_eigh(Cs, X), As, name), True
-
-
-def generalized_eigh(C: Any, A: Any, name: str = "A") -> tuple[Any, Any]:
-    """s, K with C K = A K diag(s), Kᵀ A K = I (A SPD, C symmetric) (Appendix B).
-
-    K plays the role of A^{-1/2} E₁ in Appendix B: with A = L Lᵀ, K = L⁻ᵀ E where
-    L⁻¹ C L⁻ᵀ = E diag(s) Eᵀ (any square root of A works, as the paper notes).
-    """
-    batch = HostBatch()
-    started = _queue_generalized_eighs(batch, [(C, A, name)])
-    return _finish_generalized_eigh(batch.fetch(), 0, started[0], name)[0]
 
 
 def _kron_sum_factors(
@@ -357,23 +413,49 @@ SINGULAR_SIGMA = "Σ_{i|i+1} is singular (1 − s₁s₂ = 0 in Appendix B): the
 
 
 def kron_sum_inverses(
-    blocks: Sequence[tuple[Any, Any, Any, Any]], sign: int = -1
+    blocks: Sequence[tuple[Any, Any, Any, Any]],
+    sign: int = -1,
+    precision: Precision | None = None,
+    redo: Callable[[int], tuple[Any, Any, Any, Any]] | None = None,
 ) -> list[KronSumInverse]:
-    """:func:`kron_sum_inverse` of each (A, B, C, D), with one device→host transfer for all."""
+    """:func:`kron_sum_inverse` of each (A, B, C, D), with one device→host transfer for all.
+
+    With a ``precision``, a block whose generalized eigendecompositions failed or cannot be
+    trusted (κ̂ ε > TRUST · min(1 ± s₂s₁), κ̂ the larger of κ̂(A), κ̂(B)) is redone in
+    ``precision.dtype`` from ``redo(j)`` (default: the block cast) and cast back.
+    """
     batch = HostBatch()
     pairs = [
         p for A, B, C, D in blocks for p in ((C, A, "A (Appendix B)"), (D, B, "B (Appendix B)"))
     ]
-    started = _queue_generalized_eighs(batch, pairs)
+    check = precision is not None and bool(blocks) and precision.applies_to(blocks[0][0])
+    started = _queue_generalized_eighs(batch, pairs, condition=check)
     first = []
     for j in range(len(blocks)):
-        (e1, _, _), (e2, _, _) = started[2 * j], started[2 * j + 1]
+        (e1, _, _, k1), (e2, _, _, k2) = started[2 * j], started[2 * j + 1]
         first.append(None if e1 is None or e2 is None else _kron_sum_factors(e1, e2, sign))
         if first[-1] is not None:
             batch.value(f"singular{j}", first[-1][1])
+            if check:
+                denom = first[-1][0].denom
+                xp = get_array_module(denom)
+                kappa = xp.maximum(k1, k2)
+                batch.value(f"trusted{j}", _trusted(True, kappa, denom.dtype, xp, denom.min()))
     host = batch.fetch()
     out = []
     for j in range(len(blocks)):
+        if check and not (
+            host[f"eigh_ok{2 * j}"]
+            and host[f"eigh_ok{2 * j + 1}"]
+            and first[j] is not None
+            and host[f"trusted{j}"]
+        ):
+            precision.redone.append(f"Σ_{{{j + 1}|{j + 2}}}")
+            block = redo(j) if redo else tuple(M.astype(precision.dtype) for M in blocks[j])
+            (exact,) = kron_sum_inverses([block], sign)
+            dtype = blocks[j][0].dtype
+            out.append(KronSumInverse(*cast([exact.K1, exact.K2, exact.denom], dtype)))
+            continue
         (e1, redo1), (e2, redo2) = (
             _finish_generalized_eigh(host, i, started[i], pairs[i][2]) for i in (2 * j, 2 * j + 1)
         )
@@ -431,10 +513,12 @@ class BlockTridiagonalInverse(CurvatureInverse):
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "A_off", "G_off")
 
     @classmethod
-    def from_factors(cls, stats: Any, gamma: float) -> BlockTridiagonalInverse:
+    def from_factors(
+        cls, stats: Any, gamma: float, precision: Precision | None = None
+    ) -> BlockTridiagonalInverse:
         """F̂⁻¹ of the damped diagonal and the undamped off-diagonal factors (§4.3, §6.3, [code])."""
         A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma)
-        return block_tridiagonal_inverse(A_diag, G_diag, stats.A_off, stats.G_off)
+        return block_tridiagonal_inverse(A_diag, G_diag, stats.A_off, stats.G_off, precision)
 
     def apply(self, V: Sequence[Any]) -> list[Any]:
         return apply_block_tridiagonal_inverse(self, V)
@@ -498,26 +582,47 @@ class BlockTridiagonalInverse(CurvatureInverse):
 
 
 def block_tridiagonal_inverse(
-    A_diag: Sequence[Any], G_diag: Sequence[Any], A_off: Sequence[Any], G_off: Sequence[Any]
+    A_diag: Sequence[Any],
+    G_diag: Sequence[Any],
+    A_off: Sequence[Any],
+    G_off: Sequence[Any],
+    precision: Precision | None = None,
 ) -> BlockTridiagonalInverse:
     """Ψ, Σ_{i|i+1}⁻¹ and Σ_ℓ⁻¹ from the factors (§4.3). Diagonal factors damped, off-diagonal not.
 
     Args:
         A_diag, G_diag: Ā_{i-1,i-1}, G_{i,i} for i = 1..ℓ (damped, §6.3).
         A_off, G_off: Ā_{i-1,i}, G_{i,i+1} for i = 1..ℓ-1.
+        precision: redo untrustworthy factorizations in float64 (:class:`Precision`); an
+            Appendix-B block is then rebuilt from the float64 factors.
     """
     L = len(A_diag)
-    A_inv, G_inv = _diagonal_inverses(A_diag, G_diag)
+    # Ā_{0,0}⁻¹ and G_{1,1}⁻¹ are not needed: Ψ uses Ā_{i,i}⁻¹, G_{i+1,i+1}⁻¹ and Σ_ℓ its own.
+    A_inv, G_inv = _diagonal_inverses(A_diag, G_diag, precision, first=1)
     pA = [psi_A(A_off[k], A_inv[k + 1]) for k in range(L - 1)]
     pG = [psi_G(G_off[k], G_inv[k + 1]) for k in range(L - 1)]
-    # C = Ψ^Ā Ā_{i,i} Ψ^Āᵀ = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ, D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ (Appendix B).
-    sigma_cond = kron_sum_inverses(
-        [
-            (A_diag[k], G_diag[k], symmetrize(pA[k] @ A_off[k].T), symmetrize(pG[k] @ G_off[k].T))
-            for k in range(L - 1)
-        ],
-        -1,
-    )
+    blocks = [
+        _sigma_block(A_diag[k], G_diag[k], A_off[k], G_off[k], pA[k], pG[k]) for k in range(L - 1)
+    ]
+
+    def redo(k: int) -> tuple[Any, Any, Any, Any]:
+        """Block k from the factors in float64 (Ψ's inverses recomputed in float64 too)."""
+        f64 = precision.dtype
+        A_next, G_next = spd_inverses(
+            [A_diag[k + 1].astype(f64), G_diag[k + 1].astype(f64)],
+            [f"Ā_{{{k + 1},{k + 1}}}", f"G_{{{k + 2},{k + 2}}}"],
+        )
+        Ao, Go = A_off[k].astype(f64), G_off[k].astype(f64)
+        return _sigma_block(
+            A_diag[k].astype(f64),
+            G_diag[k].astype(f64),
+            Ao,
+            Go,
+            psi_A(Ao, A_next),
+            psi_G(Go, G_next),
+        )
+
+    sigma_cond = kron_sum_inverses(blocks, -1, precision, redo)
     return BlockTridiagonalInverse(
         psi_A=pA,
         psi_G=pG,
@@ -526,10 +631,27 @@ def block_tridiagonal_inverse(
     )
 
 
+def _sigma_block(
+    A: Any, B: Any, A_off: Any, G_off: Any, pA: Any, pG: Any
+) -> tuple[Any, Any, Any, Any]:
+    """(A, B, C, D) of Σ_{i|i+1} = A ⊗ B − C ⊗ D (Appendix B): A = Ā_{i-1,i-1}, B = G_{i,i},
+    C = Ψ^Ā Ā_{i,i} Ψ^Āᵀ = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ, D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ."""
+    return A, B, symmetrize(pA @ A_off.T), symmetrize(pG @ G_off.T)
+
+
+def chain3(A: Any, B: Any, C: Any) -> Any:
+    """A B C, multiplied in the order with fewer flops ((AB)C or A(BC)): the layer widths of
+    Ψ^G V Ψ^Āᵀ differ, down to 30 at an autoencoder's code layer."""
+    (a0, a1), b1, c1 = A.shape, B.shape[1], C.shape[1]
+    if a0 * a1 * b1 + a0 * b1 * c1 <= a1 * b1 * c1 + a0 * a1 * c1:
+        return (A @ B) @ C
+    return A @ (B @ C)
+
+
 def apply_xi(inv: BlockTridiagonalInverse, V: Sequence[Any]) -> list[Any]:
     """u = Ξ v: u_i = V_i − Ψ^G_{i,i+1} V_{i+1} Ψ^Āᵀ_{i-1,i}, u_ℓ = V_ℓ (§4.3)."""
     L = len(V)
-    return [V[k] - inv.psi_G[k] @ V[k + 1] @ inv.psi_A[k].T for k in range(L - 1)] + [V[-1]]
+    return [V[k] - chain3(inv.psi_G[k], V[k + 1], inv.psi_A[k].T) for k in range(L - 1)] + [V[-1]]
 
 
 def apply_lambda(inv: BlockTridiagonalInverse, U: Sequence[Any]) -> list[Any]:
@@ -541,7 +663,7 @@ def apply_lambda(inv: BlockTridiagonalInverse, U: Sequence[Any]) -> list[Any]:
 def apply_xi_transpose(inv: BlockTridiagonalInverse, Z: Sequence[Any]) -> list[Any]:
     """w = Ξᵀ z: w_1 = z_1, w_i = z_i − Ψ^Gᵀ_{i-1,i} z_{i-1} Ψ^Ā_{i-2,i-1} (§4.3)."""
     return [Z[0]] + [
-        Z[k] - inv.psi_G[k - 1].T @ Z[k - 1] @ inv.psi_A[k - 1] for k in range(1, len(Z))
+        Z[k] - chain3(inv.psi_G[k - 1].T, Z[k - 1], inv.psi_A[k - 1]) for k in range(1, len(Z))
     ]
 
 

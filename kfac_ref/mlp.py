@@ -287,6 +287,31 @@ class MLP:
             Rs = fwd.abar[k] @ V[k].T + Ra @ weights[k][:, :-1].T
         return Rs
 
+    def jvps(self, weights: Sequence[Any], fwd: Forward, Vs: Sequence[Sequence[Any]]) -> list[Any]:
+        """[J v for v in Vs] (:meth:`jvp`) in one forward-mode pass for all the directions.
+
+        The directions travel together as an (m, n, d_i) array: R s_i = V_i ā_{i-1} is one
+        batched product per layer, and W_i R ā_{i-1} one (m·n, d_{i-1}) × (d_{i-1}, d_i) product
+        (the §7 re-scaling needs J Δ for each γ candidate and J δ₀, issue 14). Returns m arrays
+        of shape (n, d_ℓ), views of one buffer.
+        """
+        m = len(Vs)
+        if m == 1:
+            return [self.jvp(weights, fwd, Vs[0])]
+        xp = get_array_module(fwd.abar[0])
+        n = fwd.abar[0].shape[0]
+
+        def first_term(k: int) -> Any:  # (m, n, d_k): V_k ā_{k-1} for every direction
+            return fwd.abar[k][None] @ xp.stack([V[k].T for V in Vs])
+
+        Rs = first_term(0)
+        for k in range(1, self.n_layers):
+            Ra = fwd.dphi[k - 1] * Rs  # R a_k = φ'(s_k) ⊙ R s_k for every direction
+            W_t = weights[k][:, :-1].T
+            Rs = (Ra.reshape(m * n, W_t.shape[0]) @ W_t).reshape(m, n, W_t.shape[1])
+            Rs += first_term(k)
+        return [Rs[j] for j in range(m)]
+
     @staticmethod
     def weight_gradients(fwd: Forward, g: Sequence[Any]) -> list[Any]:
         """Mini-batch mean of DW_i = g_i ā_{i-1}ᵀ: ``g[k].T @ abar[k] / n`` (§2.1)."""

@@ -31,7 +31,7 @@ from .backend import Backend, HostBatch
 from .config import KFACConfig
 from .damping import adjust_lambda, choose_gamma, gammas_to_try
 from .errors import NonFiniteError
-from .inverse import CurvatureInverse
+from .inverse import CurvatureInverse, Precision
 from .mlp import MLP, check_step_inputs
 from .rescale import Rescaling, inner, quadratic_model_on_span, rescaling_from_model
 from .state import KFACState, check_state_scalars, load_state_dict, state_dict
@@ -45,16 +45,18 @@ def curvature_inverse(
     gamma: float,
     structure: str | type[CurvatureInverse],
     linalg_dtype: Any = None,
+    precision: Precision | None = None,
 ) -> CurvatureInverse:
     """The damped inverse (F̆⁻¹ of §4.2, F̂⁻¹ of §4.3, … :mod:`kfac_ref.structures`) of the
     statistics with factored Tikhonov damping γ (§6.3).
 
     The diagonal factors are damped, (Ā + πγI, G + γ/π I); the off-diagonal ones are not
     ([code]). ``linalg_dtype`` (e.g. float64) is the precision of the factorizations; the
-    result is cast back to the statistics' dtype.
+    result is cast back to the statistics' dtype. ``precision``: factorize in the statistics'
+    dtype and redo in float64 what cannot be trusted (:class:`~kfac_ref.inverse.Precision`).
     """
     cls = get_structure(structure) if isinstance(structure, str) else structure
-    return cls.from_stats(stats, gamma, linalg_dtype)
+    return cls.from_stats(stats, gamma, linalg_dtype, precision)
 
 
 def natural_gradient_direction(inverse: CurvatureInverse, grads: Sequence[Any]) -> list[Any]:
@@ -84,6 +86,7 @@ def step_record(
     host: dict[str, Any],
     idx_stats: Any,
     idx_fisher: Any,
+    redone: int = 0,
 ) -> dict[str, float]:
     """The log record of one step (the keys :meth:`KFAC.step` documents)."""
     changes = [r.model_change for r in rescalings] if search else [math.nan] * 3
@@ -108,6 +111,7 @@ def step_record(
         "delta_norm": math.sqrt(host["delta_sq"]),
         "stats_cases": n if idx_stats is None else int(idx_stats.shape[0]),
         "fisher_cases": n if idx_fisher is None else int(idx_fisher.shape[0]),
+        "linalg_redone": redone,
     }
 
 
@@ -135,14 +139,28 @@ class KFAC:
         self.mlp.check_weights(weights)
         return KFACState(k=0, lam=float(self.config.lam0), gamma=float(self.config.resolved.gamma0))
 
-    def _inverse(self, k: int, stats: FactorStats, gamma: float) -> CurvatureInverse:
-        linalg_dtype = self.backend.xp.float64 if self.config.linalg_float64 else None
+    def _inverse(
+        self, k: int, stats: FactorStats, gamma: float, redone: list[str]
+    ) -> CurvatureInverse:
+        """The damped inverse for γ at iteration k, its factorizations in the precision of
+        ``KFACConfig.linalg``; what was redone in float64 is appended to ``redone``."""
+        cfg, f64 = self.config, self.backend.xp.float64
+        mode = cfg.linalg
+        if cfg.linalg_float64 is not None:  # the older spelling
+            mode = "float64" if cfg.linalg_float64 else "training"
+        if mode == "auto" and not self.structure.factored:
+            mode = "float64"  # dense F̃, F: small nets, factorized in float64 as before
+        linalg_dtype = f64 if mode == "float64" else None
+        precision = Precision(f64) if mode == "auto" else None
         try:
-            return curvature_inverse(stats, gamma, self.structure, linalg_dtype)
+            inverse = curvature_inverse(stats, gamma, self.structure, linalg_dtype, precision)
         except NonFiniteError as exc:
             raise NonFiniteError(
                 f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}"
             ) from None
+        if precision is not None:
+            redone.extend(precision.redone)
+        return inverse
 
     # ------------------------------------------------------------------ step
     def step(
@@ -162,7 +180,8 @@ class KFAC:
         lam and gamma (after this iteration's adjustments), alpha, mu, rho and loss_after
         (NaN except every T1 iterations), model_change (M(δ) − M(0)), the model change for each
         γ candidate (NaN unless searched), stat_decay (ε_k), refreshed, gamma_searched,
-        grad_norm, delta_norm, stats_cases, fisher_cases.
+        grad_norm, delta_norm, stats_cases, fisher_cases, linalg_redone (how many factorizations
+        this step redid in float64, ``KFACConfig.linalg = "auto"``).
 
         ``validate=False`` skips the checks of the data's values (shapes are still checked, and
         the weights' finiteness, queued on the device): for a loop that checked its data once
@@ -209,8 +228,9 @@ class KFAC:
         gammas = gammas_to_try(state.gamma, search, const.omega2, const.gamma_min, const.gamma_max)
         if refresh:
             batch.fetch()  # the inverses must not start from non-finite statistics
+        redone: list[str] = []
         inverses = (
-            [self._inverse(k, stats, gamma) for gamma in gammas]
+            [self._inverse(k, stats, gamma, redone) for gamma in gammas]
             if refresh
             else [state.inverse] * len(gammas)
         )
@@ -258,6 +278,7 @@ class KFAC:
             host,
             idx_stats,
             idx_fisher,
+            len(redone),
         )
         return new_weights, new_state, info
 
@@ -275,12 +296,22 @@ class KFAC:
         of all γ candidates come to the host together (one fetch of ``batch``)."""
         cfg = self.config
         delta0 = state.delta if cfg.use_momentum else None
-        J_delta0 = None if delta0 is None else self.mlp.jvp(weights, fwd_fisher, delta0)
         Deltas = [natural_gradient_direction(inverse, grads) for inverse in inverses]
         lam_plus_eta = state.lam + cfg.eta  # the (λ + η)I of the quadratic model M (§6, §7)
+        # J Δ for every candidate and J δ₀ in one forward-mode pass
+        J = self.mlp.jvps(weights, fwd_fisher, Deltas + ([] if delta0 is None else [delta0]))
+        J_delta0 = None if delta0 is None else J[-1]
         for c, Delta in enumerate(Deltas):
             Q, r = quadratic_model_on_span(
-                self.mlp, weights, fwd_fisher, grads, Delta, delta0, J_delta0, lam_plus_eta
+                self.mlp,
+                weights,
+                fwd_fisher,
+                grads,
+                Delta,
+                delta0,
+                J_delta0,
+                lam_plus_eta,
+                J_Delta=J[c],
             )
             batch.value(f"Q{c}", Q)
             batch.value(f"r{c}", r)

@@ -228,6 +228,10 @@ class ReparametrizedMLP(MLP):
             g[k - 1] = ds if self.phis is None else ds @ self._phi_inv_T[k - 1].T
         return g
 
+    def jvps(self, weights: Sequence[Any], fwd: Forward, Vs: Sequence[Sequence[Any]]) -> list[Any]:
+        """[:meth:`jvp` of each direction] (no batching: a test double)."""
+        return [self.jvp(weights, fwd, V) for V in Vs]
+
     def jvp(self, weights: Sequence[Any], fwd: Forward, V: Sequence[Any]) -> Any:
         """R s†_ℓ: R s†_i = V_i ā†_{i-1} + W†_i Ω_{i-1} [φ' ⊙ Φ_{i-1}⁻¹ R s†_{i-1}; 0]."""
         Rs = fwd.abar[0] @ V[0].T

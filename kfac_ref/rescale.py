@@ -179,11 +179,14 @@ def quadratic_model_on_span(
     delta0: Sequence[Any] | None,
     J_delta0: Any,
     lam_plus_eta: float,
+    J_Delta: Any = None,
 ) -> tuple[Any, Any]:
     """(Q, r) of M over span{Δ, δ₀} (or span{Δ} when ``delta0`` is None) with the exact Fisher
     on the cases of ``fwd`` and the term (λ + η)I, ``lam_plus_eta`` = λ + η (§7):
-    :func:`quadratic_model` of :func:`fisher_gram` of J Δ and ``J_delta0`` = J δ₀. Device
-    arrays (no synchronization)."""
-    Jv = [mlp.jvp(weights, fwd, Delta)] + ([] if J_delta0 is None else [J_delta0])
+    :func:`quadratic_model` of :func:`fisher_gram` of J Δ (``J_Delta``, computed here when
+    None) and ``J_delta0`` = J δ₀. Device arrays (no synchronization)."""
+    if J_Delta is None:
+        J_Delta = mlp.jvp(weights, fwd, Delta)
+    Jv = [J_Delta] + ([] if J_delta0 is None else [J_delta0])
     dirs = [Delta] if delta0 is None else [Delta, delta0]
     return quadratic_model(grads, dirs, fisher_gram(mlp, fwd, Jv), lam_plus_eta)

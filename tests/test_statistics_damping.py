@@ -292,7 +292,8 @@ def test_config_defaults_cite_the_paper():
         cfg.resolved.gamma_min == pytest.approx(math.sqrt(1e-5)) and cfg.resolved.gamma_max == 1.0
     )
     assert KFACConfig(gamma_max=None).resolved.gamma_max == math.inf
-    assert cfg.inverse_recompute_first == 3 and cfg.use_momentum and cfg.linalg_float64
+    assert cfg.inverse_recompute_first == 3 and cfg.use_momentum
+    assert cfg.linalg == "auto" and cfg.linalg_float64 is None  # [code] eig(single(mat))
 
 
 @pytest.mark.parametrize(
