@@ -149,12 +149,20 @@ def main(argv: list[str] | None = None) -> int:
         "(default both)",
     )
     parser.add_argument(
+        "--linalg",
+        default="auto",
+        choices=["auto", "float64", "training"],
+        help="precision of the factorizations (KFACConfig.linalg; default auto: the training "
+        "dtype, redone in float64 where it cannot be trusted)",
+    )
+    parser.add_argument(
         "--float32-linalg",
         action="store_true",
-        help="factorize in the training dtype (KFACConfig.linalg_float64=False) instead of float64",
+        help="the older spelling of --linalg training",
     )
     args = parser.parse_args(argv)
 
+    linalg = "training" if args.float32_linalg else args.linalg
     backend = get_backend(args.backend, args.dtype)
     mlp = MLP(LAYERS, ACTIVATIONS, "bernoulli")
     weights = mlp.init_sparse(seed=0, backend=backend)
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": args.dtype,
         "batch": args.batch,
         "quick": args.quick,
-        "linalg_float64": not args.float32_linalg,
+        "linalg": linalg,
         "gradient_s": g,
         "gradient_times_s": grad_t,
     }
@@ -193,16 +201,15 @@ def main(argv: list[str] | None = None) -> int:
                 structure=structure,
                 eta=ETA,
                 constants=constants,
-                linalg_float64=not args.float32_linalg,
+                linalg=linalg,
             )
             results.setdefault(constants, {})[key] = kfac_costs(
                 mlp, weights, X, backend, config, reps, gradient, warm=not args.quick
             )
 
-    linalg = "float32" if args.float32_linalg else "float64"
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
-        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} ({linalg} factorizations), "
+        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} (factorizations: linalg={linalg}), "
         f"{args.backend} ({results['device']}, BLAS threads: {threads})"
     )
     print("seconds (median) and, in brackets, the median ratio to a gradient timed just before")
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for constants in constant_sets:
         bd, td = results[constants]["blockdiag"], results[constants]["tridiag"]
-        tau2 = KFACConfig(constants=constants).tau2_value
+        tau2 = KFACConfig(constants=constants).resolved.tau2
         print(f"\n{constants} constants (τ2 = {tau2:g})")
         print(f"{'':28}{'block-diag':>20}{'tridiag':>20}")
         print(f"{'gradient':28}{g:>20.4f}{g:>20.4f}")

@@ -115,9 +115,9 @@ class KFACConfig:
             ``"auto"`` (default): in the training dtype, as the authors' code does
             (``eig(single(mat))``, spec Appendix B), redoing in float64 each factor or
             Appendix-B block whose float32 result cannot be trusted: the factorization failed,
-            or its estimated condition number κ̂ (a lower bound of κ read off the factor:
-            (max Lᵢᵢ / min Lᵢᵢ)² for a Cholesky factor, max Aᵢᵢ · max‖Kⱼ‖² for Kᵀ A K = I)
-            times ε₃₂ exceeds 10⁻², or, in Appendix B, κ̂ ε₃₂ / min(1 − s₁s₂) does (nearly
+            or its estimated condition number κ̂ = λ̂_max(M) λ̂_max(M⁻¹) (12 power iterations
+            on the factor and on the computed inverse, O(n²) beside the O(n³) factorization)
+            times ε₃₂ exceeds 10⁻² (``kfac_ref.inverse.TRUST``), or, in Appendix B, κ̂ ε₃₂ / min(1 − s₁s₂) does (nearly
             dependent layers). The factors' spectra span many decades while the damping πγ,
             γ/π can be as small as √η·π; those are the cases redone. ``"float64"``: every
             factorization in float64 (cast back), the behaviour before issue 14.

@@ -1,0 +1,240 @@
+"""Factorizations in the training precision with a float64 redo (issue 14, ``KFACConfig.linalg``),
+the batched forward-mode products (:meth:`MLP.jvps`) and the order of the Ξ products.
+
+Oracles: ``numpy.linalg.eigvalsh`` / ``inv`` / ``solve`` in float64 on dense matrices
+(``numpy.kron``), the single-direction :meth:`MLP.jvp`, and plain left-to-right products.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from kfac_ref import MLP, get_backend
+from kfac_ref.backend import linalg_for
+from kfac_ref.config import KFACConfig
+from kfac_ref.errors import ConfigError, NonFiniteError
+from kfac_ref.inverse import (
+    TRUST,
+    Precision,
+    apply_kron_sum_inverse,
+    chain3,
+    kron_sum_inverses,
+    spd_inverses,
+)
+from kfac_ref.optimizer import KFAC
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def spd(n: int, log10_cond: float, rng: np.random.Generator) -> np.ndarray:
+    """A random SPD matrix with eigenvalues spread log-uniformly over 10^-log10_cond … 1."""
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return (Q * np.logspace(-log10_cond, 0, n)) @ Q.T
+
+
+@pytest.mark.parametrize("log10_cond", [1.0, 3.0, 6.0])
+def test_condition_estimates_are_lower_bounds(log10_cond):
+    """κ̂ of the Cholesky route and of the generalized eigh never exceed the true κ, and come
+    within a factor 100 of it (so a badly conditioned factor is seen as one)."""
+    rng = np.random.default_rng(int(log10_cond))
+    la = linalg_for(np.zeros(1))
+    for n in (5, 40):
+        M = spd(n, log10_cond, rng)
+        ev = np.linalg.eigvalsh(M)
+        kappa = ev[-1] / ev[0]
+        _, ok, k_chol = la.spd_inverse(M, condition=True)
+        C = spd(n, 2.0, rng)
+        _, ok2, k_eigh = la.generalized_eigh(C, M, condition=True)
+        assert ok and ok2
+        for k_hat in (float(k_chol), float(k_eigh)):
+            assert k_hat <= kappa * (1 + 1e-8)
+            assert k_hat >= kappa / 100
+
+
+def test_well_conditioned_float32_factor_is_kept_and_ill_conditioned_one_redone():
+    """A κ = 10 factor stays float32; a κ = 1e7 one (κ ε₃₂ ≈ 1 > TRUST) is redone in float64
+    and is then accurate to float64's κ ε, which float32 alone misses by orders of magnitude."""
+    rng = np.random.default_rng(0)
+    good, bad = spd(30, 1.0, rng), spd(30, 7.0, rng)
+    prec = Precision(np.float64)
+    inv_good, inv_bad = spd_inverses(
+        [good.astype(np.float32), bad.astype(np.float32)], ["good", "bad"], prec
+    )
+    assert prec.redone == ["bad"]
+    assert inv_good.dtype == inv_bad.dtype == np.float32
+    bad32 = bad.astype(np.float32).astype(np.float64)  # the float32 matrix, exactly
+    ref = np.linalg.inv(bad32)
+    err_redone = np.linalg.norm(inv_bad - ref) / np.linalg.norm(ref)
+    (plain32,) = spd_inverses([bad.astype(np.float32)], ["bad"])
+    err_plain = np.linalg.norm(plain32 - ref) / np.linalg.norm(ref)
+    assert err_redone < 1e-6  # float64 result rounded to float32
+    assert err_plain > 100 * err_redone
+    ref_good = np.linalg.inv(good.astype(np.float32).astype(np.float64))
+    assert np.linalg.norm(inv_good - ref_good) / np.linalg.norm(ref_good) < 1e3 * EPS32
+
+
+def test_nothing_is_redone_in_float64():
+    rng = np.random.default_rng(1)
+    prec = Precision(np.float64)
+    spd_inverses([spd(10, 12.0, rng)], ["M"], prec)
+    assert prec.redone == []
+
+
+def _sigma_minus(A, B, C, D):
+    return np.kron(A, B) - np.kron(C, D)
+
+
+@pytest.mark.parametrize("dependence", [0.5, 1 - 1e-5])
+def test_appendix_b_block_redone_when_nearly_singular(dependence):
+    """Σ = A ⊗ B − C ⊗ D with C = c·A, D = B (s₁ = c, s₂ = 1: 1 − s₁s₂ = 1 − c). At c = 1/2
+    float32 is trusted; at c = 1 − 1e-5 (κ̂ ε / (1 − c) ≫ TRUST) the block is redone in float64,
+    and the inverse then matches a dense float64 solve of the float32 inputs to 1e-4 where the
+    float32 computation is off by more than 0.1 % (ε₃₂ / (1 − c) ≈ 1 %)."""
+    rng = np.random.default_rng(2)
+    A, B = spd(4, 1.0, rng), spd(3, 1.0, rng)
+    C, D = dependence * A, B.copy()
+    blocks32 = [tuple(M.astype(np.float32) for M in (A, B, C, D))]
+    prec = Precision(np.float64)
+    (inv,) = kron_sum_inverses(blocks32, -1, prec)
+    X = rng.standard_normal((3, 4))
+    exact = [M.astype(np.float64) for M in blocks32[0]]
+    ref = np.linalg.solve(_sigma_minus(*exact), X.reshape(-1, order="F")).reshape(3, 4, order="F")
+    got = apply_kron_sum_inverse(inv, X.astype(np.float32))
+    err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    if dependence == 0.5:
+        assert prec.redone == [] and err < 1e-5
+    else:
+        assert prec.redone == ["Σ_{1|2}"] and err < 1e-4
+        (plain,) = kron_sum_inverses(blocks32, -1)
+        err32 = np.linalg.norm(apply_kron_sum_inverse(plain, X.astype(np.float32)) - ref)
+        assert err32 / np.linalg.norm(ref) > 1e-3
+
+
+def test_trust_threshold_is_two_digits():
+    assert TRUST == 1e-2  # documented in KFACConfig.linalg; change both together
+
+
+# ------------------------------------------------------------------ the optimizer's modes
+def _net():
+    backend = get_backend("numpy", "float32")
+    mlp = MLP([12, 8, 6, 8, 12], ["logistic", "linear", "logistic"], "bernoulli")
+    W = mlp.init_sparse(seed=0, backend=backend)
+    X = np.random.default_rng(0).random((64, 12)).astype(np.float32)
+    return backend, mlp, W, X
+
+
+def _run(cfg, steps=8):
+    backend, mlp, W, X = _net()
+    opt = KFAC(mlp, cfg, backend)
+    st = opt.init_state(W)
+    infos = []
+    for k in range(1, steps + 1):
+        W, st, info = opt.step(W, st, X, X, np.random.default_rng(k))
+        infos.append(info)
+    return W, infos
+
+
+@pytest.mark.parametrize("structure", ["block_diagonal", "block_tridiagonal"])
+def test_linalg_modes(structure):
+    """ "float64" is the older linalg_float64=True bit for bit; "training" the older False;
+    "auto" stays within float32 round-off of "float64" on a well-conditioned net and logs how
+    many factorizations it redid."""
+    base = dict(structure=structure, T1=2, T2=4, T3=2)
+    W64, _ = _run(KFACConfig(linalg="float64", **base))
+    W64_old, _ = _run(KFACConfig(linalg_float64=True, **base))
+    W32, _ = _run(KFACConfig(linalg="training", **base))
+    W32_old, _ = _run(KFACConfig(linalg_float64=False, **base))
+    Wauto, infos = _run(KFACConfig(**base))
+    for a, b in zip(W64, W64_old, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(W32, W32_old, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(isinstance(i["linalg_redone"], int) for i in infos)
+    for a, b in zip(Wauto, W64, strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_linalg_mode_is_checked():
+    with pytest.raises(ConfigError, match="linalg"):
+        KFACConfig(linalg="double")
+    with pytest.raises(ConfigError, match="linalg_float64"):
+        KFACConfig(linalg_float64="yes")
+
+
+def test_auto_redoes_an_ill_conditioned_factor_in_a_step():
+    """Tiny damping (γ0 = λ0 = 1e-6) on a net fed pairs of nearly equal inputs: in float32
+    throughout ("training") Σ_{i|i+1} comes out singular; "auto" redoes the untrustworthy
+    factorizations in float64 and its update agrees with the all-float64 factorizations of
+    "float64" to 1 % (float32 statistics and products limit both; measured 0.2 %)."""
+    backend, mlp, W, X = _net()
+    X = np.repeat(X[:, :6], 2, axis=1) + 1e-4 * X  # pairs of nearly equal inputs
+    base = dict(structure="block_tridiagonal", gamma0=1e-6, gamma_min=0.0, lam0=1e-6)
+
+    def update(mode):
+        opt = KFAC(mlp, KFACConfig(linalg=mode, **base), backend)
+        W1, _, info = opt.step(W, opt.init_state(W), X, X, np.random.default_rng(1))
+        return np.concatenate(
+            [(a - b).ravel().astype(np.float64) for a, b in zip(W1, W, strict=True)]
+        ), info
+
+    with pytest.raises(NonFiniteError, match="singular"):
+        update("training")
+    d_auto, info_auto = update("auto")
+    d_64, info_64 = update("float64")
+    assert info_auto["linalg_redone"] > 0 and info_64["linalg_redone"] == 0
+    assert np.linalg.norm(d_auto - d_64) / np.linalg.norm(d_64) < 1e-2
+
+
+# ------------------------------------------------------------------ products
+def test_jvps_match_jvp_for_each_direction(make_net):
+    net = make_net((5, 4, 6, 3), ["logistic", "tanh"], "bernoulli", seed=3)
+    fwd = net.mlp.forward(net.weights, net.X)
+    rng = np.random.default_rng(0)
+    Vs = [net.weights_of(rng.standard_normal(net.theta.size)) for _ in range(4)]
+    got = net.mlp.jvps(net.weights, fwd, Vs)
+    assert len(got) == 4
+    for J, V in zip(got, Vs, strict=True):
+        np.testing.assert_allclose(J, net.mlp.jvp(net.weights, fwd, V), rtol=1e-12, atol=1e-14)
+    (one,) = net.mlp.jvps(net.weights, fwd, Vs[:1])
+    np.testing.assert_array_equal(one, net.mlp.jvp(net.weights, fwd, Vs[0]))
+
+
+@pytest.mark.parametrize("shapes", [((30, 2), (2, 40), (40, 3)), ((3, 40), (40, 2), (2, 30))])
+def test_chain3_product_and_order(shapes):
+    rng = np.random.default_rng(0)
+    A, B, C = (rng.standard_normal(s) for s in shapes)
+    np.testing.assert_allclose(chain3(A, B, C), A @ B @ C, rtol=1e-12, atol=1e-12)
+    # the cheaper order, checked by flops of the two orders
+    (a0, a1), b1, c1 = A.shape, B.shape[1], C.shape[1]
+    left, right = a0 * a1 * b1 + a0 * b1 * c1, a1 * b1 * c1 + a0 * a1 * c1
+    expected = (A @ B) @ C if left <= right else A @ (B @ C)
+    np.testing.assert_array_equal(chain3(A, B, C), expected)
+
+
+def test_batched_rescaling_matches_one_direction_at_a_time(monkeypatch):
+    """The optimizer's one-pass J Δ, J δ₀ gives the α, μ of one JVP per direction (float64)."""
+    backend = get_backend("numpy", "float64")
+    mlp = MLP([6, 5, 4, 6], ["logistic", "tanh"], "bernoulli")
+    W = mlp.init_sparse(seed=1, backend=backend)
+    X = np.random.default_rng(3).random((40, 6))
+    cfg = KFACConfig(structure="block_tridiagonal", T1=2, T2=2, T3=2)
+
+    def run():
+        opt = KFAC(mlp, cfg, backend)
+        st, Wk, out = opt.init_state(W), W, []
+        for k in range(1, 6):
+            Wk, st, info = opt.step(Wk, st, X, X, np.random.default_rng(k))
+            out.append((info["alpha"], info["mu"]))
+        return out
+
+    batched = run()
+    monkeypatch.setattr(
+        MLP, "jvps", lambda self, w, fwd, Vs: [self.jvp(w, fwd, V) for V in Vs], raising=True
+    )
+    single = run()
+    np.testing.assert_allclose(np.array(batched), np.array(single), rtol=1e-9, atol=1e-12)
+    assert dataclasses.is_dataclass(cfg)
