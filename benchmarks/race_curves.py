@@ -251,6 +251,10 @@ def crossings(
     return out
 
 
+def fmt_err(e: float | None) -> str:
+    return "nan" if e is None else f"{e:.4g}"
+
+
 class Load:
     """The machine's load over one run: load averages at the start and end, and the share of
     the CPU that other processes took meanwhile (from /proc/stat, as peer_kfac_jax.py)."""
@@ -326,7 +330,7 @@ def race_kfac_ref(
             ]
             print(
                 f"  {racer}: k = {last['iteration']}, {last['time']:.1f} s, "
-                f"error {trace[-1][2]:.4g}",
+                f"error {fmt_err(trace[-1][2])}",
                 flush=True,
             )
             if (
@@ -533,7 +537,7 @@ def race_kfac_jax(
             trace.append([k, elapsed, err])
             trace_no_compile.append([k, elapsed - in_compile, err])
             if k % (5 * args.eval_every) == 0 or done:
-                print(f"  kfac-jax: k = {k}, {elapsed:.1f} s, error {err}", flush=True)
+                print(f"  kfac-jax: k = {k}, {elapsed:.1f} s, error {fmt_err(err)}", flush=True)
             if err is None or err <= min(TARGETS):
                 done = True
         if done:
