@@ -85,7 +85,7 @@ TARGETS = (10.0, 1.0, 0.1)
 #: at k = 100; evaluated every 10 iterations.
 PROBLEM = {"n_train": 2000, "m1": 250, "k_full": 100, "eval_every": 10}
 #: --quick: a tiny race (a smaller schedule, a few seconds per run).
-QUICK = {"n_train": 500, "m1": 125, "k_full": 4, "max_seconds": 8.0, "max_iters": 40}
+QUICK = {"n_train": 500, "m1": 250, "k_full": 2, "max_seconds": 8.0, "max_iters": 40}
 SGD_LRS = (0.02, 0.05, 0.1)
 KFAC_RACERS = tuple(f"kfac-{s}-{c}" for s in ("blockdiag", "tridiag") for c in ("paper", "code"))
 SGD_RACERS = tuple(f"sgd-lr{lr:g}" for lr in SGD_LRS)
