@@ -600,7 +600,7 @@ def plot(path: Path, payload: dict[str, Any]) -> None:
         color, style = ("k", "-") if name == "kfac-jax" else (f"C{j}", "-")
         if name.startswith("sgd"):
             style = "--"
-        ax.plot(*zip(*pts, strict=True), style, label=name, color=color)
+        ax.plot(*zip(*pts, strict=True), style, marker=".", ms=3, label=name, color=color)
     for t in TARGETS:
         ax.axhline(t, color="0.6", lw=0.8, ls=":")
     ax.set_yscale("log")
