@@ -22,7 +22,9 @@ iterate's (averaging from k = 200, decay 0.99, as in the authors' code), compute
 the kfac-jax weights too. The script reports, per run, the optimizer seconds and iteration at
 which the error first reaches 10, 1 and 0.1, a trace (seconds, error), and the machine's load
 (load average at the start and end, share of the CPU other processes took). A run stops at
-``--max-seconds`` of optimizer time, ``--max-iters`` or when it reaches the last target.
+``--max-seconds`` of optimizer time, ``--max-iters`` or once it has reached the last target
+(checked every 50 iterations for kfac_ref's K-FAC runs, every 2000 for SGD, at every evaluation
+for kfac-jax; the crossings are the first evaluated points either way).
 
 kfac-jax compiles its step once per mini-batch shape and per value of a static flag (damping
 update, every 5th step): on this schedule about 100 variants, 15–60 s each on a 2-core CPU (XLA's
@@ -33,7 +35,7 @@ with compilation, and without it (the seconds jax reports through ``jax.monitori
 subtracted; the budget ``--max-seconds`` counts the latter).
 
     python benchmarks/race_curves.py --json race.json --plot race.png           # the full race
-    python benchmarks/race_curves.py --quick --json quick.json --plot quick.png  # 1–2 min
+    python benchmarks/race_curves.py --quick --json quick.json --plot quick.png  # 2–3 min
     python benchmarks/race_curves.py --only kfac-tridiag-code kfac-jax --max-seconds 120
     python benchmarks/race_curves.py --json race.json --plot race.png --resume   # continue
 
@@ -142,17 +144,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="iterations per run at most (default: no cap; 40 with --quick)",
     )
-    p.add_argument("--quick", action="store_true", help=f"a tiny race (1–2 min): {QUICK}")
+    p.add_argument(
+        "--quick", action="store_true", help=f"a tiny race (2–3 min on a 2-core CPU): {QUICK}"
+    )
     p.add_argument("--n-train", type=int, default=None, help="training cases (default 2000)")
     p.add_argument("--m1", type=int, default=None, help="first mini-batch size (default 250)")
     p.add_argument(
-        "--k-full", type=int, default=None, help="iteration at which m_k is everything (100)"
+        "--k-full",
+        type=int,
+        default=None,
+        help="iteration from which m_k is all the cases (default 100)",
     )
     p.add_argument(
-        "--eval-every", type=int, default=10, help="K-FAC / kfac-jax: evaluate every N iterations"
+        "--eval-every",
+        type=int,
+        default=10,
+        help="K-FAC, kfac-jax: evaluate every N iterations (default 10)",
     )
     p.add_argument(
-        "--sgd-eval-every", type=int, default=50, help="SGD: evaluate every N iterations"
+        "--sgd-eval-every",
+        type=int,
+        default=50,
+        help="SGD: evaluate every N iterations (default 50)",
     )
     p.add_argument(
         "--layers",
