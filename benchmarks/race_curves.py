@@ -51,6 +51,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -712,7 +713,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"# kfac-jax skipped: {jax_ok}", flush=True)
                 payload["runs"][racer] = {"racer": racer, "skipped": jax_ok}
                 continue
-            run = race_kfac_jax(args, X_train, theta0)
+            try:
+                run = race_kfac_jax(args, X_train, theta0)
+            except Exception as exc:  # noqa: BLE001 - a failing peer must not lose the race
+                if args.debug:
+                    raise
+                traceback.print_exc()
+                print(f"# kfac-jax failed: {exc!r}", flush=True)
+                run = {"racer": racer, "error": repr(exc)}
         else:
             try:
                 run = race_kfac_ref(args, racer, X_train, theta0)
