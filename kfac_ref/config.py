@@ -112,14 +112,15 @@ class KFACConfig:
             ``iter <= 3``).
         linalg: the precision of the damped inverses' factorizations (Cholesky, Appendix-B
             generalized eigendecompositions) when training in float32; no effect in float64.
-            ``"auto"`` (default): in the training dtype, as the authors' code does
-            (``eig(single(mat))``, spec Appendix B), redoing in float64 each factor or
-            Appendix-B block whose float32 result cannot be trusted: the factorization failed,
-            or its estimated condition number κ̂ = λ̂_max(M) λ̂_max(M⁻¹) (12 power iterations
-            on the factor and on the computed inverse, O(n²) beside the O(n³) factorization)
-            times ε₃₂ exceeds 10⁻² (``kfac_ref.inverse.TRUST``), or, in Appendix B, κ̂ ε₃₂ / min(1 − s₁s₂) does (nearly
-            dependent layers). The factors' spectra span many decades while the damping πγ,
-            γ/π can be as small as √η·π; those are the cases redone. ``"float64"``: every
+            ``"auto"`` (default): the Appendix-B generalized eigendecompositions of F̂ (most of
+            its refresh) in the training dtype, as the authors' code does (``eig(single(mat))``,
+            spec Appendix B), each block redone in float64 when its float32 result cannot be
+            trusted: the factorization failed, or κ̂ ε₃₂ / min(1 − s₁s₂) > 10⁻²
+            (``kfac_ref.inverse.TRUST``), with κ̂ = λ̂_max(A) λ̂_max(A⁻¹) from 3 block power
+            iterations (O(n²) beside the O(n³) eigendecomposition): nearly dependent layers,
+            or factors whose spectra span more decades than the damping πγ, γ/π can cover. The
+            Cholesky inverses (F̆, Ψ, Σ_ℓ) stay in float64: they cost about one matrix product,
+            and float32 saves little there. ``"float64"``: every
             factorization in float64 (cast back), the behaviour before issue 14.
             ``"training"``: the training dtype throughout, no fallback.
         linalg_float64: the older spelling of ``linalg``: True → ``"float64"``, False →

@@ -187,9 +187,10 @@ TRUST = 1e-2
 
 @dataclass
 class Precision:
-    """Redo in ``dtype`` (float64) each factorization that cannot be trusted in the training dtype
-    (``KFACConfig.linalg = "auto"``): it failed, or κ̂·ε > :data:`TRUST` (see the config's
-    docstring). ``redone`` collects the names of what was redone, for the log."""
+    """``KFACConfig.linalg = "auto"``: Cholesky inverses in ``dtype`` (float64); each Appendix-B
+    block in the training dtype, redone in ``dtype`` where it cannot be trusted (it failed, or
+    κ̂·ε > :data:`TRUST` · min(1 − s₁s₂); see the config's docstring). ``redone`` collects the
+    names of the blocks redone, for the log."""
 
     dtype: Any
     redone: list[str] = field(default_factory=list)
@@ -214,34 +215,29 @@ def _factorize_all(
 
     Every M must be finite (else :class:`NonFiniteError` naming the first bad one) and is
     factorized; where a factorization fails (not numerically positive definite) it is retried
-    with jitter (:func:`_with_jitter`), which warns. With a ``precision``, one that fails or
-    cannot be trusted is redone in ``precision.dtype`` instead (jitter only if that fails too).
+    with jitter (:func:`_with_jitter`), which warns. With a ``precision`` (``linalg="auto"``)
+    the matrices are factorized in ``precision.dtype`` and the results cast back: a Cholesky
+    inverse costs about one matrix product, so float64 is cheap here, while float32 would need
+    a condition estimate costing a fair part of that (issue 14; Appendix B is where float32 pays).
     """
+    if precision is not None and Ms and precision.applies_to(Ms[0]):
+        dtype = Ms[0].dtype
+        done = _factorize_all(factorize, [M.astype(precision.dtype) for M in Ms], names)
+        return [out.astype(dtype) for out in done]
     batch = HostBatch()
     for M, name in zip(Ms, names, strict=True):
         batch.require_finite([M], _nonfinite_message(name))
     sym = [symmetrize(M) for M in Ms]
     outs = []
     for i, S in enumerate(sym):
-        if precision is not None and precision.applies_to(S):
-            out, ok, kappa = factorize(S, condition=True)
-            ok = _trusted(ok, kappa, S.dtype, get_array_module(S))
-        else:
-            out, ok = factorize(S)
+        out, ok = factorize(S)
         outs.append(out)
         batch.value(f"ok{i}", ok)
     host = batch.fetch()
-    result = []
-    for i, (out, S, name) in enumerate(zip(outs, sym, names, strict=True)):
-        if host[f"ok{i}"]:
-            result.append(out)
-        elif precision is not None and precision.applies_to(S):
-            precision.redone.append(name)
-            (redone,) = _factorize_all(factorize, [S.astype(precision.dtype)], [name])
-            result.append(redone.astype(S.dtype))
-        else:
-            result.append(_with_jitter(factorize, S, name))
-    return result
+    return [
+        out if host[f"ok{i}"] else _with_jitter(factorize, S, name)
+        for i, (out, S, name) in enumerate(zip(outs, sym, names, strict=True))
+    ]
 
 
 def spd_inverses(
