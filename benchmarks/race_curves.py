@@ -28,9 +28,10 @@ for kfac-jax; the crossings are the first evaluated points either way).
 
 kfac-jax compiles its step once per mini-batch shape and per value of a static flag (damping
 update, every 5th step): on this schedule about 100 variants, 15–60 s each on a 2-core CPU (XLA's
-compilation is most of it). By default every variant the run will meet is compiled before its
-clock starts (``prewarm_s``, ``compile_s_per_shape`` in the JSON; ``compile_s_in_clock`` checks
-that none was left). ``--kfac-jax-cold`` compiles inside the run instead and reports both clocks:
+compilation is most of it). By default each variant is compiled just before the step that
+first needs it, outside the clock, with at most ``LIVE_VARIANTS`` kept (compiling all of them
+before the run exhausted this machine's 24 GB); ``prewarm_s`` and ``compile_s_per_shape`` in the
+JSON give those seconds, and ``compile_s_in_clock`` checks that none fell inside the clock. ``--kfac-jax-cold`` compiles inside the run instead and reports both clocks:
 with compilation, and without it (the seconds jax reports through ``jax.monitoring``
 subtracted; the budget ``--max-seconds`` counts the latter).
 
@@ -100,6 +101,8 @@ INVERSE_PERIOD = 20  # T3 (§8)
 #: Iterations per run_experiment call of a kfac_ref racer (it stops between calls once the last
 #: target is reached); SGD's iterations are cheap, so its chunks are longer.
 CHUNK = {"kfac": 50, "sgd": 2000}
+#: kfac-jax step variants kept compiled at once (each holds several hundred MB of XLA code)
+LIVE_VARIANTS = 6
 #: The keys of the JSON's settings that must match for --resume to continue a race.
 SETTINGS_KEYS = (
     "n_train",
@@ -501,27 +504,29 @@ def race_kfac_jax(
         variants |= {(n, False), (n, True)}
     compile_s: dict[str, float] = {}
     prewarm_s = 0.0
-    if not args.kfac_jax_cold:  # compile every variant before the clock starts
+    live: set[tuple[int, bool]] = set()  # variants compiled since the caches were last cleared
+
+    def warm(k: int, m: int) -> None:
+        """Compile the variant of step k outside the clock, on copies (the step donates its
+        arguments), first clearing jax's caches when LIVE_VARIANTS are held: compiling all ~100
+        at once exhausted the 24 GB of this machine (LLVM: cannot allocate memory)."""
+        nonlocal prewarm_s
+        variant = (m, k % 5 == 0)
+        if variant in live:
+            return
         t0 = time.perf_counter()
-        for m, damp in sorted(variants):
-            p_copy, s_copy = copy(params), copy(state)  # the step donates its arguments
-            s_copy.step_counter = jnp.asarray(4 if damp else 0, dtype=state.step_counter.dtype)
-            before, t1 = clock.seconds, time.perf_counter()
-            jax.block_until_ready(opt.step(p_copy, s_copy, key, batch=Xd[:m]))
-            call_s = time.perf_counter() - t1
-            name = f"{m}{'/damping' if damp else ''}"
-            compile_s[name] = min(clock.seconds - before, call_s)  # events can overlap
-            print(
-                f"    m = {name}: {call_s:.1f} s, {compile_s[name]:.1f} s of it compiling",
-                flush=True,
-            )
+        if len(live) >= LIVE_VARIANTS:
+            jax.clear_caches()
+            live.clear()
+        p_copy, s_copy = copy(params), copy(state)
+        before = clock.seconds
+        jax.block_until_ready(opt.step(p_copy, s_copy, key, batch=Xd[:m]))
         jax.block_until_ready(average(params, copy(params), 0.5))
-        prewarm_s = time.perf_counter() - t0
-        print(
-            f"  kfac-jax: {len(variants)} step variants ({len({m for m, _ in variants})} shapes) "
-            f"compiled before the clock in {prewarm_s:.1f} s",
-            flush=True,
-        )
+        call_s = time.perf_counter() - t0
+        name = f"{m}{'/damping' if variant[1] else ''}"
+        compile_s[name] = min(clock.seconds - before, call_s)
+        prewarm_s += call_s
+        live.add(variant)
 
     load = Load()
     in_compile = 0.0  # jax's tracing and compilation seconds inside the clock
@@ -535,6 +540,8 @@ def race_kfac_jax(
         Xb = jax.block_until_ready(jax.device_put(X_train[batch_indices(args.seed, k, n, m)]))
         key, sub = jax.block_until_ready(jax.random.split(key))
         c = average_decay(k, 200, 0.99)  # RunConfig's average_start and average_decay
+        if not args.kfac_jax_cold:
+            warm(k, m)
         before = clock.seconds
         t0 = time.perf_counter()
         params, state, _ = opt.step(params, state, sub, batch=Xb)
@@ -581,7 +588,7 @@ def race_kfac_jax(
         "crossings": crossings(trace),
         "trace": trace,
         "init_s": init_s,
-        "compiled_before_clock": not args.kfac_jax_cold,
+        "compiled_before_clock": not args.kfac_jax_cold,  # each variant just before its step
         "prewarm_s": prewarm_s,
         "compile_s_per_shape": compile_s,
         "compile_s_in_clock": in_compile,
