@@ -241,6 +241,30 @@ def sigmoid_cross_entropy(jnp: Any, z: Any, t: Any) -> Any:
     return jnp.maximum(z, 0.0) - z * t + jnp.log1p(jnp.exp(-jnp.abs(z)))
 
 
+def kfac_jax_loss(jax: Any, jnp: Any, kfac_jax: Any, mlp: MLP, eta: float = ETA) -> Any:
+    """h(θ) of ``mlp`` (logistic or linear hidden units, Bernoulli output) for kfac-jax: mean over
+    cases of the summed cross-entropy + (η/2)‖θ‖² (§2.1, η = ``eta``), every layer a tagged dense layer
+    s_i = a_{i-1} w_i + b_i, params a list of {"w", "b"}."""
+    n_hidden = mlp.n_layers - 1
+    hidden = [a.name for a in mlp.activations]
+
+    def forward(params: list[dict[str, Any]], x: Any) -> Any:
+        a = x
+        for i, p in enumerate(params):
+            s = kfac_jax.register_dense(a @ p["w"] + p["b"], a, p["w"], p["b"])
+            a = jax.nn.sigmoid(s) if i < n_hidden and hidden[i] == "logistic" else s
+        return a
+
+    def loss_fn(params: list[dict[str, Any]], x: Any) -> Any:
+        z = forward(params, x)
+        kfac_jax.register_sigmoid_cross_entropy_loss(z, x)
+        data = jnp.sum(sigmoid_cross_entropy(jnp, z, x)) / x.shape[0]
+        sq = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(params))
+        return data + 0.5 * eta * sq
+
+    return loss_fn
+
+
 class KfacJaxSide:
     """``kfac_jax.Optimizer`` on the same network, written with jnp matmuls and layer tags."""
 
@@ -249,24 +273,7 @@ class KfacJaxSide:
     ) -> None:
         self.jax, self.jnp, kfac_jax = import_kfac_jax()
         jax, jnp = self.jax, self.jnp
-        n_hidden = mlp.n_layers - 1
-        hidden = [a.name for a in mlp.activations]
-
-        def forward(params: list[dict[str, Any]], x: Any) -> Any:
-            """s_ℓ: s_i = a_{i-1} w_i + b_i, a tagged dense layer; a_i = σ(s_i) or s_i (§2.1)."""
-            a = x
-            for i, p in enumerate(params):
-                s = kfac_jax.register_dense(a @ p["w"] + p["b"], a, p["w"], p["b"])
-                a = jax.nn.sigmoid(s) if i < n_hidden and hidden[i] == "logistic" else s
-            return a
-
-        def loss_fn(params: list[dict[str, Any]], x: Any) -> Any:
-            """h(θ) = mean over cases of the summed cross-entropy + (η/2)‖θ‖² (§2.1)."""
-            z = forward(params, x)
-            kfac_jax.register_sigmoid_cross_entropy_loss(z, x)
-            data = jnp.sum(sigmoid_cross_entropy(jnp, z, x)) / x.shape[0]
-            sq = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(params))
-            return data + 0.5 * ETA * sq
+        loss_fn = kfac_jax_loss(jax, jnp, kfac_jax, mlp)
 
         self.loss_fn = jax.jit(loss_fn)
         self.opt = kfac_jax.Optimizer(

@@ -64,9 +64,9 @@ from peer_kfac_jax import (  # noqa: E402
     BENCH_EXTRA,
     cpu_between,
     cpu_counters,
+    kfac_jax_loss,
     machine_info,
     release,
-    sigmoid_cross_entropy,
     version,
 )
 
@@ -358,15 +358,7 @@ def race_kfac_ref(
             ):
                 break
     err = trace[-1][2]
-    stop = (
-        "diverged"
-        if err is None
-        else "target"
-        if err <= min(TARGETS)
-        else "max_seconds"
-        if last["time"] >= cfg.max_seconds
-        else "max_iters"
-    )
+    stop = stop_reason(err, last["time"] >= cfg.max_seconds)
     return {
         "racer": racer,
         "library": "kfac_ref",
@@ -420,32 +412,26 @@ def batch_indices(seed: int, k: int, n: int, m: int) -> numpy.ndarray:
     return numpy.random.default_rng([seed, k]).choice(n, size=m, replace=False)
 
 
+def stop_reason(err: float | None, out_of_time: bool) -> str:
+    """Why a run ended: diverged (no finite error), target (0.1 reached), max_seconds, max_iters."""
+    if err is None:
+        return "diverged"
+    if err <= min(TARGETS):
+        return "target"
+    return "max_seconds" if out_of_time else "max_iters"
+
+
 def race_kfac_jax(
     args: argparse.Namespace, X_train: numpy.ndarray, theta0: list[numpy.ndarray]
 ) -> dict[str, Any]:
     """``kfac_jax.Optimizer`` on kfac_ref's problem: same arrays, θ₀, m_k and mini-batch order."""
     jax, jnp, kfac_jax = import_kfac_jax()
     mlp = autoencoder("curves", args.layers)
-    hidden = [a.name for a in mlp.activations]
-    n_hidden = mlp.n_layers - 1
     backend = get_backend("numpy", "float32")
     clock = CompileClock(jax)
     n = X_train.shape[0]
 
-    def forward(params: list[dict[str, Any]], x: Any) -> Any:
-        a = x
-        for i, p in enumerate(params):
-            s = kfac_jax.register_dense(a @ p["w"] + p["b"], a, p["w"], p["b"])
-            a = jax.nn.sigmoid(s) if i < n_hidden and hidden[i] == "logistic" else s
-        return a
-
-    def loss_fn(params: list[dict[str, Any]], x: Any) -> Any:
-        """Mean over cases of the summed cross-entropy + (η/2)‖θ‖², kfac_ref's h(θ)."""
-        z = forward(params, x)
-        kfac_jax.register_sigmoid_cross_entropy_loss(z, x)
-        data = jnp.sum(sigmoid_cross_entropy(jnp, z, x)) / x.shape[0]
-        sq = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(params))
-        return data + 0.5 * ETA * sq
+    loss_fn = kfac_jax_loss(jax, jnp, kfac_jax, mlp, ETA)
 
     opt = kfac_jax.Optimizer(
         value_and_grad_func=jax.value_and_grad(loss_fn),
@@ -569,15 +555,7 @@ def race_kfac_jax(
         if done:
             break
     err = trace[-1][2]
-    stop = (
-        "diverged"
-        if err is None
-        else "target"
-        if err <= min(TARGETS)
-        else "max_seconds"
-        if elapsed - in_compile >= args.max_seconds
-        else "max_iters"
-    )
+    stop = stop_reason(err, elapsed - in_compile >= args.max_seconds)
     result = {
         "racer": "kfac-jax",
         "library": f"kfac-jax {version('kfac-jax')}, jax {version('jax')}",
