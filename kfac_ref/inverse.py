@@ -386,6 +386,17 @@ def _finish_generalized_eigh(
     return _with_jitter(lambda X: la.generalized_eigh(Cs, X), As, name), True
 
 
+def generalized_eigh(C: Any, A: Any, name: str = "A") -> tuple[Any, Any]:
+    """s, K with C K = A K diag(s), Kᵀ A K = I (A SPD, C symmetric) (Appendix B).
+
+    K plays the role of A^{-1/2} E₁ in Appendix B: with A = L Lᵀ, K = L⁻ᵀ E where
+    L⁻¹ C L⁻ᵀ = E diag(s) Eᵀ (any square root of A works, as the paper notes).
+    """
+    batch = HostBatch()
+    started = _queue_generalized_eighs(batch, [(C, A, name)])
+    return _finish_generalized_eigh(batch.fetch(), 0, started[0], name)[0]
+
+
 def _kron_sum_factors(
     e1: tuple[Any, Any], e2: tuple[Any, Any], sign: int
 ) -> tuple[KronSumInverse, Any]:

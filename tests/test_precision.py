@@ -21,6 +21,7 @@ from kfac_ref.inverse import (
     Precision,
     apply_kron_sum_inverse,
     chain3,
+    generalized_eigh,
     kron_sum_inverses,
     spd_inverses,
 )
@@ -233,3 +234,12 @@ def test_batched_rescaling_matches_one_direction_at_a_time(monkeypatch):
     single = run()
     np.testing.assert_allclose(np.array(batched), np.array(single), rtol=1e-9, atol=1e-12)
     assert dataclasses.is_dataclass(cfg)
+
+
+def test_generalized_eigh_identities():
+    """C K = A K diag(s) and Kᵀ A K = I (Appendix B), against dense products in float64."""
+    rng = np.random.default_rng(4)
+    A, C = spd(6, 2.0, rng), spd(6, 1.0, rng)
+    s, K = generalized_eigh(C, A)
+    np.testing.assert_allclose(C @ K, A @ K * s, atol=1e-10)
+    np.testing.assert_allclose(K.T @ A @ K, np.eye(6), atol=1e-10)
