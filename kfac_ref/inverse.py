@@ -121,8 +121,9 @@ class CurvatureInverse:
         raise NotImplementedError
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
-        """The shape of each array of :meth:`state_dict` for layer widths d_0 … d_ℓ."""
+    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
+        """The shape of each array of :meth:`state_dict` for layer widths d_0 … d_ℓ (``legacy``:
+        as state format 1 saved them, where that differs)."""
         raise NotImplementedError
 
     @classmethod
@@ -303,7 +304,7 @@ class BlockDiagonalInverse(CurvatureInverse):
         return cls([asarray(a) for a in d["A_inv"]], [asarray(g) for g in d["G_inv"]])
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
         A, G = _factor_shapes(sizes)
         return {"A_inv": A, "G_inv": G}
 
@@ -344,15 +345,43 @@ def apply_block_diagonal_inverse(inv: BlockDiagonalInverse, V: Sequence[Any]) ->
 # ----------------------------------------------------------------------- Appendix B
 @dataclass
 class KronSumInverse:
-    """(A ⊗ B ± C ⊗ D)⁻¹ = (K₁ ⊗ K₂)(I ± S₁ ⊗ S₂)⁻¹(K₁ ⊗ K₂)ᵀ (Appendix B).
+    """(A ⊗ B ± C ⊗ D)⁻¹ (Appendix B), in one of two equal forms.
 
-    ``denom[r, c]`` = 1 ± s₂[r] s₁[c], so the inverse applied to vec(X) is
-    vec(K₂ [(K₂ᵀ X K₁) ⊘ denom] K₁ᵀ).
+    * Full (``A_inv`` None): (K₁ ⊗ K₂)(I ± S₁ ⊗ S₂)⁻¹(K₁ ⊗ K₂)ᵀ with square K, applied to vec(X)
+      as vec(K₂ [(K₂ᵀ X K₁) ⊘ denom] K₁ᵀ), ``denom[r, c]`` = 1 ± s₂[r] s₁[c].
+    * Low-rank (minus sign only): (1 − x)⁻¹ = 1 + x/(1 − x) and K Kᵀ = A⁻¹ give
+      Σ⁻¹ = A⁻¹ ⊗ B⁻¹ + (K̃₁ ⊗ K̃₂)(I − S₁ ⊗ S₂)⁻¹(K̃₁ ⊗ K̃₂)ᵀ with K̃ = K S^{1/2}, applied as
+      vec(B⁻¹ X A⁻¹ + K̃₂ [(K̃₂ᵀ X K̃₁) ⊘ denom] K̃₁ᵀ). Eigenvectors with s = 0 drop out of the
+      second term, so K̃ needs only rank(C) (rank(D)) columns: see :func:`block_tridiagonal_inverse`.
     """
 
     K1: Any
     K2: Any
     denom: Any
+    A_inv: Any = None
+    B_inv: Any = None
+
+    @property
+    def low_rank(self) -> bool:
+        return self.A_inv is not None
+
+    def arrays(self) -> list[Any]:
+        return [self.K1, self.K2, self.denom] + ([self.A_inv, self.B_inv] if self.low_rank else [])
+
+
+@dataclass
+class _Side:
+    """One side of an Appendix-B block: (s, K) = eigh(C, A), and how K̃ follows from K.
+
+    ``lift`` None: the paper's problem, C K = A K diag(s) with A = Ā_{i-1,i-1} (or G_{i,i}), and
+    K̃ = K diag(s)^{1/2} in the low-rank form. ``lift`` = A⁻¹ P: C = P M Pᵀ has rank ≤ r < dim A,
+    and the problem is solved on the small side (r × r), see :func:`block_tridiagonal_inverse`:
+    here ``C`` is Pᵀ A⁻¹ P, ``A`` is M⁻¹, and K̃ = lift · K.
+    """
+
+    C: Any
+    A: Any
+    lift: Any = None
 
 
 def _queue_generalized_eighs(
@@ -398,10 +427,15 @@ def generalized_eigh(C: Any, A: Any, name: str = "A") -> tuple[Any, Any]:
 
 
 def _kron_sum_factors(
-    e1: tuple[Any, Any], e2: tuple[Any, Any], sign: int
+    e1: tuple[Any, Any],
+    e2: tuple[Any, Any],
+    sign: int,
+    sides: tuple[_Side, _Side] | None = None,
+    base: tuple[Any, Any] | None = None,
 ) -> tuple[KronSumInverse, Any]:
-    """The Appendix-B factors from eigh(C, A) = (s₁, K₁) and eigh(D, B) = (s₂, K₂), and a 0-d
-    flag "Σ is singular" (1 − s₂s₁ ≤ round-off somewhere; always False for sign > 0)."""
+    """The Appendix-B factors from eigh on each side, (s₁, K₁) and (s₂, K₂), and a 0-d flag
+    "Σ is singular" (1 − s₂s₁ ≤ round-off somewhere; always False for sign > 0). With ``base``
+    = (A⁻¹, B⁻¹) the low-rank form of :class:`KronSumInverse`, K̃ from ``sides``."""
     (s1, K1), (s2, K2) = e1, e2
     xp = get_array_module(K1)
     if sign < 0:
@@ -413,34 +447,56 @@ def _kron_sum_factors(
         # s₁, s₂ carry round-off of order √dim·ε even when 1 − s₂s₁ is exactly 0 mathematically
         tiny = 4.0 * xp.finfo(denom.dtype).eps * max(K1.shape[0], K2.shape[0]) ** 0.5
         singular = (denom <= tiny).any()
-    return KronSumInverse(K1=K1, K2=K2, denom=denom), singular
+    if base is None:
+        return KronSumInverse(K1=K1, K2=K2, denom=denom), singular
+    assert sign < 0 and sides is not None
+    K1, K2 = (
+        K * xp.sqrt(s)[None, :] if side.lift is None else side.lift @ K
+        for side, s, K in zip(sides, (s1, s2), (K1, K2), strict=True)
+    )
+    return KronSumInverse(K1=K1, K2=K2, denom=denom, A_inv=base[0], B_inv=base[1]), singular
 
 
 SINGULAR_SIGMA = "Σ_{i|i+1} is singular (1 − s₁s₂ = 0 in Appendix B): the factors are exactly dependent; use damping γ > 0"
 
 
+@dataclass
+class _Block:
+    """An Appendix-B block to invert: its two sides, and (A⁻¹, B⁻¹) for the low-rank form."""
+
+    sides: tuple[_Side, _Side]
+    base: tuple[Any, Any] | None = None
+
+
 def kron_sum_inverses(
-    blocks: Sequence[tuple[Any, Any, Any, Any]],
+    blocks: Sequence[tuple[Any, Any, Any, Any] | _Block],
     sign: int = -1,
     precision: Precision | None = None,
-    redo: Callable[[int], tuple[Any, Any, Any, Any]] | None = None,
+    redo: Callable[[int], tuple[Any, Any, Any, Any] | _Block] | None = None,
 ) -> list[KronSumInverse]:
     """:func:`kron_sum_inverse` of each (A, B, C, D), with one device→host transfer for all.
 
     With a ``precision``, a block whose generalized eigendecompositions failed or cannot be
-    trusted (κ̂ ε > TRUST · min(1 ± s₂s₁), κ̂ the larger of κ̂(A), κ̂(B)) is redone in
+    trusted (κ̂ ε > TRUST · min(1 ± s₂s₁), κ̂ the larger of the two sides' κ̂) is redone in
     ``precision.dtype`` from ``redo(j)`` (default: the block cast) and cast back.
     """
+    specs = [
+        b if isinstance(b, _Block) else _Block((_Side(b[2], b[0]), _Side(b[3], b[1])))
+        for b in blocks
+    ]
     batch = HostBatch()
     pairs = [
-        p for A, B, C, D in blocks for p in ((C, A, "A (Appendix B)"), (D, B, "B (Appendix B)"))
+        (side.C, side.A, name)
+        for b in specs
+        for side, name in zip(b.sides, ("A (Appendix B)", "B (Appendix B)"), strict=True)
     ]
-    check = precision is not None and bool(blocks) and precision.applies_to(blocks[0][0])
+    check = precision is not None and bool(specs) and precision.applies_to(specs[0].sides[0].A)
     started = _queue_generalized_eighs(batch, pairs, condition=check)
     first = []
-    for j in range(len(blocks)):
+    for j, b in enumerate(specs):
         (e1, _, _, k1), (e2, _, _, k2) = started[2 * j], started[2 * j + 1]
-        first.append(None if e1 is None or e2 is None else _kron_sum_factors(e1, e2, sign))
+        ready = e1 is not None and e2 is not None
+        first.append(_kron_sum_factors(e1, e2, sign, b.sides, b.base) if ready else None)
         if first[-1] is not None:
             batch.value(f"singular{j}", first[-1][1])
             if check:
@@ -450,7 +506,7 @@ def kron_sum_inverses(
                 batch.value(f"trusted{j}", _trusted(True, kappa, denom.dtype, xp, denom.min()))
     host = batch.fetch()
     out = []
-    for j in range(len(blocks)):
+    for j, b in enumerate(specs):
         if check and not (
             host[f"eigh_ok{2 * j}"]
             and host[f"eigh_ok{2 * j + 1}"]
@@ -460,14 +516,14 @@ def kron_sum_inverses(
             precision.redone.append(f"Σ_{{{j + 1}|{j + 2}}}")
             block = redo(j) if redo else tuple(M.astype(precision.dtype) for M in blocks[j])
             (exact,) = kron_sum_inverses([block], sign)
-            dtype = blocks[j][0].dtype
-            out.append(KronSumInverse(*cast([exact.K1, exact.K2, exact.denom], dtype)))
+            dtype = b.sides[0].A.dtype
+            out.append(KronSumInverse(*cast(exact.arrays(), dtype)))
             continue
         (e1, redo1), (e2, redo2) = (
             _finish_generalized_eigh(host, i, started[i], pairs[i][2]) for i in (2 * j, 2 * j + 1)
         )
         if redo1 or redo2 or first[j] is None:
-            inv, singular = _kron_sum_factors(e1, e2, sign)
+            inv, singular = _kron_sum_factors(e1, e2, sign, b.sides, b.base)
             singular = bool(singular)
         else:
             inv, singular = first[j][0], host[f"singular{j}"]
@@ -487,8 +543,12 @@ def kron_sum_inverse(A: Any, B: Any, C: Any, D: Any, sign: int = -1) -> KronSumI
 
 
 def apply_kron_sum_inverse(inv: KronSumInverse, X: Any) -> Any:
-    """Y = K₂ [(K₂ᵀ X K₁) ⊘ (1 ± s₂s₁ᵀ)] K₁ᵀ, i.e. (A ⊗ B ± C ⊗ D)⁻¹ vec(X) (Appendix B)."""
-    return inv.K2 @ ((inv.K2.T @ X @ inv.K1) / inv.denom) @ inv.K1.T
+    """Y = K₂ [(K₂ᵀ X K₁) ⊘ denom] K₁ᵀ (+ B⁻¹ X A⁻¹ in the low-rank form), i.e.
+    (A ⊗ B ± C ⊗ D)⁻¹ vec(X) (Appendix B)."""
+    Y = chain3(inv.K2, chain3(inv.K2.T, X, inv.K1) / inv.denom, inv.K1.T)
+    if inv.low_rank:
+        Y += chain3(inv.B_inv, X, inv.A_inv)
+    return Y
 
 
 # ---------------------------------------------------------------- §4.3 block tridiagonal
@@ -534,19 +594,20 @@ class BlockTridiagonalInverse(CurvatureInverse):
         return BlockTridiagonalInverse(
             psi_A=cast(self.psi_A, dtype),
             psi_G=cast(self.psi_G, dtype),
-            sigma_cond=[
-                KronSumInverse(*cast([s.K1, s.K2, s.denom], dtype)) for s in self.sigma_cond
-            ],
+            sigma_cond=[KronSumInverse(*cast(s.arrays(), dtype)) for s in self.sigma_cond],
             sigma_last=self.sigma_last.astype(dtype),
         )
 
     def state_dict(self) -> dict[str, list[Any]]:
+        low = [s for s in self.sigma_cond if s.low_rank]
         return {
             "psi_A": _host(self.psi_A),
             "psi_G": _host(self.psi_G),
             "K1": _host([s.K1 for s in self.sigma_cond]),
             "K2": _host([s.K2 for s in self.sigma_cond]),
             "denom": _host([s.denom for s in self.sigma_cond]),
+            "A_inv_sigma": _host([s.A_inv for s in low]),
+            "G_inv_sigma": _host([s.B_inv for s in low]),
             "A_inv_last": _host(self.sigma_last.A_inv),
             "G_inv_last": _host(self.sigma_last.G_inv),
         }
@@ -556,36 +617,68 @@ class BlockTridiagonalInverse(CurvatureInverse):
         cls, d: dict[str, Any], asarray: Callable[[Any], Any]
     ) -> BlockTridiagonalInverse:
         def dev(name: str) -> list[Any]:
-            return [asarray(a) for a in d[name]]
+            return [asarray(a) for a in d.get(name, [])]
 
+        # a block is in the low-rank form where its K₁ is not square (state format 1: none is)
+        bases = iter(zip(dev("A_inv_sigma"), dev("G_inv_sigma"), strict=True))
+        sigma_cond = [
+            KronSumInverse(
+                K1,
+                K2,
+                denom,
+                *(
+                    next(bases)
+                    if K1.shape[0] != K1.shape[1] or K2.shape[0] != K2.shape[1]
+                    else (None, None)
+                ),
+            )
+            for K1, K2, denom in zip(dev("K1"), dev("K2"), dev("denom"), strict=True)
+        ]
         return cls(
             psi_A=dev("psi_A"),
             psi_G=dev("psi_G"),
-            sigma_cond=[
-                KronSumInverse(*t) for t in zip(dev("K1"), dev("K2"), dev("denom"), strict=True)
-            ],
+            sigma_cond=sigma_cond,
             sigma_last=BlockDiagonalInverse(dev("A_inv_last"), dev("G_inv_last")),
         )
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
+        """``legacy``: the shapes of state format 1, before the low-rank form (all blocks full)."""
         A, G = _factor_shapes(sizes)
         L = len(A)
         A_off = [(sizes[k] + 1, sizes[k + 1] + 1) for k in range(L - 1)]
         G_off = [(sizes[k + 1], sizes[k + 2]) for k in range(L - 1)]
-        return {
+        small = [(False, False)] * (L - 1) if legacy else sigma_sides_small(sizes)
+        K1 = [(A[k][0], A[k + 1][0] if s[0] else A[k][0]) for k, s in enumerate(small)]
+        K2 = [(G[k][0], G[k + 1][0] if s[1] else G[k][0]) for k, s in enumerate(small)]
+        low = [k for k, s in enumerate(small) if any(s)]
+        out = {
             "psi_A": A_off,
             "psi_G": G_off,
-            "K1": A[:-1],
-            "K2": G[:-1],
-            "denom": [(g[0], a[0]) for a, g in zip(A[:-1], G[:-1], strict=True)],
+            "K1": K1,
+            "K2": K2,
+            "denom": [(k2[1], k1[1]) for k1, k2 in zip(K1, K2, strict=True)],
+            "A_inv_sigma": [A[k] for k in low],
+            "G_inv_sigma": [G[k] for k in low],
             "A_inv_last": A[-1:],
             "G_inv_last": G[-1:],
         }
+        if legacy:
+            del out["A_inv_sigma"], out["G_inv_sigma"]
+        return out
 
     @classmethod
     def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
         return dense.F_hat(factors, gamma)
+
+
+def sigma_sides_small(sizes: Sequence[int]) -> list[tuple[bool, bool]]:
+    """For each Σ_{i|i+1} (i = 1..ℓ-1) of a net with these layer sizes d_0..d_ℓ, whether each
+    side of Appendix B is solved on the small side: C = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ has rank
+    ≤ d_i + 1, less than dim Ā_{i-1,i-1} = d_{i-1} + 1 where the net narrows, and
+    D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ has rank ≤ d_{i+1} < d_i likewise (see :func:`block_tridiagonal_inverse`).
+    A block with a small side is stored in the low-rank form of :class:`KronSumInverse`."""
+    return [(sizes[i] < sizes[i - 1], sizes[i + 1] < sizes[i]) for i in range(1, len(sizes) - 1)]
 
 
 def block_tridiagonal_inverse(
@@ -597,6 +690,14 @@ def block_tridiagonal_inverse(
 ) -> BlockTridiagonalInverse:
     """Ψ, Σ_{i|i+1}⁻¹ and Σ_ℓ⁻¹ from the factors (§4.3). Diagonal factors damped, off-diagonal not.
 
+    Appendix B's eigenproblem C K = A K diag(s) (A = Ā_{i-1,i-1}, C = P M Pᵀ with P = Ā_{i-1,i},
+    M = Ā_{i,i}⁻¹; likewise G_{i,i} and D = G_{i,i+1} G_{i+1,i+1}⁻¹ G_{i,i+1}ᵀ) is of the size of
+    A, but C has rank ≤ dim M. Where M is the smaller (:func:`sigma_sides_small`), the nonzero
+    eigenpairs come from the small problem (Pᵀ A⁻¹ P) Y = M⁻¹ Y diag(s), Yᵀ M⁻¹ Y = I: then
+    K̃ = A⁻¹ P Y satisfies C K̃ = A K̃ diag(s) and K̃ᵀ A K̃ = diag(s), i.e. K̃ = K diag(s)^{1/2}
+    on the s ≠ 0 eigenvectors, which is all the low-rank form of :class:`KronSumInverse` needs.
+    The same s and the same Σ⁻¹, at (dim M)³ instead of (dim A)³ for the eigendecomposition.
+
     Args:
         A_diag, G_diag: Ā_{i-1,i-1}, G_{i,i} for i = 1..ℓ (damped, §6.3).
         A_off, G_off: Ā_{i-1,i}, G_{i,i+1} for i = 1..ℓ-1.
@@ -604,30 +705,32 @@ def block_tridiagonal_inverse(
             Appendix-B block is then rebuilt from the float64 factors.
     """
     L = len(A_diag)
-    # Ā_{0,0}⁻¹ and G_{1,1}⁻¹ are not needed: Ψ uses Ā_{i,i}⁻¹, G_{i+1,i+1}⁻¹ and Σ_ℓ its own.
-    A_inv, G_inv = _diagonal_inverses(A_diag, G_diag, precision, first=1)
+    small = sigma_sides_small([A_diag[0].shape[0] - 1] + [G.shape[0] for G in G_diag])
+    # Ψ uses Ā_{i,i}⁻¹, G_{i+1,i+1}⁻¹ (i ≥ 1); the low-rank form of Σ_{1|2} also Ā_{0,0}⁻¹, G_{1,1}⁻¹
+    first = 0 if L > 1 and any(small[0]) else 1
+    A_inv, G_inv = _diagonal_inverses(A_diag, G_diag, precision, first=first)
     pA = [psi_A(A_off[k], A_inv[k + 1]) for k in range(L - 1)]
     pG = [psi_G(G_off[k], G_inv[k + 1]) for k in range(L - 1)]
     blocks = [
-        _sigma_block(A_diag[k], G_diag[k], A_off[k], G_off[k], pA[k], pG[k]) for k in range(L - 1)
+        _sigma_block(k, small[k], A_diag, G_diag, A_off, G_off, A_inv, G_inv, pA, pG)
+        for k in range(L - 1)
     ]
 
-    def redo(k: int) -> tuple[Any, Any, Any, Any]:
-        """Block k from the factors in float64 (Ψ's inverses recomputed in float64 too)."""
+    def redo(k: int) -> _Block:
+        """Block k from the factors in float64 (the inverses it uses recomputed in float64)."""
         f64 = precision.dtype
-        A_next, G_next = spd_inverses(
-            [A_diag[k + 1].astype(f64), G_diag[k + 1].astype(f64)],
-            [f"Ā_{{{k + 1},{k + 1}}}", f"G_{{{k + 2},{k + 2}}}"],
+        A64 = {j: A_diag[j].astype(f64) for j in (k, k + 1)}
+        G64 = {j: G_diag[j].astype(f64) for j in (k, k + 1)}
+        need = [k + 1] + ([k] if any(small[k]) else [])
+        inv = spd_inverses(
+            [A64[j] for j in need] + [G64[j] for j in need],
+            [f"Ā_{{{j},{j}}}" for j in need] + [f"G_{{{j + 1},{j + 1}}}" for j in need],
         )
-        Ao, Go = A_off[k].astype(f64), G_off[k].astype(f64)
-        return _sigma_block(
-            A_diag[k].astype(f64),
-            G_diag[k].astype(f64),
-            Ao,
-            Go,
-            psi_A(Ao, A_next),
-            psi_G(Go, G_next),
-        )
+        Ai = dict(zip(need, inv[: len(need)], strict=True))
+        Gi = dict(zip(need, inv[len(need) :], strict=True))
+        Ao, Go = {k: A_off[k].astype(f64)}, {k: G_off[k].astype(f64)}
+        pA64, pG64 = {k: psi_A(Ao[k], Ai[k + 1])}, {k: psi_G(Go[k], Gi[k + 1])}
+        return _sigma_block(k, small[k], A64, G64, Ao, Go, Ai, Gi, pA64, pG64)
 
     sigma_cond = kron_sum_inverses(blocks, -1, precision, redo)
     return BlockTridiagonalInverse(
@@ -639,11 +742,33 @@ def block_tridiagonal_inverse(
 
 
 def _sigma_block(
-    A: Any, B: Any, A_off: Any, G_off: Any, pA: Any, pG: Any
-) -> tuple[Any, Any, Any, Any]:
-    """(A, B, C, D) of Σ_{i|i+1} = A ⊗ B − C ⊗ D (Appendix B): A = Ā_{i-1,i-1}, B = G_{i,i},
-    C = Ψ^Ā Ā_{i,i} Ψ^Āᵀ = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ, D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ."""
-    return A, B, symmetrize(pA @ A_off.T), symmetrize(pG @ G_off.T)
+    k: int,
+    small: tuple[bool, bool],
+    A_diag: Any,
+    G_diag: Any,
+    A_off: Any,
+    G_off: Any,
+    A_inv: Any,
+    G_inv: Any,
+    pA: Any,
+    pG: Any,
+) -> _Block:
+    """Σ_{i|i+1} = A ⊗ B − C ⊗ D (Appendix B, i = k+1) as two eigenproblems: A = Ā_{i-1,i-1},
+    C = Ψ^Ā Ā_{i,i} Ψ^Āᵀ = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ, B = G_{i,i}, D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ;
+    a small side (``small``) as (Pᵀ A⁻¹ P, M⁻¹) with lift A⁻¹ P (:func:`block_tridiagonal_inverse`).
+    The arguments are indexable by layer (lists, or dicts holding k and k+1)."""
+    if small[0]:
+        lift = A_inv[k] @ A_off[k]
+        side1 = _Side(A_off[k].T @ lift, A_diag[k + 1], lift)
+    else:
+        side1 = _Side(pA[k] @ A_off[k].T, A_diag[k])
+    if small[1]:
+        lift = G_inv[k] @ G_off[k]
+        side2 = _Side(G_off[k].T @ lift, G_diag[k + 1], lift)
+    else:
+        side2 = _Side(pG[k] @ G_off[k].T, G_diag[k])
+    base = (A_inv[k], G_inv[k]) if any(small) else None
+    return _Block((side1, side2), base)
 
 
 def chain3(A: Any, B: Any, C: Any) -> Any:
