@@ -125,6 +125,13 @@ class KFACConfig:
             ``"training"``: the training dtype throughout, no fallback.
         linalg_float64: the older spelling of ``linalg``: True → ``"float64"``, False →
             ``"training"``; None (default) leaves ``linalg`` as given.
+        lapack_threads: threads of SciPy's LAPACK while the damped inverses are computed, where
+            SciPy's BLAS is not NumPy's (the PyPI wheels each bundle OpenBLAS): 1 (default)
+            stops its idle threads busy-waiting on the cores NumPy's products need between
+            factorizations, which made F̂'s γ-search iteration about 1.5× slower on 2 cores
+            (issue 14, :func:`kfac_ref.backend.scipy_lapack_pool`); the count is restored
+            after each refresh. None leaves the thread pools alone. No effect on CuPy or where
+            NumPy and SciPy share one BLAS library.
         stats_method: ``"sample"`` (one target per case drawn from the model, §5, the paper) or
             ``"exact"`` (the expectation over the model's targets computed exactly with d_ℓ
             backward passes; a test hook for comparing with dense matrices).
@@ -151,6 +158,7 @@ class KFACConfig:
     inverse_recompute_first: int = 3  # spec §12, [code] iter <= 3
     linalg: str = "auto"  # see the docstring; [code] eig(single(mat))
     linalg_float64: bool | None = None  # older spelling of linalg
+    lapack_threads: int | None = 1  # SciPy's own OpenBLAS during refreshes (issue 14)
     stats_method: str = "sample"  # §5; "exact" is a test hook
 
     def __post_init__(self) -> None:
@@ -166,6 +174,8 @@ class KFACConfig:
         _choice("linalg", self.linalg, LINALG_MODES)
         if self.linalg_float64 is not None:
             _flag("linalg_float64", self.linalg_float64)
+        if self.lapack_threads is not None:
+            _positive_int("lapack_threads", self.lapack_threads)
         _nonnegative("eta", self.eta)
         if not (isinstance(self.lam0, (int, float)) and math.isfinite(self.lam0) and self.lam0 > 0):
             raise ConfigError(f"lam0 must be a finite number > 0, got {self.lam0!r}")

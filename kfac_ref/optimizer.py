@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import Backend, HostBatch
+from .backend import Backend, HostBatch, lapack_threads
 from .config import KFACConfig
 from .damping import adjust_lambda, choose_gamma, gammas_to_try
 from .errors import NonFiniteError
@@ -153,7 +153,8 @@ class KFAC:
         linalg_dtype = f64 if mode == "float64" else None
         precision = Precision(f64) if mode == "auto" else None
         try:
-            inverse = curvature_inverse(stats, gamma, self.structure, linalg_dtype, precision)
+            with lapack_threads(cfg.lapack_threads, self.backend.xp):
+                inverse = curvature_inverse(stats, gamma, self.structure, linalg_dtype, precision)
         except NonFiniteError as exc:
             raise NonFiniteError(
                 f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}"

@@ -243,3 +243,44 @@ def test_generalized_eigh_identities():
     s, K = generalized_eigh(C, A)
     np.testing.assert_allclose(C @ K, A @ K * s, atol=1e-10)
     np.testing.assert_allclose(K.T @ A @ K, np.eye(6), atol=1e-10)
+
+
+# ------------------------------------------------------------------ thread pools
+def test_lapack_threads_scopes_scipys_own_pool_and_restores_it():
+    """Where SciPy's LAPACK has a BLAS library of its own (the PyPI wheels), the refresh runs it
+    on ``lapack_threads`` threads and gives the previous count back, also after an error;
+    NumPy's pool is never touched."""
+    from threadpoolctl import ThreadpoolController
+
+    from kfac_ref.backend import lapack_threads, scipy_lapack_pool
+
+    pool = scipy_lapack_pool()
+    if pool is None:
+        pytest.skip("SciPy and NumPy share one BLAS library here: nothing to scope")
+    others = [c for c in ThreadpoolController().lib_controllers if c.filepath != pool.filepath]
+    before = pool.get_num_threads()
+    numpy_threads = [c.get_num_threads() for c in others]
+    with lapack_threads(1, np):
+        assert pool.get_num_threads() == 1
+        assert [c.get_num_threads() for c in others] == numpy_threads
+    assert pool.get_num_threads() == before
+    with pytest.raises(RuntimeError), lapack_threads(1, np):
+        raise RuntimeError("inside")
+    assert pool.get_num_threads() == before
+    with lapack_threads(None, np):
+        assert pool.get_num_threads() == before
+
+
+def test_lapack_threads_leaves_the_trajectory_alone():
+    """The thread count changes how fast LAPACK runs, not what the step computes: 8 F̂ steps
+    with the default (1) and with None agree to float32 round-off (1e-5 on the loss)."""
+    base = dict(structure="block_tridiagonal", T3=2, T2=4)
+    (_, one), (_, left) = _run(KFACConfig(**base)), _run(KFACConfig(lapack_threads=None, **base))
+    for a, b in zip(one, left, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(b["loss"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "1", True])
+def test_lapack_threads_must_be_a_positive_integer_or_none(bad):
+    with pytest.raises(ConfigError, match="lapack_threads"):
+        KFACConfig(lapack_threads=bad)
