@@ -156,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         "dtype, redone in float64 where it cannot be trusted)",
     )
     parser.add_argument(
+        "--lapack-threads",
+        default="1",
+        help="KFACConfig.lapack_threads: SciPy's LAPACK threads during refreshes where SciPy "
+        "has its own BLAS, or 'none' to leave the thread pools alone (default 1)",
+    )
+    parser.add_argument(
         "--float32-linalg",
         action="store_true",
         help="the older spelling of --linalg training",
@@ -163,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     linalg = "training" if args.float32_linalg else args.linalg
+    if args.lapack_threads.lower() == "none":
+        lapack_threads = None
+    elif args.lapack_threads.isdigit() and int(args.lapack_threads) >= 1:
+        lapack_threads = int(args.lapack_threads)
+    else:
+        parser.error(
+            f"--lapack-threads must be a positive integer or none, got {args.lapack_threads!r}"
+        )
     backend = get_backend(args.backend, args.dtype)
     mlp = MLP(LAYERS, ACTIVATIONS, "bernoulli")
     weights = mlp.init_sparse(seed=0, backend=backend)
@@ -189,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "quick": args.quick,
         "linalg": linalg,
+        "lapack_threads": lapack_threads,
         "gradient_s": g,
         "gradient_times_s": grad_t,
     }
@@ -202,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 eta=ETA,
                 constants=constants,
                 linalg=linalg,
+                lapack_threads=lapack_threads,
             )
             results.setdefault(constants, {})[key] = kfac_costs(
                 mlp, weights, X, backend, config, reps, gradient, warm=not args.quick
@@ -209,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
-        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} (factorizations: linalg={linalg}), "
+        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} (factorizations: linalg={linalg}, "
+        f"lapack_threads={lapack_threads}), "
         f"{args.backend} ({results['device']}, BLAS threads: {threads})"
     )
     print("seconds (median) and, in brackets, the median ratio to a gradient timed just before")
