@@ -79,6 +79,6 @@ class ExactInverse(CurvatureInverse):
         return cls(asarray(d["M_inv"][0]))
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
         P = n_params(sizes)
         return {"M_inv": [(P, P)]}

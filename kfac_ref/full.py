@@ -83,7 +83,7 @@ class FullInverse(CurvatureInverse):
         return cls(asarray(d["M_inv"][0]))
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
         P = n_params(sizes)
         return {"M_inv": [(P, P)]}
 

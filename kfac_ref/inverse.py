@@ -121,9 +121,8 @@ class CurvatureInverse:
         raise NotImplementedError
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
-        """The shape of each array of :meth:`state_dict` for layer widths d_0 … d_ℓ (``legacy``:
-        as state format 1 saved them, where that differs)."""
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+        """The shape of each array of :meth:`state_dict` for layer widths d_0 … d_ℓ."""
         raise NotImplementedError
 
     @classmethod
@@ -304,7 +303,7 @@ class BlockDiagonalInverse(CurvatureInverse):
         return cls([asarray(a) for a in d["A_inv"]], [asarray(g) for g in d["G_inv"]])
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
         A, G = _factor_shapes(sizes)
         return {"A_inv": A, "G_inv": G}
 
@@ -617,9 +616,9 @@ class BlockTridiagonalInverse(CurvatureInverse):
         cls, d: dict[str, Any], asarray: Callable[[Any], Any]
     ) -> BlockTridiagonalInverse:
         def dev(name: str) -> list[Any]:
-            return [asarray(a) for a in d.get(name, [])]
+            return [asarray(a) for a in d[name]]
 
-        # a block is in the low-rank form where its K₁ is not square (state format 1: none is)
+        # a block is in the low-rank form where its K₁ or K₂ is not square
         bases = iter(zip(dev("A_inv_sigma"), dev("G_inv_sigma"), strict=True))
         sigma_cond = [
             KronSumInverse(
@@ -642,17 +641,16 @@ class BlockTridiagonalInverse(CurvatureInverse):
         )
 
     @classmethod
-    def state_shapes(cls, sizes: Sequence[int], legacy: bool = False) -> Shapes:
-        """``legacy``: the shapes of state format 1, before the low-rank form (all blocks full)."""
+    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
         A, G = _factor_shapes(sizes)
         L = len(A)
         A_off = [(sizes[k] + 1, sizes[k + 1] + 1) for k in range(L - 1)]
         G_off = [(sizes[k + 1], sizes[k + 2]) for k in range(L - 1)]
-        small = [(False, False)] * (L - 1) if legacy else sigma_sides_small(sizes)
+        small = sigma_sides_small(sizes)
         K1 = [(A[k][0], A[k + 1][0] if s[0] else A[k][0]) for k, s in enumerate(small)]
         K2 = [(G[k][0], G[k + 1][0] if s[1] else G[k][0]) for k, s in enumerate(small)]
         low = [k for k, s in enumerate(small) if any(s)]
-        out = {
+        return {
             "psi_A": A_off,
             "psi_G": G_off,
             "K1": K1,
@@ -663,9 +661,6 @@ class BlockTridiagonalInverse(CurvatureInverse):
             "A_inv_last": A[-1:],
             "G_inv_last": G[-1:],
         }
-        if legacy:
-            del out["A_inv_sigma"], out["G_inv_sigma"]
-        return out
 
     @classmethod
     def dense(cls, factors: Any, gamma: float = 0.0) -> Any:

@@ -22,11 +22,10 @@ from .mlp import MLP
 from .statistics import FactorStats, stats_shapes
 from .structures import get_structure
 
-#: format 2 (issue 14): Σ_{i|i+1}⁻¹ of F̂ in the low-rank form where the net narrows
-#: (:class:`~kfac_ref.inverse.KronSumInverse`); format 1 (every block full) still loads
-STATE_FORMAT = "kfac_ref.KFACState/2"
-LEGACY_FORMATS = ("kfac_ref.KFACState/1",)
-BASE_STATS = ("A_diag", "G_diag", "A_off", "G_off")  # always saved, None or not (format 1)
+#: Σ_{i|i+1}⁻¹ of F̂ is saved in the low-rank form where the net narrows
+#: (:class:`~kfac_ref.inverse.KronSumInverse`); other formats are refused (CHANGELOG.md)
+STATE_FORMAT = "kfac_ref.KFACState/3"
+BASE_STATS = ("A_diag", "G_diag", "A_off", "G_off")  # always saved, None or not
 
 
 @dataclass
@@ -87,7 +86,7 @@ def state_dict(state: KFACState, structure: str) -> dict[str, Any]:
         "delta": _host(state.delta),
     }
     if state.stats is not None:
-        # the four statistics of F̆, F̂ always (format 1), the others where the structure keeps them
+        # the four statistics of F̆, F̂ always, the others where the structure keeps them
         d["stats"] = {
             k: _host(v) for k, v in state.stats.fields().items() if v is not None or k in BASE_STATS
         }
@@ -96,35 +95,30 @@ def state_dict(state: KFACState, structure: str) -> dict[str, Any]:
     return d
 
 
-def state_shapes(
-    mlp: MLP, structure: str, legacy: bool = False
-) -> dict[str, list[tuple[int, ...]]]:
+def state_shapes(mlp: MLP, structure: str) -> dict[str, list[tuple[int, ...]]]:
     """The shape of every array of a :func:`state_dict` for this network and structure, by
-    dotted key (``"delta"``, ``"stats.A_diag"``, ``"inverse.…"``); ``legacy``: format 1's."""
+    dotted key (``"delta"``, ``"stats.A_diag"``, ``"inverse.…"``)."""
     cls = get_structure(structure)
     sizes = mlp.layer_sizes
     out = {"delta": mlp.shapes}
     out.update(
         {f"stats.{key}": shapes for key, shapes in stats_shapes(sizes, cls.statistics).items()}
     )
-    out.update(
-        {f"inverse.{key}": shapes for key, shapes in cls.state_shapes(sizes, legacy).items()}
-    )
+    out.update({f"inverse.{key}": shapes for key, shapes in cls.state_shapes(sizes).items()})
     return out
 
 
 def check_state_dict(d: Any, mlp: MLP, structure: str) -> None:
     """:class:`ConfigError` unless ``d`` is a :func:`state_dict` of ``structure``;
     :class:`ShapeError` unless each of its arrays has this network's shape."""
-    if not isinstance(d, dict) or d.get("format") not in (STATE_FORMAT, *LEGACY_FORMATS):
+    if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
         got = d.get("format") if isinstance(d, dict) else type(d).__name__
         raise ConfigError(f"not a K-FAC state (format {got!r}, expected {STATE_FORMAT!r})")
     if d.get("structure") != structure:
         raise ConfigError(
             f"the saved state is for {d.get('structure')!r}, this optimizer is {structure!r}"
         )
-    legacy = d.get("format") in LEGACY_FORMATS
-    for key, shapes in state_shapes(mlp, structure, legacy).items():
+    for key, shapes in state_shapes(mlp, structure).items():
         node: Any = d
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None

@@ -239,8 +239,6 @@ def why_not_resumable(out: Path, cfg: RunConfig, data: dict[str, Any]) -> str | 
     directory holds instead. Reads only JSON (``config.json``, ``log.jsonl``); the checkpoint
     itself is checked again, without any pickle, when it is resumed."""
     if not (out / io.CHECKPOINT_NAME).is_file():
-        if (out / io.LEGACY_CHECKPOINT_NAME).exists():
-            return f"its {io.LEGACY_CHECKPOINT_NAME} is a pickle of an older kfac_ref, which is never loaded (it could run code)"
         return f"it has no {io.CHECKPOINT_NAME} to continue from"
     try:
         saved = RunConfig.from_json(

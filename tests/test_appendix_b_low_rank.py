@@ -30,7 +30,7 @@ from kfac_ref.inverse import (
     sigma_sides_small,
 )
 from kfac_ref.optimizer import KFAC
-from kfac_ref.state import LEGACY_FORMATS
+from kfac_ref.state import STATE_FORMAT
 from kfac_ref.vec import weights_to_theta
 
 # narrowing on both sides, on one side only, widening, and the autoencoder shape
@@ -141,7 +141,7 @@ def test_float64_redo_of_low_rank_blocks(make_net, monkeypatch):
 
 
 def _full_form(A_diag, G_diag, A_off, G_off) -> BlockTridiagonalInverse:
-    """F̂⁻¹ with every Σ block in the paper's full form (square K), as state format 1 held it."""
+    """F̂⁻¹ with every Σ block in the paper's full form (square K; Appendix B as written)."""
     hat = block_tridiagonal_inverse(A_diag, G_diag, A_off, G_off)
     hat.sigma_cond = [
         kron_sum_inverse(
@@ -155,10 +155,10 @@ def _full_form(A_diag, G_diag, A_off, G_off) -> BlockTridiagonalInverse:
     return hat
 
 
-def test_state_format_1_still_loads(make_net):
-    """A checkpoint of format 1 (every Σ block in the full form, saved before the low-rank
-    form) loads as full-form blocks and gives the F̂⁻¹ it held; format 1 with the new shapes,
-    and unknown formats, are refused with a clear error."""
+def test_state_round_trip_and_other_formats_refused(make_net):
+    """A saved state of the current format loads back as low-rank blocks and gives the same
+    F̂⁻¹ as the paper's full form of every Σ block; the earlier formats and unknown ones are
+    refused with an error naming the format."""
     from kfac_ref import get_backend
 
     backend = get_backend("numpy", "float64")
@@ -167,25 +167,28 @@ def test_state_format_1_still_loads(make_net):
     opt = KFAC(net.mlp, KFACConfig(structure="block_tridiagonal"), backend)
     Y = 1 / (1 + np.exp(-net.X))  # Bernoulli targets in (0, 1)
     _, st, _ = opt.step(net.weights, opt.init_state(net.weights), net.X, Y, backend.rng(0))
-    new = opt.state_dict(st)
-    assert len(new["inverse"]["A_inv_sigma"]) == 2  # Σ_{1|2}, Σ_{2|3}: the net narrows there
-    factors = damped_diagonal(kronecker_factors(net.mlp, net.weights, net.X), 0.1)
-    old = _full_form(*factors, *kronecker_factors(net.mlp, net.weights, net.X).off_diagonal())
-    legacy = dict(new, format=LEGACY_FORMATS[0], inverse=old.state_dict())
-    del legacy["inverse"]["A_inv_sigma"], legacy["inverse"]["G_inv_sigma"]
-    loaded = opt.load_state_dict(legacy).inverse
-    assert not any(b.low_rank for b in loaded.sigma_cond)
+    saved = opt.state_dict(st)
+    assert saved["format"] == STATE_FORMAT
+    assert len(saved["inverse"]["A_inv_sigma"]) == 2  # Σ_{1|2}, Σ_{2|3}: the net narrows there
+    loaded = opt.load_state_dict(saved).inverse
+    assert [b.low_rank for b in loaded.sigma_cond] == [b.low_rank for b in st.inverse.sigma_cond]
+    assert loaded.sigma_cond[0].low_rank
     v = net.weights_of(np.random.default_rng(0).standard_normal(net.mlp.n_params))
     a = weights_to_theta(apply_block_tridiagonal_inverse(loaded, v))
-    b = weights_to_theta(apply_block_tridiagonal_inverse(old, v))
-    np.testing.assert_array_equal(a, b)
-    # the new inverse is the same operator as the old one's full form
+    np.testing.assert_array_equal(
+        a, weights_to_theta(apply_block_tridiagonal_inverse(st.inverse, v))
+    )
+    # the same operator as the paper's full form, built from the damped factors
+    factors = damped_diagonal(kronecker_factors(net.mlp, net.weights, net.X), st.gamma)
+    full = _full_form(*factors, *kronecker_factors(net.mlp, net.weights, net.X).off_diagonal())
     low = block_tridiagonal_inverse(
         *factors, *kronecker_factors(net.mlp, net.weights, net.X).off_diagonal()
     )
+    b = weights_to_theta(apply_block_tridiagonal_inverse(full, v))
     assert _rel(weights_to_theta(apply_block_tridiagonal_inverse(low, v)), b) < 1e-10
-    with pytest.raises(Exception, match="shapes"):
-        opt.load_state_dict(dict(new, format=LEGACY_FORMATS[0]))
-    with pytest.raises(ConfigError, match="format"):
-        opt.load_state_dict(dict(new, format="kfac_ref.KFACState/9"))
-    assert opt.load_state_dict(new).inverse.sigma_cond[0].low_rank
+    for old in ("kfac_ref.KFACState/1", "kfac_ref.KFACState/2", "kfac_ref.KFACState/9"):
+        with pytest.raises(ConfigError, match="format"):
+            opt.load_state_dict(dict(saved, format=old))
+    incomplete = dict(saved, inverse={k: v for k, v in saved["inverse"].items() if k != "K1"})
+    with pytest.raises(Exception, match="K1"):
+        opt.load_state_dict(incomplete)

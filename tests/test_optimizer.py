@@ -108,12 +108,23 @@ def test_second_step_alpha_mu_solve_the_dense_quadratic_model(small, structure, 
     assert info["fisher_cases"] == Xf.shape[0]
 
 
-def test_no_momentum_option_gives_mu_zero(small):
-    mlp, W, X1, X2 = small
-    opt = KFAC(mlp, exact_config("block_diagonal", use_momentum=False), BE)
-    W1, st, _ = opt.step(W, opt.init_state(W), X1, X1, BE.rng(0))
-    _, _, info = opt.step(W1, st, X2, X2, BE.rng(1))
-    assert info["mu"] == 0.0 and info["alpha"] > 0
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_without_momentum_mu_is_zero_and_alpha_the_closed_form(small, structure):
+    """K-FAC without momentum (§7 off; the paper's "no moment." runs): at k = 2, where the
+    momentum model would give μ ≠ 0 (previous test), μ = 0 and δ = αΔ with
+    α = −∇hᵀΔ / (ΔᵀFΔ + (λ + η)‖Δ‖²) (§6.4), F the dense exact Fisher."""
+    mlp, W0, X1, X2 = small
+    cfg = exact_config(structure, max_stat_decay=0.0, use_momentum=False)
+    opt = KFAC(mlp, cfg, BE)
+    W1, state, _ = opt.step(W0, opt.init_state(W0), X1, X1, BE.rng(0))
+    W2, _, info = opt.step(W1, state, X2, X2, BE.rng(1))
+    Delta, g = dense_direction(mlp, W1, X2, structure, state.gamma, cfg.eta)
+    F = exact_fisher(mlp, W1, X2)
+    alpha = -(g @ Delta) / (Delta @ F @ Delta + (state.lam + cfg.eta) * Delta @ Delta)
+    assert info["mu"] == 0.0
+    assert info["alpha"] == pytest.approx(alpha, rel=TOL)
+    assert rel(weights_to_theta(W2) - weights_to_theta(W1), alpha * Delta) < TOL
+    assert info["model_change"] == pytest.approx(0.5 * alpha * (g @ Delta), rel=TOL)
 
 
 # ------------------------------------------------------------------------ γ search

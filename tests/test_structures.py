@@ -135,7 +135,8 @@ def test_registry_names_classes_and_methods():
         assert get_structure(name) is cls and structure_of_method(cls.method) is cls
         assert set(cls.statistics) <= set(FactorStats.names())
     assert get_structure("block_tridiagonal").statistics == ("A_diag", "G_diag", "A_off", "G_off")
-    assert METHODS == (*methods(), "sgd-momentum") and structure_of_method("sgd-momentum") is None
+    assert METHODS == (*methods(), "kfac-blockdiag-nomomentum", "sgd-momentum")
+    assert structure_of_method("sgd-momentum") is None
     with pytest.raises(
         ConfigError,
         match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal, exact",

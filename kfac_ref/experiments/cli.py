@@ -91,7 +91,8 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "--method",
         choices=METHODS,
         default="kfac-tridiag",
-        help="optimizer: K-FAC with F̆ (block-diagonal) or F̂ (block-tridiagonal), or SGD with momentum",
+        help="optimizer: K-FAC with F̆ (block-diagonal) or F̂ (block-tridiagonal), K-FAC with F̆ "
+        "and without momentum (§7 off: δ = αΔ), or SGD with momentum",
     )
     p.add_argument("--iters", type=_positive_int, default=1000, help="number of iterations")
     p.add_argument(
@@ -139,6 +140,13 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         type=_positive_int,
         default=500,
         help="iteration at which K-FAC's mini-batch is the whole training set (§13)",
+    )
+    p.add_argument(
+        "--kfac-batch",
+        type=_positive_int,
+        default=None,
+        help="a fixed K-FAC mini-batch size m instead of the exponential schedule "
+        "(the paper's K-FAC without momentum; default: the schedule)",
     )
     p.add_argument("--sgd-lr", type=float, default=0.05, help="SGD learning rate (> 0)")
     p.add_argument(
@@ -193,6 +201,12 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "--eval-every, --checkpoint-every)",
     )
     p.add_argument(
+        "--resume-other-data",
+        action="store_true",
+        help="with --resume: continue even if the training data differ from the checkpoint's "
+        "(without it, such a resume is refused naming both)",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the run --out holds (without it, a directory holding any run file is refused)",
@@ -229,6 +243,7 @@ def _run_train(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         m1=args.m1,
         k_full=args.k_full,
+        kfac_batch=args.kfac_batch,
         sgd_lr=args.sgd_lr,
         sgd_batch=args.sgd_batch,
         checkpoint_every=args.checkpoint_every,
@@ -237,8 +252,15 @@ def _run_train(args: argparse.Namespace) -> int:
         constants=args.constants,
         max_seconds=args.max_seconds,
     )
+    if args.resume_other_data and not args.resume:
+        raise ConfigError("--resume-other-data only applies with --resume")
     records = run_experiment(
-        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+        cfg,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        allow_other_data=args.resume_other_data,
     )
     final = next(r for r in reversed(records) if "train_error" in r)
     print(

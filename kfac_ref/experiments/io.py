@@ -10,16 +10,21 @@ None; NaN and ±inf allowed). Every array becomes one member of the archive; the
 with each array replaced by ``{"__array__": member}``, is the JSON text of the member
 ``__meta__`` (UTF-8 bytes as uint8), beside the format name, its version and each member's dtype
 and shape, which are checked before anything is returned. Any JSON-able value (a generator's
-state as a dict of ints and lists, say) round-trips unchanged. The pickles of kfac_ref before
-checkpoint version 2 (``checkpoint.pkl``) are refused without being opened as pickles.
+state as a dict of ints and lists, say) round-trips unchanged. A file that is not such an archive
+(a pickle, say) is refused before anything in it is parsed.
+
+One process writes a run directory at a time: :class:`RunLock` holds an advisory lock on its
+``run.lock`` while the run lives.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
 import zipfile
 import zlib
@@ -31,17 +36,18 @@ import numpy
 
 from ..errors import ConfigError, DataError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (RunLock.unsupported)
+    fcntl = None  # type: ignore[assignment]
+
 CHECKPOINT_NAME = "checkpoint.npz"
-LEGACY_CHECKPOINT_NAME = "checkpoint.pkl"  # kfac_ref before checkpoint version 2: a pickle
+LOCK_NAME = "run.lock"
 CHECKPOINT_FORMAT = "kfac_ref.checkpoint"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 META_MEMBER = "__meta__"
 ARRAY_KEY = "__array__"
 ARRAY_KINDS = "biuf"  # bool, signed and unsigned integers, floats: never objects
-PICKLE_REFUSED = (
-    "is a pickle, the checkpoint format of kfac_ref before version 2; loading a pickle can run "
-    "arbitrary code, so kfac_ref no longer reads them and has not opened it"
-)
 
 
 @contextlib.contextmanager
@@ -241,18 +247,11 @@ def _join_arrays(value: Any, arrays: dict[str, numpy.ndarray], path: Path) -> An
     return value
 
 
-def refuse_legacy_checkpoint(path: Path) -> DataError:
-    """The error for an old pickle checkpoint (never unpickled)."""
-    return DataError(
-        f"checkpoint {path} {PICKLE_REFUSED}. Start the run again with --overwrite (it is replaced), "
-        "or delete the file"
-    )
-
-
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The payload of a checkpoint written by :func:`save_checkpoint`, validated (format,
     version, every member's dtype and shape); :class:`DataError` if missing, damaged, of another
-    format, or a pickle (refused unopened). Never executes code: ``allow_pickle=False``."""
+    format, or not an ``.npz`` archive at all (a pickle, say: refused unparsed). Never executes
+    code: ``allow_pickle=False``."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -261,8 +260,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"checkpoint {path} does not exist") from None
     except OSError as exc:
         raise DataError(f"checkpoint {path} cannot be read: {exc.strerror or exc}") from exc
-    if head[:1] == b"\x80" or path.suffix == ".pkl":
-        raise refuse_legacy_checkpoint(path)
     if head != b"PK\x03\x04":
         raise DataError(
             f"checkpoint {path} is corrupt or unreadable: not an .npz archive (empty or damaged?)"
@@ -281,3 +278,101 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise DataError(f"checkpoint {path}: its payload is not a mapping")
     return payload
+
+
+def array_digest(a: numpy.ndarray) -> str:
+    """SHA-256 of a host array's dtype, shape and C-ordered bytes (a data set's fingerprint)."""
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(numpy.ascontiguousarray(a).reshape(-1).view(numpy.uint8))
+    return h.hexdigest()
+
+
+def remove_stale_temporaries(directory: Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` leaves behind when a process is killed
+    mid-write (``.<name>.<random>…tmp`` beside each of ``names``). Call only while holding the
+    directory's :class:`RunLock`, so no live writer's file is touched. Returns what was removed."""
+    removed = []
+    for name in names:
+        for tmp in directory.glob(f".{name}.*tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+class RunLock:
+    """One writer per run directory: an exclusive advisory lock (``fcntl.flock``) on
+    ``<dir>/run.lock``, which names its holder (PID and host).
+
+    The operating system releases the lock when its process ends, however it ends, so a lock
+    file left by a killed process is free and is taken over (:attr:`took_over` names the dead
+    holder). A second process asking for a held lock gets a :class:`ConfigError` naming the
+    holder. The file is removed on :meth:`release`. Where ``fcntl`` is missing (Windows), no
+    lock is taken and :attr:`unsupported` is True.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.path = Path(directory) / LOCK_NAME
+        self._fd: int | None = None
+        self.took_over: str | None = None
+        self.unsupported = fcntl is None
+
+    def acquire(self) -> RunLock:
+        if fcntl is None:
+            return self
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(fd) or "holder unknown"
+                os.close(fd)
+                raise ConfigError(
+                    f"run directory {self.path.parent} is in use by another process ({holder}); "
+                    "wait for it to finish, or choose another --out"
+                ) from None
+            # the file may have been removed (and re-created) by its holder's release meanwhile
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)
+        self.took_over = _read_holder(fd) or None  # written by a holder that never released
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                f"run directory {self.path.parent} cannot be locked: {exc.strerror or exc}"
+            ) from exc
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)  # closing releases the lock
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False

@@ -19,6 +19,7 @@ import difflib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,7 +62,14 @@ AUTOENCODERS: dict[str, dict[str, Any]] = {
         "eta": 5e-6,  # [code] with the ½‖y − s‖² loss (spec §10: the paper's loss was scaled by 2)
     },
 }
-METHODS = (*methods(), "sgd-momentum")  # one K-FAC method per structure (kfac_ref.structures)
+#: K-FAC methods that are a structure's method with KFACConfig fields fixed. "K-FAC without
+#: momentum" of §13 (Figs. 9–11; "no moment., Blk-Diag K-FAC"): δ = αΔ with α from the §6.4
+#: model, μ = 0 (§7 switched off), block-diagonal F̆.
+METHOD_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "kfac-blockdiag-nomomentum": ("kfac-blockdiag", {"use_momentum": False}),
+}
+#: one K-FAC method per structure (kfac_ref.structures), the variants, and the SGD baseline
+METHODS = (*methods(), *METHOD_VARIANTS, "sgd-momentum")
 #: RunConfig fields a resumed run may change: none of them changes its numbers.
 MAY_CHANGE_ON_RESUME = (
     "iters",
@@ -82,7 +90,6 @@ RUN_FILES = (
     "log.jsonl",
     "result.json",
     io.CHECKPOINT_NAME,
-    io.LEGACY_CHECKPOINT_NAME,
 )
 
 
@@ -141,6 +148,7 @@ class RunConfig:
     layers: list[int] | None = None  # None: the paper's architecture
     m1: int = 1000  # first mini-batch size of K-FAC's exponential schedule (§13 [code])
     k_full: int = 500  # iteration at which the mini-batch is the whole training set
+    kfac_batch: int | None = None  # a fixed K-FAC mini-batch size instead of the schedule
     sgd_batch: int | None = None  # None: 250 (CURVES) / 500 (MNIST, FACES) (spec §12)
     sgd_lr: float = 0.05
     sgd_mu_max: float = 0.99
@@ -154,6 +162,7 @@ class RunConfig:
     max_seconds: float | None = None  # stop when the optimizer time reaches this
 
     def __post_init__(self) -> None:
+        self._normalize()
         if self.dataset not in AUTOENCODERS:
             raise ConfigError(
                 f"unknown data set {self.dataset!r}; choose one of {', '.join(AUTOENCODERS)}"
@@ -168,8 +177,11 @@ class RunConfig:
             _int_at_least("n_train", self.n_train, 1)
         if self.n_test is not None:
             _int_at_least("n_test", self.n_test, 0)  # 0: no test set
-        if self.sgd_batch is not None:
-            _int_at_least("sgd_batch", self.sgd_batch, 1)
+        for name in ("sgd_batch", "kfac_batch"):
+            if getattr(self, name) is not None:
+                _int_at_least(name, getattr(self, name), 1)
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
+            raise ConfigError(f"data_dir must be a non-empty path, got {self.data_dir!r}")
         if self.backend is not None and self.backend not in KNOWN_BACKENDS:
             raise ConfigError(
                 f"unknown backend {self.backend!r}; choose one of {', '.join(KNOWN_BACKENDS)}"
@@ -195,6 +207,21 @@ class RunConfig:
             raise ConfigError(f"kfac must be a mapping of KFACConfig fields, got {self.kfac!r}")
         self.kfac_config()  # every override's name and value checked now (SGD does not use them)
 
+    def _normalize(self) -> None:
+        """NumPy scalars (from a parameter sweep) as Python numbers, a path-like ``data_dir``
+        as a string and a tuple of widths as a list, so that the saved configuration is JSON
+        and compares equal to the one it was made from."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, numpy.generic) and v.dtype.kind in "iuf":
+                setattr(self, f.name, v.item())
+        if isinstance(self.data_dir, os.PathLike):
+            self.data_dir = os.fspath(self.data_dir)
+        if isinstance(self.layers, (tuple, numpy.ndarray)):
+            self.layers = list(self.layers)
+        if isinstance(self.layers, list):
+            self.layers = [d.item() if isinstance(d, numpy.integer) else d for d in self.layers]
+
     def _check_layers(self) -> None:
         L = self.layers
         if (
@@ -214,7 +241,13 @@ class RunConfig:
         """The :class:`KFACConfig` of a kfac-* method: the data set's η, ``constants``, the
         ``kfac`` overrides and the structure ``method`` names. Errors name a wrong override
         and suggest the closest valid name."""
+        base, fixed = METHOD_VARIANTS.get(self.method, (self.method, {}))
         for name in self.kfac:
+            if name in fixed:
+                raise ConfigError(
+                    f"--kfac {name}=… conflicts with --method {self.method}, which sets "
+                    f"{name}={fixed[name]!r}; drop --kfac {name}"
+                )
             if name == "structure":
                 pairs = ", ".join(f"{cls.method}: {cls.name}" for cls in STRUCTURES.values())
                 raise ConfigError(
@@ -231,11 +264,17 @@ class RunConfig:
                     f"unknown K-FAC option {name!r} in --kfac; {hint}valid names: {', '.join(KFAC_OVERRIDABLE)}"
                 )
         # SGD runs check their overrides against the default method's structure
-        structure = (structure_of_method(self.method) or structure_of_method(RunConfig.method)).name
+        structure = (structure_of_method(base) or structure_of_method(RunConfig.method)).name
         eta = AUTOENCODERS[self.dataset]["eta"]  # ℓ2 weight cost η of the data set
         try:
             return KFACConfig(
-                **{"eta": eta, "constants": self.constants, **self.kfac, "structure": structure}
+                **{
+                    "eta": eta,
+                    "constants": self.constants,
+                    **self.kfac,
+                    **fixed,
+                    "structure": structure,
+                }
             )
         except TypeError as exc:  # a wrongly typed value the checks did not anticipate
             raise ConfigError(f"invalid --kfac value: {exc}") from None
@@ -290,10 +329,13 @@ def make_optimizer(cfg: RunConfig, mlp: MLP, backend: Backend) -> KFAC | SGDMome
 
 
 def batch_size(cfg: RunConfig, k: int, n_total: int) -> int:
-    """K-FAC: exponentially growing m_k (§13); SGD: a fixed size (spec §12)."""
+    """K-FAC: exponentially growing m_k (§13), or ``kfac_batch`` when fixed; SGD: a fixed size
+    (250 for CURVES, 500 for MNIST and FACES, §13)."""
     if cfg.method == "sgd-momentum":
         size = cfg.sgd_batch or AUTOENCODERS[cfg.dataset]["sgd_batch"]
         return min(size, n_total)
+    if cfg.kfac_batch is not None:
+        return min(cfg.kfac_batch, n_total)
     return minibatch_size(k, min(cfg.m1, n_total), n_total, cfg.k_full)
 
 
@@ -322,11 +364,12 @@ class RunState:
 
 
 def _checkpoint_payload(
-    cfg: RunConfig, opt: Any, st: RunState, gen: RunGenerator
+    cfg: RunConfig, opt: Any, st: RunState, gen: RunGenerator, data: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "rng": gen.state_dict(),  # a small JSON-ready dict: the device generator's key and counter
         "config": cfg.to_json(),
+        "data": data,  # data_fingerprint: a resume onto other data is refused
         "k": st.k,
         "weights": [to_numpy(W) for W in st.weights],
         "average": [to_numpy(W) for W in st.average],
@@ -457,6 +500,47 @@ def load_run_data(cfg: RunConfig, backend: Backend) -> tuple[Any, Any, dict[str,
     return backend.asarray(X_train), backend.asarray(X_test), info
 
 
+#: what of a run's data must not change on --resume (its label and origin may: files move)
+FINGERPRINT_KEYS = ("n_train", "n_test", "train_sha256", "test_sha256")
+
+
+def data_fingerprint(X_train: Any, X_test: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """What a run trains on, for its checkpoint: the data's label and origin, the numbers of
+    training and test cases and a SHA-256 of each array (host copies, as loaded)."""
+    test = to_numpy(X_test) if X_test is not None else numpy.zeros((0, 0))
+    return {
+        "data": info["data"],
+        "data_origin": info["data_origin"],
+        "n_train": int(X_train.shape[0]),
+        "n_test": int(test.shape[0]),
+        "train_sha256": io.array_digest(to_numpy(X_train)),
+        "test_sha256": io.array_digest(test),
+    }
+
+
+def check_same_data(saved: Any, now: dict[str, Any], where: Path, allow_other: bool) -> bool:
+    """True when ``now`` is the data the checkpoint ``where`` was trained on (``saved``).
+    Otherwise a :class:`ConfigError` naming both, or, with ``allow_other``, False."""
+    if not isinstance(saved, dict) or not all(k in saved for k in FINGERPRINT_KEYS):
+        raise DataError(f"checkpoint {where} does not record its training data (damaged?)")
+    if all(saved[k] == now[k] for k in FINGERPRINT_KEYS):
+        return True
+    if allow_other:
+        return False
+
+    def name(d: dict[str, Any]) -> str:
+        return (
+            f"{d.get('data')!r} ({d['n_train']:,} training / {d['n_test']:,} test cases, "
+            f"SHA-256 {str(d['train_sha256'])[:12]}… / {str(d['test_sha256'])[:12]}…)"
+        )
+
+    raise ConfigError(
+        f"cannot resume {where.parent}: it was trained on {name(saved)}, but the data now are "
+        f"{name(now)}; point --data-dir at the original files, or pass --resume-other-data to "
+        "continue on these data anyway"
+    )
+
+
 def check_run_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
     """Refuse to write into a directory holding an earlier run unless told to: ``resume``
     needs its checkpoint, ``overwrite`` replaces it; the directory must take files. Returns the
@@ -467,8 +551,6 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
         )
     existing = [n for n in RUN_FILES if (out / n).exists()]
     if resume and not (out / io.CHECKPOINT_NAME).is_file():
-        if (out / io.LEGACY_CHECKPOINT_NAME).exists():
-            raise io.refuse_legacy_checkpoint(out / io.LEGACY_CHECKPOINT_NAME)
         held = f"it holds {', '.join(existing)} but" if existing else "it"
         raise ConfigError(
             f"cannot resume {out}: {held} has no {io.CHECKPOINT_NAME} (none written yet, or not a run "
@@ -492,34 +574,76 @@ def run_experiment(
     data: tuple[Any, Any] | None = None,
     init_weights: Sequence[Any] | None = None,
     data_label: str = "data passed by the caller",
+    allow_other_data: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``cfg.method`` on ``cfg.dataset``; write ``config.json``, ``log.jsonl``,
     ``checkpoint.npz`` and, when finished, ``result.json`` under ``out_dir``. Returns the log.
 
     A directory holding any of :data:`RUN_FILES` is never written into unless ``resume`` or
     ``overwrite`` says so; the directory must take files before anything is loaded or trained.
+    One process at a time writes a run directory (:class:`io.RunLock`, held until this returns
+    or raises); temporary files of a killed earlier writer are removed once the lock is held.
+    Everything that can fail (settings, data, initial weights, the configuration's JSON) is
+    checked before an earlier run's files are deleted.
 
     Args:
         resume: continue from ``out_dir/checkpoint.npz``, which must exist, with the same
-            configuration but for :data:`MAY_CHANGE_ON_RESUME` (differences are named).
+            configuration but for :data:`MAY_CHANGE_ON_RESUME` (differences are named), on the
+            same data (:func:`data_fingerprint`; differences are named).
         overwrite: start afresh even if ``out_dir`` holds a run (its files are deleted once the
             new run has its data and initial weights).
         data: (X_train, X_test) host or backend arrays, instead of loading ``cfg.dataset``.
         init_weights: θ₀ (e.g. a fixture's), instead of the sparse initialization from the seed.
         data_label: how the log names ``data`` when it is given.
+        allow_other_data: let ``resume`` continue on data other than the checkpoint's (the
+            log's next record says so).
     """
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
+        raise ConfigError(f"the run directory must be a non-empty path, got {out_dir!r}")
+    out = Path(out_dir)
+    if resume and overwrite:
+        check_run_dir(out, resume, overwrite)  # the usage error, before anything is created
+    io.require_writable_dir(out, "run directory")
+    lock = io.RunLock(out).acquire()
+    try:
+        if lock.took_over:
+            log.warning(
+                "%s: taking over the lock left by %s (no longer running)", out, lock.took_over
+            )
+        io.remove_stale_temporaries(out, (*RUN_FILES, "config.json"))
+        return _run_locked(
+            cfg, out, resume, overwrite, progress, data, init_weights, data_label, allow_other_data
+        )
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    cfg: RunConfig,
+    out: Path,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    data: tuple[Any, Any] | None,
+    init_weights: Sequence[Any] | None,
+    data_label: str,
+    allow_other_data: bool,
+) -> list[dict[str, Any]]:
+    """:func:`run_experiment` once its directory's lock is held."""
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
     ckpt_path, log_path = out / io.CHECKPOINT_NAME, out / "log.jsonl"
     earlier = check_run_dir(out, resume, overwrite)
+    config_text = json.dumps(cfg.to_json(), indent=2)  # fails now, not after a deletion
     backend = get_backend(cfg.backend, cfg.dtype)
     mlp = autoencoder(cfg.dataset, cfg.layers)
     if data is None:
-        X_train, X_test, data_info = load_run_data(cfg, backend)
+        X_train, X_test, data_info = _subsets(cfg)
     else:
-        X_train, X_test = (backend.asarray(d) if d is not None else None for d in data)
+        X_train, X_test = data
         data_info = describe_data(data_label, "given", X_train.shape[0], X_train.shape[0])
+    fingerprint = data_fingerprint(X_train, X_test, data_info)
+    X_train, X_test = (backend.asarray(d) if d is not None else None for d in (X_train, X_test))
     # The data are checked once here (finite, and valid targets: the autoencoder reconstructs
     # its input), so the loop's steps skip the per-batch checks (no GPU synchronization).
     mlp.check_inputs(X_train, X_train)
@@ -528,11 +652,15 @@ def run_experiment(
     opt = make_optimizer(cfg, mlp, backend)
     gen = RunGenerator(backend.xp, cfg.seed, _iteration_seed)
 
+    same_data = True
     if resume:
         payload = io.load_checkpoint(ckpt_path)
         st = _restore(payload, cfg, mlp, opt, backend, ckpt_path)
+        same_data = check_same_data(payload.get("data"), fingerprint, ckpt_path, allow_other_data)
         gen.load_state_dict(payload.get("rng"))
         log.info("resuming %s at iteration %d", out, st.k)
+        if not same_data:
+            log.warning("%s: resuming on other data than the checkpoint's, as asked", out)
     else:
         if init_weights is None:
             weights = mlp.init_sparse(cfg.seed, backend, replace=cfg.sparse_init_replace)
@@ -542,7 +670,7 @@ def run_experiment(
         st = RunState(0, weights, [W.copy() for W in weights], opt.init_state(weights), 0.0, [])
         for name in earlier:  # --overwrite: the earlier run goes only once this one can start
             (out / name).unlink()
-    io.write_text_atomic(out / "config.json", json.dumps(cfg.to_json(), indent=2))
+    io.write_text_atomic(out / "config.json", config_text)
 
     n = X_train.shape[0]
     # A run with a time budget (the figures' SGD runs) counts optimizer seconds, not iterations.
@@ -580,8 +708,11 @@ def run_experiment(
                 **{key: _scalar(v) for key, v in info.items()},
             }
             record["iteration"], record["batch_size"] = k, m
-            if k == 1:
+            if k == 1 or not same_data:
                 record.update(data_info)
+                if not same_data:
+                    record["resumed_on_other_data"] = fingerprint
+                    same_data = True
             done = cfg.is_done(k, elapsed)
             if k % cfg.eval_every == 0 or done or k == 1:
                 record.update(_evaluate(cfg, mlp, st, X_train, X_test))
@@ -592,7 +723,7 @@ def run_experiment(
             else:
                 bar.update(1)
             if k % cfg.checkpoint_every == 0 or done:
-                io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st, gen))
+                io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st, gen, fingerprint))
                 io.write_jsonl_atomic(log_path, st.records)
     except KFACError:
         io.write_jsonl_atomic(log_path, st.records)
