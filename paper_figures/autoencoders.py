@@ -62,11 +62,13 @@ from kfac_ref.structures import STRUCTURES, methods  # noqa: E402
 
 LABELS = {
     **{cls.method: f"K-FAC ({cls.label})" for cls in STRUCTURES.values()},
+    "kfac-blockdiag-nomomentum": "K-FAC (block-diagonal F̆), no momentum",
     "sgd-momentum": "SGD + Nesterov momentum",
 }
 STYLES = {
     "kfac-blockdiag": "C0-",
     "kfac-tridiag": "C3-",
+    "kfac-blockdiag-nomomentum": "C1-",
     "sgd-momentum": "C2-",
 }  # the paper's colours; others: C4, C5, …
 STYLES.update({m: f"C{4 + j}-" for j, m in enumerate(m for m in LABELS if m not in STYLES)})
@@ -76,7 +78,26 @@ REFERENCE_FILES = {d: REFERENCE / f"kfac3_{d}_trace.csv" for d in ("curves", "mn
 #: --quick: 2000 training cases and a schedule that reaches them at k = 100 (the fidelity
 #: fixture's problem), 300 iterations; the same code and constants as the full figure.
 QUICK = {"n_train": 2000, "n_test": 1000, "m1": 250, "k_full": 100, "iters": 300, "eval_every": 10}
-FULL = {"iters": 1000, "eval_every": 25}
+FULL = {"eval_every": 25}
+#: K-FAC iterations of the full figure per data set: what a 2-core CPU does in hours (the
+#: paper's runs are longer: MNIST 1500, FACES 1550 iterations; ``--iters`` on a GPU).
+FULL_ITERS = {"curves": 1000, "mnist": 500, "faces": 300}
+#: K-FAC without momentum trains at a fixed m "chosen from a small range of candidates to give
+#: the best overall per-second rate of progress" (§13): each candidate trains for the same
+#: optimizer seconds, the lowest training error wins, and the winner goes on to the slowest
+#: K-FAC run's time (as SGD does).
+FIXED_M_METHODS = ("kfac-blockdiag-nomomentum",)
+FIXED_M_GRID = {
+    "quick": {"curves": [250, 500, 1000], "mnist": [250, 500, 1000], "faces": [250, 500, 1000]},
+    "full": {
+        "curves": [1000, 2000, 5000],
+        "mnist": [2000, 5000, 10000],
+        "faces": [2000, 5000, 10000],
+    },
+}
+FIXED_M_TUNE_SECONDS = {"quick": 20.0, "full": 600.0}
+#: the RunConfig field each tuned method's grid varies
+TUNED = {"sgd-momentum": "sgd_lr", **{m: "kfac_batch" for m in FIXED_M_METHODS}}
 #: SGD learning-rate grid per data set (the paper tuned it; spec §12).
 SGD_LR_GRID = {
     "curves": [0.02, 0.05, 0.1],
@@ -105,9 +126,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--methods",
         nargs="+",
-        default=[*methods(factored_only=True), "sgd-momentum"],
+        default=[*methods(factored_only=True), *FIXED_M_METHODS, "sgd-momentum"],
         choices=list(METHODS),
-        help="methods to train and plot (default: the paper's three)",
+        help="methods to train and plot (default: the paper's four)",
     )
     p.add_argument(
         "--quick",
@@ -115,7 +136,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"small settings for a laptop CPU: {QUICK} (default: the full settings {FULL})",
     )
     p.add_argument(
-        "--iters", type=int, default=None, help="K-FAC iterations (default 1000; quick 300)"
+        "--iters",
+        type=int,
+        default=None,
+        help=f"K-FAC iterations (default per data set: {FULL_ITERS}; quick 300)",
     )
     p.add_argument(
         "--n-train", type=int, default=None, help="first N training cases only (default: all)"
@@ -138,6 +162,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="iterations of each SGD grid run (default 1000; quick 150)",
+    )
+    p.add_argument(
+        "--fixed-m",
+        type=int,
+        nargs="+",
+        default=None,
+        help="candidate fixed mini-batch sizes of K-FAC without momentum (default per data set: "
+        + str(FIXED_M_GRID)
+        + ")",
+    )
+    p.add_argument(
+        "--fixed-m-tune-seconds",
+        type=float,
+        default=None,
+        help="optimizer seconds of each fixed-m candidate's run (default: quick "
+        f"{FIXED_M_TUNE_SECONDS['quick']:g}, full {FIXED_M_TUNE_SECONDS['full']:g})",
     )
     p.add_argument(
         "--sgd-seconds",
@@ -183,17 +223,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     args = p.parse_args(argv)
-    if args.sgd_seconds is not None and not (
-        math.isfinite(args.sgd_seconds) and args.sgd_seconds > 0
-    ):
-        p.error(f"--sgd-seconds must be a number of seconds > 0, got {args.sgd_seconds:g}")
+    for name in ("sgd_seconds", "fixed_m_tune_seconds"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            option = "--" + name.replace("_", "-")
+            p.error(f"{option} must be a number of seconds > 0, got {value:g}")
+    if args.fixed_m is not None and min(args.fixed_m) < 1:
+        p.error(f"--fixed-m sizes must be integers ≥ 1, got {args.fixed_m}")
     args.run_actions = []
     return args
 
 
-def settings(args: argparse.Namespace) -> dict[str, Any]:
+def settings(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
     """The run settings shared by every method (before the per-method ones)."""
-    base: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    base: dict[str, Any] = dict(QUICK) if args.quick else {**FULL, "iters": FULL_ITERS[dataset]}
     if args.iters is not None:
         base["iters"] = args.iters
     if args.n_train is not None:
@@ -202,9 +245,10 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[RunConfig]:
-    """The runs behind one curve: one config, or one per SGD learning rate of the grid (the
-    tuning runs: ``--sgd-tune-iters`` iterations each)."""
-    base = settings(args)
+    """The runs behind one curve: one config, or one per candidate of the grid (SGD: a learning
+    rate each, ``--sgd-tune-iters`` iterations; K-FAC without momentum: a fixed m each,
+    ``--fixed-m-tune-seconds`` of optimizer time)."""
+    base = settings(args, dataset)
     common = dict(
         dataset=dataset,
         method=method,
@@ -215,6 +259,11 @@ def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[Run
         constants=args.constants,
         **base,
     )
+    scale = "quick" if args.quick else "full"
+    if method in FIXED_M_METHODS:
+        common.update(iters=SGD_MAX_ITERS, max_seconds=fixed_m_tune_seconds(args))
+        grid = args.fixed_m or FIXED_M_GRID[scale][dataset]
+        return [RunConfig(kfac_batch=m, **common) for m in grid]
     if method != "sgd-momentum":
         return [RunConfig(**common)]
     common["iters"] = args.sgd_tune_iters or SGD_TUNE_ITERS["quick" if args.quick else "full"]
@@ -222,11 +271,19 @@ def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[Run
     return [RunConfig(sgd_lr=lr, **common) for lr in grid]
 
 
+def fixed_m_tune_seconds(args: argparse.Namespace) -> float:
+    if args.fixed_m_tune_seconds is not None:
+        return args.fixed_m_tune_seconds
+    return FIXED_M_TUNE_SECONDS["quick" if args.quick else "full"]
+
+
 def run_dir(args: argparse.Namespace, cfg: RunConfig) -> Path:
     tag = ("quick" if args.quick else "full") + (
         "" if cfg.constants == "code" else f"-{cfg.constants}"
     )
     name = cfg.method if cfg.method != "sgd-momentum" else f"{cfg.method}-lr{cfg.sgd_lr:g}"
+    if cfg.kfac_batch is not None:
+        name += f"-m{cfg.kfac_batch}"
     return Path(args.runs) / f"{cfg.dataset}-{tag}-n{cfg.n_train or 'all'}-s{cfg.seed}" / name
 
 
@@ -307,7 +364,7 @@ def curve(records: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 
 #: Iterations at which the README's table sets our training error beside the authors'.
-TABLE_ITERATIONS = (100, 200, 300, 400, 500, 1000)
+TABLE_ITERATIONS = (50, 100, 200, 300, 500, 1000)
 
 
 def versus_authors(
@@ -322,7 +379,7 @@ def versus_authors(
     for k in TABLE_ITERATIONS:
         row: dict[str, Any] = {"iteration": k, "authors_raw": theirs.get(k)}
         for method, c in curves.items():
-            if method != "sgd-momentum" and k in c["iteration"]:
+            if method not in TUNED and k in c["iteration"]:
                 i = c["iteration"].index(k)
                 row[f"{method}_raw"], row[f"{method}_reported"] = (
                     c["train_error_raw"][i],
@@ -333,61 +390,82 @@ def versus_authors(
     return rows
 
 
-def tune_sgd(
-    args: argparse.Namespace, dataset: str, data: dict[str, Any]
+def tune(
+    args: argparse.Namespace, dataset: str, data: dict[str, Any], method: str
 ) -> tuple[RunConfig, dict[float, float]]:
-    """The grid's runs and the learning rate with the lowest final training error (a rate that
-    diverges scores ∞)."""
+    """The grid runs of ``method`` (SGD: one per learning rate; K-FAC without momentum: one per
+    fixed m) and the candidate whose run ends with the lowest training error (one that diverges
+    scores ∞), as ``(its config, {candidate: final error})``."""
+    key = TUNED[method]
+    configs = run_configs(args, dataset, method)
     finals: dict[float, float] = {}
-    for cfg in run_configs(args, dataset, "sgd-momentum"):
+    for cfg in configs:
+        value = getattr(cfg, key)
         try:
-            finals[cfg.sgd_lr] = curve(get_log(args, cfg, data))["train_error"][-1]
+            finals[value] = curve(get_log(args, cfg, data))["train_error"][-1]
         except NonFiniteError as exc:
-            print(f"  SGD lr {cfg.sgd_lr:g} diverged ({exc}); scored as ∞")
-            finals[cfg.sgd_lr] = math.inf
-    best = min(finals, key=lambda lr: finals[lr])
-    (cfg,) = [c for c in run_configs(args, dataset, "sgd-momentum") if c.sgd_lr == best]
+            print(f"  {method} {key} = {value:g} diverged ({exc}); scored as ∞")
+            finals[value] = math.inf
+    best = min(finals, key=lambda v: finals[v])
+    (cfg,) = [c for c in configs if getattr(c, key) == best]
     return cfg, finals
+
+
+def budgeted_curve(
+    args: argparse.Namespace,
+    dataset: str,
+    data: dict[str, Any],
+    method: str,
+    budget: float | None,
+    capped: bool,
+) -> dict[str, Any]:
+    """The curve of a tuned method (:func:`tune`) trained on for ``budget`` optimizer seconds
+    (the slowest K-FAC run's, or the ``--sgd-seconds`` cap): its grid run's directory is resumed,
+    so the budget run continues the tuning run's trajectory."""
+    cfg, finals = tune(args, dataset, data, method)
+    if budget is not None:
+        cadence = SGD_BUDGET_CADENCE["quick" if args.quick else "full"]
+        cfg = RunConfig(
+            **{
+                **cfg.to_json(),
+                "iters": SGD_MAX_ITERS,
+                "max_seconds": budget,
+                **(cadence if method == "sgd-momentum" else {}),
+            }
+        )
+    c = curve(get_log(args, cfg, data))
+    c.update(
+        tuned=TUNED[method],
+        choice=getattr(cfg, TUNED[method]),
+        grid=finals,
+        budget_seconds=budget,
+        budget_capped=capped,
+    )
+    return c
 
 
 def collect(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """For each data set: its data label, the settings, and the plotted curve of each method."""
     out: dict[str, dict[str, Any]] = {}
     for dataset in args.datasets:
-        kfac_methods = [m for m in args.methods if m != "sgd-momentum"]
-        probe = run_configs(args, dataset, kfac_methods[0] if kfac_methods else "sgd-momentum")[0]
+        scheduled = [m for m in args.methods if m not in TUNED]
+        probe = run_configs(args, dataset, (scheduled or list(args.methods))[0])[0]
         data = run_data_info(probe)
         print(f"{dataset}: {data['data']}")
         curves: dict[str, Any] = {}
-        for method in kfac_methods:
+        for method in scheduled:
             (cfg,) = run_configs(args, dataset, method)
             curves[method] = curve(get_log(args, cfg, data))
-        if "sgd-momentum" in args.methods:
-            cfg, finals = tune_sgd(args, dataset, data)
-            budget = max((c["time"][-1] for c in curves.values()), default=None)
-            capped = args.sgd_seconds is not None and (budget is None or args.sgd_seconds < budget)
-            if capped:
-                budget = args.sgd_seconds
-            if budget is not None:  # the same optimizer time as the slowest K-FAC run (or the cap)
-                cfg = RunConfig(
-                    **{
-                        **cfg.to_json(),
-                        "iters": SGD_MAX_ITERS,
-                        "max_seconds": budget,
-                        **SGD_BUDGET_CADENCE["quick" if args.quick else "full"],
-                    }
-                )
-            c = curve(get_log(args, cfg, data))
-            c.update(
-                sgd_lr=cfg.sgd_lr,
-                sgd_grid=finals,
-                sgd_budget_seconds=budget,
-                sgd_budget_capped=capped,
-            )
-            curves["sgd-momentum"] = c
+        # every fixed-m and SGD run gets the optimizer time of the slowest K-FAC run (or the cap)
+        budget = max((c["time"][-1] for c in curves.values()), default=None)
+        capped = args.sgd_seconds is not None and (budget is None or args.sgd_seconds < budget)
+        if capped:
+            budget = args.sgd_seconds
+        for method in (m for m in args.methods if m in TUNED):
+            curves[method] = budgeted_curve(args, dataset, data, method, budget, capped)
         out[dataset] = {
             **data,
-            "settings": settings(args),
+            "settings": settings(args, dataset),
             "constants": args.constants,
             "curves": curves,
             "versus_authors": versus_authors(curves, reference_trace(dataset)),
@@ -429,10 +507,11 @@ def draw(
             ax = axes[row, col]
             for method, c in entry["curves"].items():
                 label = LABELS[method]
-                if method == "sgd-momentum":
-                    label += f" (lr {c['sgd_lr']:g}, best of {sorted(c['sgd_grid'])})"
-                    if c.get("sgd_budget_capped"):
-                        label += f", time capped at {c['sgd_budget_seconds']:g} s"
+                if method in TUNED:
+                    name = "lr" if method == "sgd-momentum" else "m"
+                    label += f" ({name} {c['choice']:g}, best of {sorted(c['grid'])})"
+                    if c.get("budget_capped"):
+                        label += f", time capped at {c['budget_seconds']:g} s"
                 ax.plot(c[xkey], c["train_error"], STYLES[method], label=label, lw=1.5)
             if xkey == "iteration" and ref is not None:
                 ax.plot(
@@ -445,14 +524,14 @@ def draw(
             if xkey == "iteration":
                 # K-FAC's iterations set the range: SGD takes many more, smaller steps in the same
                 # time and runs on beyond the panel (the time panel shows all of it).
-                kfac = [c for m, c in entry["curves"].items() if m != "sgd-momentum"] or list(
+                kfac = [c for m, c in entry["curves"].items() if m not in TUNED] or list(
                     entry["curves"].values()
                 )
                 ax.set_xlim(0, max(max(c["iteration"]) for c in kfac) * 1.02)
             ax.set_yscale("log")
             sgd_note = (
-                " (SGD's curve runs on beyond the panel)"
-                if "sgd-momentum" in entry["curves"]
+                " (the fixed-m curves run on beyond the panel)"
+                if any(m in TUNED for m in entry["curves"])
                 else ""
             )
             ax.set_xlabel("iterations" + sgd_note if xkey == "iteration" else "optimizer seconds")

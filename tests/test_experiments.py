@@ -269,9 +269,9 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
         tuned[cfg.sgd_lr] = next(r["train_error"] for r in log if r["iteration"] == 2)
     best = min(tuned, key=tuned.get)
     sgd = plotted["sgd-momentum"]
-    assert sgd["sgd_lr"] == best and sgd["sgd_grid"] == {str(k): v for k, v in tuned.items()}
+    assert sgd["choice"] == best and sgd["grid"] == {str(k): v for k, v in tuned.items()}
     # SGD gets the optimizer time of the slowest K-FAC run: it stops at the first iteration past it
-    assert sgd["sgd_budget_seconds"] == max(kfac_times)
+    assert sgd["budget_seconds"] == max(kfac_times) and sgd["tuned"] == "sgd_lr"
     assert sgd["time"][-1] >= max(kfac_times)
     assert all(t < max(kfac_times) for t in sgd["time"][:-1])
     # a second call reuses the finished runs: no training, same numbers
@@ -281,6 +281,37 @@ def test_autoencoder_figure_is_drawn_from_the_logs(tmp_path, monkeypatch, curves
     assert fig.main(argv) == 0
     assert json.loads(stem.with_suffix(".json").read_text())["curves"]["curves"] == plotted
     assert "reusing" in capsys.readouterr().out
+
+
+def test_autoencoder_figure_tunes_the_fixed_m_of_kfac_without_momentum(
+    tmp_path, monkeypatch, curves_dir
+):
+    """K-FAC without momentum: each candidate m trains for the same optimizer seconds, the
+    lowest final error wins, and the winner's run goes on to the K-FAC run's time."""
+    monkeypatch.setenv("KFAC_REF_DATA_DIR", str(curves_dir))
+    fig = _load_figure_script("autoencoders")
+    argv = ["--quick", "--iters", "3", "--n-train", "64", "--no-progress"]
+    argv += ["--methods", "kfac-blockdiag", "kfac-blockdiag-nomomentum"]
+    argv += ["--fixed-m", "16", "48", "--fixed-m-tune-seconds", "0.05"]
+    argv += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    assert fig.main(argv) == 0
+    entry = json.loads((tmp_path / "fig" / "autoencoders_curves_quick.json").read_text())["curves"]
+    c = entry["curves"]["kfac-blockdiag-nomomentum"]
+    args = fig.parse_args(argv)
+    finals = {}
+    for cfg in fig.run_configs(args, "curves", "kfac-blockdiag-nomomentum"):
+        assert cfg.kfac_config().use_momentum is False and cfg.max_seconds == 0.05
+        out = fig.run_dir(args, cfg)
+        assert out.name == f"kfac-blockdiag-nomomentum-m{cfg.kfac_batch}"
+        log = io.read_jsonl(out / "log.jsonl")
+        assert {r["batch_size"] for r in log} == {cfg.kfac_batch} and {r["mu"] for r in log} == {0}
+        first_past = next(r for r in log if r["time"] >= 0.05)
+        finals[cfg.kfac_batch] = first_past["train_error"]
+    assert c["tuned"] == "kfac_batch" and c["grid"] == {str(m): e for m, e in finals.items()}
+    assert c["choice"] == min(finals, key=finals.get)
+    kfac_time = entry["curves"]["kfac-blockdiag"]["time"][-1]
+    assert c["budget_seconds"] == kfac_time and c["time"][-1] >= kfac_time
+    assert all(t < kfac_time for t in c["time"][:-1])
 
 
 def test_autoencoder_figure_caps_the_sgd_budget_when_asked(tmp_path, monkeypatch, curves_dir):
@@ -311,7 +342,7 @@ def test_autoencoder_figure_caps_the_sgd_budget_when_asked(tmp_path, monkeypatch
     entry = json.loads((tmp_path / "fig" / "autoencoders_curves_quick.json").read_text())["curves"]
     sgd = entry["curves"]["sgd-momentum"]
     kfac_time = entry["curves"]["kfac-blockdiag"]["time"][-1]
-    assert sgd["sgd_budget_capped"] is True and sgd["sgd_budget_seconds"] == 1e-9 < kfac_time
+    assert sgd["budget_capped"] is True and sgd["budget_seconds"] == 1e-9 < kfac_time
     # the tuned run is already past the cap at its first iteration: it is reused, cut there
     assert sgd["iteration"] == [1] and sgd["time"][-1] >= 1e-9
     for bad in ("0", "-5", "nan"):
