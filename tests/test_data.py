@@ -758,6 +758,9 @@ def test_faces_download_validates_by_shape(
     server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(data.faces, "FACES_CASES", 80)
+    monkeypatch.setattr(data.download, "_FAILED_DOWNLOADS", set())
+    # after a failed download the loader turns to the Olivetti faces: keep that off the network
+    monkeypatch.setattr(data.olivetti, "OLIVETTI_URL", server.missing + "olivettifaces.mat")
     A = np.tile(np.arange(80, dtype=np.float32), (625, 1))
     server.server.files["newfaces_rot_single.mat"] = _mat_bytes(
         tmp_path, "f.mat", newfaces_single=A

@@ -7,7 +7,8 @@ and ``.npz`` files) and logging, and hands the math host arrays. One module per 
 * :mod:`.files`: the data directory, ``.mat`` variables, atomic ``.npz`` caches;
 * :mod:`.download`: resumable HTTP fetches, verified downloads, MD5 records, the offline switch
   (``$KFAC_REF_OFFLINE``);
-* :mod:`.mnist`, :mod:`.curves`, :mod:`.faces`: the three data sets;
+* :mod:`.mnist`, :mod:`.curves`, :mod:`.faces`: the three data sets; :mod:`.olivetti`: the
+  recipe of FACES reconstructed from the Olivetti faces;
 * :mod:`.downscale`: area-averaging down-scaling (the 16×16 digits of Figs. 2–3).
 
 Conventions (one place): every loader returns a :class:`Dataset` whose ``X_train`` / ``X_test``
@@ -27,7 +28,9 @@ override it.
   (``origin="subset"``).
 * CURVES: the authors' ``digs3pts_1.mat`` when present or downloadable, else a stand-in
   generated here deterministically from a seed (:func:`make_curves`) and cached as ``.npz``.
-* FACES: the authors' ``newfaces_rot_single.mat`` when present or downloadable (not generated).
+* FACES: the authors' ``newfaces_rot_single.mat`` when present or downloadable, else FACES
+  reconstructed from the Olivetti faces (:mod:`.olivetti`, ``olivettifaces.mat``; cached as
+  ``.npz``), labelled as a reconstruction.
 """
 
 from __future__ import annotations
@@ -69,11 +72,15 @@ from .downscale import downscale_images
 from .faces import (
     FACES_CASES,
     FACES_MAT_NAME,
+    FACES_ORIGINAL_STATISTICS,
     FACES_PIXELS,
     FACES_URL,
     FACES_VARIABLE,
+    build_faces,
     faces_split,
+    faces_statistics,
     load_faces,
+    load_faces_mat,
 )
 from .files import DATA_DIR_ENV_VAR, default_data_dir
 from .files import _save_npz_atomic as _save_npz_atomic
@@ -92,6 +99,14 @@ from .mnist import (
 )
 from .mnist import (
     _mnist_mirrors as _mnist_mirrors,
+)
+from .olivetti import (
+    OLIVETTI_FACES_MD5,
+    OLIVETTI_MAT_NAME,
+    OLIVETTI_URL,
+    RECONSTRUCTION_VERSION,
+    make_faces,
+    read_olivetti,
 )
 
 _LOADERS: dict[str, Callable[..., Dataset]] = {
@@ -113,6 +128,16 @@ def load_dataset(name: str, **kwargs: Any) -> Dataset:
 
 
 __all__ = [
+    "read_olivetti",
+    "make_faces",
+    "load_faces_mat",
+    "faces_statistics",
+    "build_faces",
+    "RECONSTRUCTION_VERSION",
+    "OLIVETTI_URL",
+    "OLIVETTI_MAT_NAME",
+    "OLIVETTI_FACES_MD5",
+    "FACES_ORIGINAL_STATISTICS",
     "CURVES_MAT_NAME",
     "CURVES_MAT_SHAPES",
     "CURVES_ORIGINAL_STATISTICS",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DATASET_NAMES = ("mnist", "curves", "faces")
-ORIGINS = ("original", "subset", "stand-in")
+ORIGINS = ("original", "subset", "stand-in", "reconstruction")
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,10 @@ class Dataset:
     of shape ``(n,)`` (MNIST) or ``None`` (the autoencoders' targets are the inputs).
     ``source`` says where the numbers came from (a file, or the generator and its seed).
     ``origin`` is one of :data:`ORIGINS`: ``"original"`` (the files the paper used),
-    ``"subset"`` (part of the original, e.g. only the MNIST test split) or ``"stand-in"``
-    (generated here, not the paper's data). ``label`` is one line for logs, JSON and figure
+    ``"subset"`` (part of the original, e.g. only the MNIST test split), ``"stand-in"``
+    (generated here, not the paper's data: CURVES) or ``"reconstruction"`` (remade here from
+    the same source by the published recipe, not the paper's file: FACES from the Olivetti
+    faces). ``label`` is one line for logs, JSON and figure
     panels that names the data set, its origin and the number of cases, e.g.
     ``"MNIST test split only, 10,000 cases"``.
     """

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ...errors import DataError
+from .files import _unwritable_reason
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,12 @@ def _fetch_original(name: str, url: str, directory: Path, validate: Callable[[Pa
     with a progress bar); ``validate(part)`` must accept them (it raises :class:`DataError`
     otherwise, and the part file is deleted). Only then is the file renamed to ``name`` and its
     MD5 recorded beside it in ``<name>.md5`` and printed, so a later change of the file is
-    detected (:func:`_check_recorded_md5`). Network failures raise ``OSError``.
+    detected (:func:`_check_recorded_md5`). Network failures raise ``OSError``; a read-only
+    ``directory`` (:func:`_unwritable_reason`) a :class:`DataError`, before any request.
     """
+    why = _unwritable_reason(directory)
+    if why is not None:
+        raise DataError(f"cannot download {name} into {directory}: {why}.")
     directory.mkdir(parents=True, exist_ok=True)
     final, part = directory / name, directory / (name + ".part")
     log.info("downloading %s to %s", url, final)

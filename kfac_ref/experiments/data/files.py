@@ -63,15 +63,30 @@ def _as_float_rows(A: np.ndarray, d: int, path: Path, key: str) -> np.ndarray:
     return np.ascontiguousarray(A, dtype=np.float64)
 
 
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write a compressed ``.npz`` to a temporary file in the same directory, then
-    ``os.replace`` it onto ``path`` (readers never see a half-written file)."""
+def _save_npz_atomic(path: Path, *, compressed: bool = True, **arrays: np.ndarray) -> None:
+    """Write a ``.npz`` (compressed unless ``compressed=False``) to a temporary file in the same
+    directory, then ``os.replace`` it onto ``path`` (readers never see a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _unwritable_reason(directory: Path) -> str | None:
+    """Why nothing may be written into ``directory``, or ``None``: it has no write permission
+    bits (honoured even for root, who could write anyway), or ``os.access`` refuses. A
+    directory that does not exist yet is not refused here (writing creates it)."""
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if not mode & 0o222:
+        return "the directory is read-only"
+    if not os.access(directory, os.W_OK):
+        return "no permission to write there"
+    return None
