@@ -70,7 +70,7 @@ def tiny_mnist(monkeypatch: pytest.MonkeyPatch) -> TinyMnist:
         "t10k-images-idx3-ubyte.gz": idx_bytes(t.test_images),
         "t10k-labels-idx1-ubyte.gz": idx_bytes(t.test_labels),
     }
-    monkeypatch.setattr(data, "MNIST_MD5", t.md5)
+    monkeypatch.setattr(data.mnist, "MNIST_MD5", t.md5)
     return t
 
 
@@ -222,6 +222,7 @@ def test_mirrors_from_environment(
     server: LocalServer, tiny_mnist: TinyMnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(data.MIRRORS_ENV_VAR, f"{server.missing},{server.good}")
+    monkeypatch.delenv(data.OFFLINE_ENV_VAR)  # the offline switch overrides these mirrors
     ds = data.load_mnist(data_dir=tmp_path / "cache")
     assert_is_tiny_mnist(ds, tiny_mnist)
 
@@ -231,7 +232,7 @@ def test_checksum_failure_raises_and_leaves_nothing(
 ) -> None:
     name = "train-images-idx3-ubyte.gz"
     expected = "0123456789abcdef0123456789abcdef"
-    monkeypatch.setitem(data.MNIST_MD5, name, expected)
+    monkeypatch.setitem(data.mnist.MNIST_MD5, name, expected)
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as info:
         data.load_mnist(data_dir=cache, mirrors=[server.good])
@@ -353,7 +354,7 @@ def test_malformed_idx_raises(
     files = dict(tiny_mnist.files, **{"train-images-idx3-ubyte.gz": blob})
     for name, content in files.items():
         (cache / name).write_bytes(content)
-    monkeypatch.setattr(data, "MNIST_MD5", {n: md5_of(b) for n, b in files.items()})
+    monkeypatch.setattr(data.mnist, "MNIST_MD5", {n: md5_of(b) for n, b in files.items()})
     with pytest.raises(DataError) as info:
         data.load_mnist(data_dir=cache, download=False)
     assert "train-images-idx3-ubyte.gz" in str(info.value)
@@ -535,7 +536,7 @@ def test_load_curves_builds_then_uses_cache(
     def fail(*args: object, **kwargs: object) -> np.ndarray:
         raise AssertionError("regenerated instead of loading the cache")
 
-    monkeypatch.setattr(data, "make_curves", fail)
+    monkeypatch.setattr(data.curves, "make_curves", fail)
     again = data.load_curves(data_dir=tmp_path, seed=3, n_train=30, n_test=12)
     np.testing.assert_array_equal(again.X_train, ds.X_train)
     np.testing.assert_array_equal(again.X_test, ds.X_test)
@@ -569,7 +570,7 @@ def test_digs3pts_mat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(7)
     bdata, bdatatest = rng.random((6, 784)), rng.random((3, 784))
     scipy.io.savemat(tmp_path / "digs3pts_1.mat", {"bdata": bdata, "bdatatest": bdatatest})
-    monkeypatch.setattr(data, "make_curves", no_network)  # must not generate
+    monkeypatch.setattr(data.curves, "make_curves", no_network)  # must not generate
     for ds in (
         data.load_curves(path=tmp_path / "digs3pts_1.mat"),
         data.load_curves(data_dir=tmp_path),
@@ -611,8 +612,10 @@ def small_curves(
     """A small digs3pts_1.mat (the strict shapes patched to 6 + 3 cases) and its arrays."""
     rng = np.random.default_rng(8)
     bdata, bdatatest = rng.random((6, 784)), rng.random((3, 784))
-    monkeypatch.setattr(data, "CURVES_MAT_SHAPES", {"bdata": (6, 784), "bdatatest": (3, 784)})
-    monkeypatch.setattr(data, "_FAILED_DOWNLOADS", set())
+    monkeypatch.setattr(
+        data.curves, "CURVES_MAT_SHAPES", {"bdata": (6, 784), "bdatatest": (3, 784)}
+    )
+    monkeypatch.setattr(data.download, "_FAILED_DOWNLOADS", set())
     return _mat_bytes(tmp_path, "src.mat", bdata=bdata, bdatatest=bdatatest), bdata, bdatatest
 
 
@@ -634,7 +637,8 @@ def test_curves_download_validates_records_md5_and_reuses(
     assert record[0] == md5_of(blob) and record[1] == "digs3pts_1.mat"
     assert md5_of(blob) in capsys.readouterr().out  # printed on first download
     assert not list(cache.glob("*.part"))
-    monkeypatch.setattr(data, "_http_fetch", no_network)  # the kept copy is used from now on
+    # the kept copy is used from now on
+    monkeypatch.setattr(data.download, "_http_fetch", no_network)
     again = data.load_curves(data_dir=cache, download=True, url=server.good + "digs3pts_1.mat")
     np.testing.assert_array_equal(again.X_train, bdata)
 
@@ -689,7 +693,7 @@ def test_wrong_curves_download_is_refused_and_the_stand_in_used(
 def test_offline_curves_never_touch_the_network(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "_http_fetch", no_network)
+    monkeypatch.setattr(data.download, "_http_fetch", no_network)
     monkeypatch.setenv(data.OFFLINE_ENV_VAR, "1")
     assert data.load_curves(data_dir=tmp_path, n_train=3, n_test=1).origin == "stand-in"
     monkeypatch.delenv(data.OFFLINE_ENV_VAR)
@@ -753,7 +757,10 @@ def test_missing_faces_message(tmp_path: Path) -> None:
 def test_faces_download_validates_by_shape(
     server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "FACES_CASES", 80)
+    monkeypatch.setattr(data.faces, "FACES_CASES", 80)
+    monkeypatch.setattr(data.download, "_FAILED_DOWNLOADS", set())
+    # after a failed download the loader turns to the Olivetti faces: keep that off the network
+    monkeypatch.setattr(data.olivetti, "OLIVETTI_URL", server.missing + "olivettifaces.mat")
     A = np.tile(np.arange(80, dtype=np.float32), (625, 1))
     server.server.files["newfaces_rot_single.mat"] = _mat_bytes(
         tmp_path, "f.mat", newfaces_single=A

@@ -356,7 +356,7 @@ def mnist_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pat
     }
     blobs = {n: idx_gz(a) for n, a in arrays.items()}
     monkeypatch.setattr(
-        data, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in blobs.items()}
+        data.mnist, "MNIST_MD5", {n: hashlib.md5(b).hexdigest() for n, b in blobs.items()}
     )
     full, test_only = tmp_path / "full", tmp_path / "t10k"
     for d, names in ((full, blobs), (test_only, data.MNIST_TEST_FILES)):

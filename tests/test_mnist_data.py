@@ -68,8 +68,8 @@ def files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Files:
     }
     payloads = {name: idx_payload(a) for name, a in arrays.items()}
     gz = {name: gzip.compress(p, mtime=0) for name, p in payloads.items()}
-    monkeypatch.setattr(data, "MNIST_MD5", {n: md5(b) for n, b in gz.items()})
-    monkeypatch.setattr(data, "MNIST_RAW_MD5", {n: md5(p) for n, p in payloads.items()})
+    monkeypatch.setattr(data.mnist, "MNIST_MD5", {n: md5(b) for n, b in gz.items()})
+    monkeypatch.setattr(data.mnist, "MNIST_RAW_MD5", {n: md5(p) for n, p in payloads.items()})
     monkeypatch.setenv(data.DATA_DIR_ENV_VAR, str(tmp_path / "default_cache"))
     monkeypatch.delenv(data.MIRRORS_ENV_VAR, raising=False)
     return Files(arrays, payloads, gz)
@@ -140,7 +140,7 @@ def test_regzipped_copies_are_accepted_by_their_decompressed_checksum(
     d.mkdir()
     for name, payload in files.payloads.items():
         blob = gzip.compress(payload, mtime=1600000000, compresslevel=1)
-        assert md5(blob) != data.MNIST_MD5[name]
+        assert md5(blob) != data.mnist.MNIST_MD5[name]
         (d / name).write_bytes(blob)
     ds = data.load_mnist(data_dir=d, download=False)
     assert ds.origin == "original"
@@ -174,6 +174,29 @@ def test_nothing_on_disk_without_download_is_an_error(files: Files, tmp_path: Pa
     assert data.find_mnist_files(tmp_path / "empty") == []
     with pytest.raises(DataError, match="not found"):
         data.load_mnist(data_dir=tmp_path / "empty", download=False)
+
+
+def test_offline_switch_stops_mnist_downloads(
+    files: Files, mirror: tuple[str, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$KFAC_REF_OFFLINE=1: no download from the built-in or configured mirrors, not even of a
+    damaged file; download=True (or mirrors passed by the caller) still downloads."""
+    url, requests = mirror
+    monkeypatch.setenv(data.OFFLINE_ENV_VAR, "1")
+    monkeypatch.setenv(data.MIRRORS_ENV_VAR, url)
+    d = files.write(tmp_path / "d", (TEST_IMAGES, TEST_LABELS))
+    with pytest.raises(DataError, match=r"not found.*\$KFAC_REF_OFFLINE is set"):
+        data.load_mnist(data_dir=d, require_full=True)
+    damaged = files.write(tmp_path / "damaged")
+    (damaged / TRAIN_IMAGES).write_bytes(truncate(files.gz[TRAIN_IMAGES]))
+    with pytest.raises(DataError, match="is damaged"):
+        data.load_mnist(data_dir=damaged)
+    assert requests == []
+    ds = data.load_mnist(data_dir=d, require_full=True, download=True)
+    assert ds.origin == "original" and sorted(requests) == sorted([TRAIN_IMAGES, TRAIN_LABELS])
+    monkeypatch.delenv(data.OFFLINE_ENV_VAR)
+    data.load_mnist(data_dir=damaged)  # downloads allowed again: the damaged file is replaced
+    assert requests[-1] == TRAIN_IMAGES
 
 
 def test_find_mnist_files_lists_what_is_there(files: Files, tmp_path: Path) -> None:
