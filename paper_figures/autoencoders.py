@@ -282,8 +282,9 @@ def run_dir(args: argparse.Namespace, cfg: RunConfig) -> Path:
         "" if cfg.constants == "code" else f"-{cfg.constants}"
     )
     name = cfg.method if cfg.method != "sgd-momentum" else f"{cfg.method}-lr{cfg.sgd_lr:g}"
-    if cfg.kfac_batch is not None:
-        name += f"-m{cfg.kfac_batch}"
+    fixed = cfg.kfac_batch if cfg.kfac_batch is not None else cfg.sgd_batch
+    if fixed is not None:
+        name += f"-m{fixed}"
     return Path(args.runs) / f"{cfg.dataset}-{tag}-n{cfg.n_train or 'all'}-s{cfg.seed}" / name
 
 

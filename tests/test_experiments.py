@@ -433,3 +433,42 @@ def test_time_to_error_stops_at_the_first_crossing(tmp_path, monkeypatch, curves
             if r["iteration"] == row["iteration"]
         )
     )
+
+
+def test_minibatch_size_figure_fits_the_progress_exponent(tmp_path, monkeypatch):
+    """Fig. 9's script: every method at every m from its own run (fixed m, the method's
+    momentum), the cases-processed axis k · m, and the exponent of 1/k(m) ∝ m^p."""
+    from kfac_ref.experiments import data as data_pkg
+
+    rng = np.random.default_rng(0)
+    X = 1 / (1 + np.exp(-4 * (rng.random((1064, 3)) @ rng.random((3, 16)) - 3)))
+    fake = data_pkg.Dataset("mnist", X[:64], X[64:], source="test", origin="given", label="fake")
+    monkeypatch.setattr(data_pkg, "load_dataset", lambda name, **kw: fake)
+    fig = _load_figure_script("minibatch_size")
+    argv = ["--quick", "--m", "8", "32", "--iters", "4", "--eval-every", "2", "--n-train", "64"]
+    argv += ["--layers", "16", "6", "3", "6", "16", "--no-progress"]
+    argv += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]
+    assert fig.main(argv) == 0
+    result = json.loads((tmp_path / "fig" / "fig9_minibatch_size_quick.json").read_text())
+    assert list(result["methods"]) == list(fig.METHODS)
+    for entry in result["methods"].values():
+        for m in ("8", "32"):
+            c = entry["curves"][m]
+            assert c["iteration"] == [1, 2, 4] and c["cases"] == [k * int(m) for k in (1, 2, 4)]
+        f = entry["finding"]
+        assert f["target_error"] == max(entry["curves"][m]["train_error"][-1] for m in ("8", "32"))
+    args = fig.parse_args(argv)
+    for method in fig.METHODS:
+        cfg = fig.run_config(args, method, 32)
+        log = io.read_jsonl(fig.get_log.__globals__["run_dir"](args, cfg) / "log.jsonl")
+        assert {r["batch_size"] for r in log} == {32}
+        if method == "kfac-blockdiag-nomomentum":
+            assert {r["mu"] for r in log} == {0.0}
+    # the exponent: k(m) halves when m doubles twice as fast → p = 1 (and p = 2 when it quarters)
+    c = {"iteration": [1, 2, 4, 8], "train_error": [9.0, 5.0, 3.0, 1.0]}
+    fast = {"iteration": [1, 2, 4, 8], "train_error": [9.0, 5.0, 1.0, 0.5]}
+    slow = {"iteration": [1, 2, 4, 8], "train_error": [9.0, 8.0, 6.0, 3.0]}
+    assert fig.progress_exponent({100: slow, 200: c})["exponent"] == pytest.approx(1.0)
+    assert fig.progress_exponent({100: slow, 200: fast})["exponent"] == pytest.approx(1.0)
+    f = fig.progress_exponent({100: slow, 400: fast})
+    assert f["iterations_to_target"] == {100: 8, 400: 4} and f["exponent"] == pytest.approx(0.5)
