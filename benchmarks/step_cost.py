@@ -17,6 +17,18 @@ medians of these per-pair ratios, which keeps them meaningful on a host shared w
 
 Prints a table, optionally saves JSON (``--json``); the last two lines are
 ``kfac_blockdiag_over_gradient R1`` and ``kfac_tridiag_over_gradient R2``.
+
+``--breakdown`` times the parts of a plain iteration on their own, each as a ratio to the
+gradient timed just before it: the gradient (forward and backward pass on the m cases), the
+statistics (§5: the backward pass with sampled targets on the τ1 = 1/8 subset and the products
+Ā, G), applying the inverse (Δ = −F̆⁻¹∇h or −F̂⁻¹∇h), the τ2 = 1 products of §7 (J Δ and J δ₀ on
+all m cases, and the 2 × 2 model), and ρ's forward pass (h(θ + δ), every T1 iterations). These
+are where the large mini-batches of §13 spend their time.
+
+``--peak-memory mnist|faces`` instead runs one iteration of each structure at the data set's
+whole training set (MNIST 60,000 × 784, FACES 103,500 × 625, random inputs; the FACES network
+625-2000-1000-500-30-…, linear output) of the heaviest kind (γ search with three inverses and
+the λ rule) in a fresh process, and reports the process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -43,11 +55,18 @@ import numpy  # noqa: E402
 from kfac_ref import MLP, get_backend  # noqa: E402
 from kfac_ref.config import KFACConfig  # noqa: E402
 from kfac_ref.optimizer import KFAC  # noqa: E402
+from kfac_ref.rescale import quadratic_model_on_span  # noqa: E402
 from kfac_ref.rng import RunGenerator  # noqa: E402
+from kfac_ref.statistics import choose_subset, running_statistics, subset_forward  # noqa: E402
 from kfac_ref.structures import FACTORED as STRUCTURES  # noqa: E402  (the paper-scale ones)
 
 LAYERS = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 ACTIVATIONS = ["logistic"] * 3 + ["linear"] + ["logistic"] * 3
+#: --peak-memory: (layers, output, training cases) of the §13 autoencoders at full batch
+FULL_BATCH = {
+    "mnist": (LAYERS, "bernoulli", 60_000),
+    "faces": ([625, 2000, 1000, 500, 30, 500, 1000, 2000, 625], "gaussian", 103_500),
+}
 ETA = 1e-5
 WINDOW = 20  # T3 = T2 = 20, T1 = 5 (defaults)
 
@@ -129,6 +148,77 @@ def kfac_costs(
     }
 
 
+def breakdown(
+    mlp: MLP, weights, X, backend, config: KFACConfig, reps: int, gradient: Callable[[], Any]
+) -> dict[str, Any]:
+    """Median seconds and median ratio to a paired gradient of each part of a plain iteration
+    (module docstring), with the state of three warm-up iterations."""
+    opt = KFAC(mlp, config, backend)
+    gen = RunGenerator(backend.xp, 0, lambda seed, k: k)
+    W, st = weights, opt.init_state(weights)
+    for k in range(1, 4):
+        W, st, _ = opt.step(W, st, X, X, gen.for_iteration(k), validate=False)
+    rng = gen.for_iteration(21)
+    eta, lam_eta = config.eta, st.lam + config.eta
+    _, grads, fwd = mlp.loss_and_grad(W, X, X, eta, validate=False)
+    Delta = [-v for v in st.inverse.apply(grads)]
+    new_W = [w + d for w, d in zip(W, Delta, strict=True)]
+
+    def statistics_part() -> None:
+        idx = choose_subset(X.shape[0], config.tau1, rng)
+        running_statistics(
+            mlp, W, subset_forward(fwd, idx), st.stats, rng, 21, opt.structure.statistics
+        )
+
+    def products_part() -> None:
+        J = mlp.jvps(W, fwd, [Delta, st.delta])
+        quadratic_model_on_span(mlp, W, fwd, grads, Delta, st.delta, J[1], lam_eta, J_Delta=J[0])
+
+    parts = {
+        "gradient": gradient,
+        "statistics (τ1 = 1/8)": statistics_part,
+        "apply the inverse": lambda: st.inverse.apply(grads),
+        "τ2 = 1 products (§7)": products_part,
+        "ρ's forward pass": lambda: mlp.loss(new_W, X, X, eta, validate=False),
+    }
+    out = {}
+    for name, fn in parts.items():
+        fn()  # warm-up
+        t = paired(fn, gradient, backend, reps)
+        out[name] = {"s": statistics.median(t["step"]), "ratio": statistics.median(t["ratio"])}
+    return out
+
+
+def peak_memory(dataset: str, dtype: str) -> dict[str, Any]:
+    """One heaviest-kind iteration (γ search, λ rule) of each factored structure at the whole
+    training set of ``dataset``, and the process's peak resident memory (``ru_maxrss``)."""
+    import resource
+
+    layers, output, n = FULL_BATCH[dataset]
+    backend = get_backend("numpy", dtype)
+    hidden = len(layers) - 2
+    acts = ["linear" if i == hidden // 2 else "logistic" for i in range(hidden)]
+    mlp = MLP(layers, acts, output)
+    X = backend.asarray(numpy.random.default_rng(0).random((n, layers[0])))
+    weights = mlp.init_sparse(seed=0, backend=backend)
+    out: dict[str, Any] = {"dataset": dataset, "cases": n, "layers": layers, "dtype": dtype}
+    for structure in STRUCTURES:
+        opt = KFAC(mlp, KFACConfig(structure=structure, constants="code"), backend)
+        gen = RunGenerator(backend.xp, 0, lambda seed, k: k)
+        st = opt.init_state(weights)
+        t0 = time.perf_counter()
+        _, st, _ = opt.step(weights, st, X, X, gen.for_iteration(1), validate=False)
+        st = dataclasses.replace(st, k=19)  # the next step is k = 20: γ search and λ rule
+        _, _, info = opt.step(weights, st, X, X, gen.for_iteration(20), validate=False)
+        out[structure] = {
+            "seconds_two_iterations": time.perf_counter() - t0,
+            "gamma_searched": info["gamma_searched"],
+        }
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["load_average"] = os.getloadavg()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
@@ -162,13 +252,27 @@ def main(argv: list[str] | None = None) -> int:
         "has its own BLAS, or 'none' to leave the thread pools alone (default 1)",
     )
     parser.add_argument(
-        "--float32-linalg",
+        "--breakdown",
         action="store_true",
-        help="the older spelling of --linalg training",
+        help="time the parts of a plain iteration (gradient, statistics, inverse, τ2 = 1 "
+        "products, ρ's forward pass) instead of the kinds of iteration",
+    )
+    parser.add_argument(
+        "--peak-memory",
+        choices=sorted(FULL_BATCH),
+        help="peak memory of one full-batch iteration of each structure on this data set's "
+        "network and training-set size (random inputs)",
     )
     args = parser.parse_args(argv)
 
-    linalg = "training" if args.float32_linalg else args.linalg
+    if args.peak_memory:
+        result = peak_memory(args.peak_memory, args.dtype)
+        print(json.dumps(result, indent=1))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return 0
+    linalg = args.linalg
     if args.lapack_threads.lower() == "none":
         lapack_threads = None
     elif args.lapack_threads.isdigit() and int(args.lapack_threads) >= 1:
@@ -208,6 +312,29 @@ def main(argv: list[str] | None = None) -> int:
         "gradient_times_s": grad_t,
     }
     constant_sets = ["paper", "code"] if args.constants == "both" else [args.constants]
+    if args.breakdown:
+        constants = "code" if args.constants == "both" else args.constants
+        print(
+            f"MNIST autoencoder, batch {args.batch}, {args.dtype}, {constants} constants: "
+            "seconds (median) [median ratio to a gradient timed just before]"
+        )
+        for structure, cls in STRUCTURES.items():
+            config = KFACConfig(
+                structure=structure,
+                eta=ETA,
+                constants=constants,
+                linalg=linalg,
+                lapack_threads=lapack_threads,
+            )
+            parts = breakdown(mlp, weights, X, backend, config, grad_reps, gradient)
+            results.setdefault("breakdown", {})[cls.method.removeprefix("kfac-")] = parts
+            print(f"\n{cls.method}")
+            for name, r in parts.items():
+                print(f"  {name:26}{r['s']:10.4f} [{r['ratio']:5.2f}]")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return 0
     for constants in constant_sets:
         for structure, key in (
             (name, cls.method.removeprefix("kfac-")) for name, cls in STRUCTURES.items()
