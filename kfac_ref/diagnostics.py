@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import dense
-from .backend import cast, get_array_module, to_numpy
+from .backend import cast, get_array_module, lapack_threads, to_numpy
 from .compare import block_relative_errors, relative_error
 from .cumulants import check_layers, check_size, kronecker_cumulants
 from .damping import check_gamma
@@ -183,7 +183,8 @@ def diagnose(
     cum = kronecker_cumulants(mlp, weights, X, layers, max_bytes)
     out = dict(cum.summary())
     cum.kappa4 = cum.kappa3_term_1 = cum.kappa3_term_2 = None  # no longer needed
-    out.update(approximation_errors(cum, gamma))
+    with lapack_threads(1, xp):  # SciPy's LAPACK pool must not busy-wait on NumPy's cores
+        out.update(approximation_errors(cum, gamma))
     grad = flat(cast(grads, f64), layers)
     if delta is None:
         d = -spd_inverse(dense.F_breve(cum.factors, gamma), "F̆(γ)") @ grad

@@ -244,3 +244,23 @@ def test_bad_arguments_are_refused() -> None:
         diagnose(mlp, weights, X, Y, -1.0, LAM_PLUS_ETA)
     with pytest.raises(ShapeError, match="delta"):
         diagnose(mlp, weights, X, Y, GAMMA, LAM_PLUS_ETA, delta=weights[:-1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("output", ["softmax", "gaussian"])
+def test_cumulants_and_diagnose_on_cupy(cupy_kind: str, output: str) -> None:
+    """The same numbers on the device (real CuPy, or the strict stand-in), arrays kept there."""
+    from kfac_ref.backend import get_array_module, to_numpy
+    from kfac_ref.cumulants import kronecker_cumulants
+
+    dev = get_backend("cupy", "float64")
+    mlp, weights, X, Y = problem(output)
+    Wd, Xd, Yd = [dev.asarray(W) for W in weights], dev.asarray(X), dev.asarray(Y)
+    host, got = kronecker_cumulants(mlp, weights, X), kronecker_cumulants(mlp, Wd, Xd)
+    assert get_array_module(got.kappa4).__name__ == "cupy"
+    for name in ("F", "F_tilde", "kappa4", "kappa3_term_1", "kappa3_term_2"):
+        np.testing.assert_allclose(to_numpy(getattr(got, name)), getattr(host, name), atol=1e-12)
+    want = diagnose(mlp, weights, X, Y, GAMMA, LAM_PLUS_ETA, layers=[1, 2])
+    out = diagnose(mlp, Wd, Xd, Yd, GAMMA, LAM_PLUS_ETA, layers=[1, 2])
+    assert all(type(v) is float for v in out.values())
+    assert out == pytest.approx(want, rel=1e-9)
