@@ -90,6 +90,8 @@ def test_bad_options_and_too_large_nets_are_one_line_errors(
     base = [*TINY, "--out", str(tmp_path), "--data-dir", str(tmp_path / "none")]
     assert run_script(script.main, [*base, "--ae-side", "5"]) == 2
     assert "--ae-side" in capsys.readouterr().err
+    assert run_script(script.main, [*base, "--ae-lam0", "0"]) == 2
+    assert "--ae-lam0" in capsys.readouterr().err
     assert run_script(script.main, [*base, "--problems", "classifier", "--clf-hidden", "200"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "160800 parameters" in err and err.count("\n") == 1
