@@ -44,6 +44,31 @@ Matrices: the 1680 parameters of W_2..W_5 (how, and why that equals slicing the 
 matrices: ``_common.py``). F and F̃ come from the same ``--cases`` training cases
 (``kfac_ref.fisher.exact_fisher`` and the exact Kronecker factors), so their difference is the
 Kronecker approximation alone, not sampling noise.
+
+§3.1 (``figure2.section_3_1`` in the JSON, second footer line of Figure 2): the total error
+Σ_{p,q} |F − F̃|_pq over all ordered pairs of the 1680 weights and the "basic upper bound", the
+same sum of the absolute cumulant terms of the paper's eqn. (3)
+(``kfac_ref.cumulants.kronecker_cumulants``), F and F̃ being means over the cases. The paper:
+2894.4 and 4134.6. Ours with the defaults on the four MNIST files (seed 0, 20 iterations, 3.3 %
+training error, 2000 cases): 2546.1 and 3661.6, a bound/error ratio of 1.44 against the paper's
+1.43; with seeds 1 and 2 (other initial weights; 5.7 % and 4.5 % error) 2854.6 and 4003.7, 2795.4
+and 3978.2. The paper's numbers are of this size only for F a mean over cases (a sum over 2000
+cases would be about 5·10⁶) and for ordered pairs (over p ≤ q the seed-0 sums are 1275.0 and
+1834.0), and they lie within our seed-to-seed spread. Along training
+(``approximation_diagnostics.py``) the seed-0 total rises from 1163 after one iteration to
+2420–2640 from iteration 8 to 20 (2344 at the paper's 7 iterations, where our error is 12.7 %),
+the ratio staying between 1.40 and 1.49, and falls once the softmax saturates (F scales with
+p(1 − p)): 89.7 and 130.3 after 100 iterations. On 500 cases instead of 2000 the sums are 6–11 %
+larger (estimation noise adds to a sum of absolute values), so which and how many cases the
+paper used, unstated, matters at that level too.
+
+Figure 3 with the exact F (middle row; ``figure3.band_ratios_F_inverse`` and
+``figure3.is_F_tilde_the_reason``): |F| and (F + D_γ)⁻¹, where D_γ = F̃(γ) − F̃(0) is the same
+block-diagonal factored Tikhonov term F̃(γ) has, so the two inverses are equally damped (the
+paper's caption says the plots for F look similar). With the defaults the first off-diagonal
+blocks of F(γ)⁻¹ are 1.23× the farther ones on average, against 1.85× for F̃(γ)⁻¹ (the paper's
+figure: close to block-tridiagonal): F's own inverse is no closer to block-tridiagonal than F̃'s
+here, so the Kronecker factorization is not why our Figure 3 lacks the paper's band.
 """
 
 from __future__ import annotations
@@ -51,6 +76,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +85,7 @@ import numpy as np
 
 from kfac_ref.backend import to_numpy
 from kfac_ref.compare import block_mean_abs, block_relative_errors, relative_error
+from kfac_ref.cumulants import kronecker_cumulants
 from kfac_ref.experiments.cli import run_script
 from kfac_ref.inverse import spd_inverse
 
@@ -71,6 +98,9 @@ COND_MAX = 1e10
 GAMMA_GRID = (0.0, *(10.0**e for e in range(-8, 1)))  # γ tried for "the smallest damping"
 TRIDIAGONAL_MIN_RATIO = 5.0  # first off-diagonal ÷ farther blocks: "close to block-tridiagonal"
 BLOCK_DIAGONAL_MIN_RATIO = 8.0  # diagonal ÷ first off-diagonal blocks: "close to block-diagonal"
+# §3.1 of the paper, for this network's middle four layers: Σ_{p,q} |F − F̃|_pq and the sum of
+# the absolute cumulant terms of its eqn. (3) (the "basic upper bound")
+PAPER_SECTION_3_1 = {"total_error": 2894.4, "bound": 4134.6}
 
 
 def add_options(p: argparse.ArgumentParser) -> list[str]:
@@ -95,6 +125,30 @@ def figure2_numbers(M: common.MiddleMatrices, quantile: float) -> dict[str, Any]
         "block_mean_abs_F_tilde": block_mean_abs(Ft, M.shapes),
         "white_level": common.white_level(F, quantile),
     }
+
+
+def section_3_1_numbers(net: common.TrainedNet) -> dict[str, Any]:
+    """§3.1: Σ_{p,q} |F − F̃|_pq over the ordered pairs of the middle layers' weights and the
+    cumulant bound, F a mean over the cases (:func:`kfac_ref.cumulants.kronecker_cumulants`)."""
+    layers = range(common.MIDDLE_FIRST, common.MIDDLE_FIRST + common.MIDDLE_COUNT)
+    res = kronecker_cumulants(net.mlp, net.weights, net.X_cases, layers)
+    return {
+        **res.summary(),
+        "paper": PAPER_SECTION_3_1,
+        "iterations": net.iterations,
+        "convention": "F and F̃ are means over the cases (not sums); the sums run over all "
+        "ordered pairs (p, q) of the middle layers' weights (the *_unordered_pairs keys: p ≤ q)",
+    }
+
+
+def section_3_1_line(c: dict[str, Any]) -> str:
+    """One footer line with the §3.1 total error and bound beside the paper's."""
+    return (
+        f"§3.1: Σ|F − F̃| = {c['total_error']:.1f}, cumulant bound {c['bound']:.1f} "
+        f"(paper: {PAPER_SECTION_3_1['total_error']} and {PAPER_SECTION_3_1['bound']}); F a mean "
+        f"over the {int(c['n_cases']):,} cases, summed over all ordered pairs of the "
+        f"{int(c['n_params']):,} weights."
+    )
 
 
 def condition_number(M: np.ndarray) -> float:
@@ -143,8 +197,11 @@ def inverse_setting(
     M: common.MiddleMatrices,
     gamma: float,
     cond: float | None = None,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Block means of |F̃(γ)⁻¹| and |F(γ)⁻¹| of one network at one damping, and F̃(γ)⁻¹ itself."""
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    """Block means of |F̃(γ)⁻¹| and |F(γ)⁻¹| of one network at one damping, F̃(γ)⁻¹ itself and
+    F(γ)⁻¹ (None when F(γ) is not invertible: condition number above :data:`COND_MAX`).
+
+    F(γ) is the exact F plus the same block-diagonal factored Tikhonov term as F̃(γ) (§6.3)."""
     Ft = M.damped["F_tilde"] if gamma == M.gamma else M.F_tilde_at(gamma)
     cond = condition_number(Ft) if cond is None else cond
     inv = to_numpy(spd_inverse(Ft, "F̃(γ)"))
@@ -165,12 +222,46 @@ def inverse_setting(
         "close_to_block_tridiagonal": reproduces,
         "condition_F": cond_F,
     }
+    F_inv = None
     if cond_F <= COND_MAX:
-        F_means = block_mean_abs(to_numpy(spd_inverse(F, "F(γ)")), M.shapes)
+        F_inv = to_numpy(spd_inverse(F, "F(γ)"))
+        F_means = block_mean_abs(F_inv, M.shapes)
+        F_ratios = common.band_ratios(F_means)
+        F_seen, F_close = what_is_seen(F_ratios)
         entry.update(
-            block_mean_abs_F_inverse=F_means, band_ratios_F_inverse=common.band_ratios(F_means)
+            block_mean_abs_F_inverse=F_means,
+            band_ratios_F_inverse=F_ratios,
+            F_inverse_seen=F_seen,
+            F_inverse_close_to_block_tridiagonal=F_close,
         )
-    return entry, inv
+    return entry, inv, F_inv
+
+
+def is_F_tilde_the_reason(entry: dict[str, Any]) -> str:
+    """Whether the exact F(γ)⁻¹ is close to block-tridiagonal where F̃(γ)⁻¹ is or is not: says
+    whether the Kronecker factorization explains how Figure 3 looks."""
+    if "band_ratios_F_inverse" not in entry:
+        return f"F(γ) is not invertible at γ = {entry['gamma']:.3g}; no comparison"
+    rt = entry["band_ratios_F_tilde_inverse"]["first_off_over_farther"]
+    rf = entry["band_ratios_F_inverse"]["first_off_over_farther"]
+    ratios = f"first off-diagonal / farther block means: F̃⁻¹ {rt:.2f}, F⁻¹ {rf:.2f}"
+    tilde, exact = (
+        entry["close_to_block_tridiagonal"],
+        entry["F_inverse_close_to_block_tridiagonal"],
+    )
+    if tilde and exact:
+        return f"both F̃⁻¹ and F⁻¹ are close to block-tridiagonal ({ratios})"
+    if exact:
+        return (
+            f"F⁻¹ is close to block-tridiagonal but F̃⁻¹ is not ({ratios}): the Kronecker "
+            "factorization F̃ is what removes the band"
+        )
+    if tilde:
+        return f"F̃⁻¹ is close to block-tridiagonal but F⁻¹ is not ({ratios})"
+    return (
+        f"neither F̃⁻¹ nor F⁻¹ is close to block-tridiagonal ({ratios}): the missing band is a "
+        "property of this network's Fisher, not of the Kronecker factorization F̃"
+    )
 
 
 def figure3_numbers(
@@ -180,12 +271,16 @@ def figure3_numbers(
     further: common.TrainedNet | None,
     M_further: common.MiddleMatrices | None,
     stages: common.Stages,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Figure 3's numbers: the paper's setting (γ of K-FAC) and the other settings tried."""
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    """Figure 3's numbers (the paper's setting, γ of K-FAC, and the other settings tried), and
+    F̃(γ)⁻¹ and F(γ)⁻¹ of the paper's setting."""
     stages(
-        f"inverses: F̃(γ)⁻¹ at γ = {M.gamma:.3g} and at the smallest damping keeping F̃ invertible"
+        f"inverses: F̃(γ)⁻¹ and F(γ)⁻¹ at γ = {M.gamma:.3g} and at the smallest damping keeping "
+        "F̃ invertible"
     )
-    main, inv = inverse_setting(f"K-FAC's γ after {net.iterations} iterations", net, M, M.gamma)
+    main, inv, F_inv = inverse_setting(
+        f"K-FAC's γ after {net.iterations} iterations", net, M, M.gamma
+    )
     settings = [main]
     g0, cond0 = smallest_invertible_gamma(M)
     settings.append(
@@ -213,25 +308,34 @@ def figure3_numbers(
             )[0]
         )
     F_tilde_means = block_mean_abs(M.undamped["F_tilde"], M.shapes)
+    F_means = block_mean_abs(M.undamped["F"], M.shapes)
     nums = {
         "gamma": M.gamma,
         "block_mean_abs_F_tilde": F_tilde_means,
         "band_ratios_F_tilde": common.band_ratios(F_tilde_means),
         "block_mean_abs_F_tilde_inverse": main["block_mean_abs_F_tilde_inverse"],
         "band_ratios_F_tilde_inverse": main["band_ratios_F_tilde_inverse"],
+        "block_mean_abs_F": F_means,
+        "band_ratios_F": common.band_ratios(F_means),
         "block_mean_abs_F_inverse": main.get("block_mean_abs_F_inverse"),
+        "band_ratios_F_inverse": main.get("band_ratios_F_inverse"),
+        "F_inverse_seen": main.get("F_inverse_seen"),
+        "F_inverse_close_to_block_tridiagonal": main.get("F_inverse_close_to_block_tridiagonal"),
+        "is_F_tilde_the_reason": is_F_tilde_the_reason(main),
         "seen": main["seen"],
         "close_to_block_tridiagonal": main["close_to_block_tridiagonal"],
         "settings": settings,
         "white_level_F_tilde": common.white_level(M.undamped["F_tilde"], quantile),
         "white_level_F_tilde_inverse": common.white_level(inv, quantile),
+        "white_level_F": common.white_level(M.undamped["F"], quantile),
+        "white_level_F_inverse": None if F_inv is None else common.white_level(F_inv, quantile),
         "thresholds": {
             "close_to_block_tridiagonal": f"first_off_over_farther ≥ {TRIDIAGONAL_MIN_RATIO:g}",
             "close_to_block_diagonal": f"diagonal_over_first_off ≥ {BLOCK_DIAGONAL_MIN_RATIO:g}",
             "invertible": f"condition number ≤ {COND_MAX:g}",
         },
     }
-    return nums, inv
+    return nums, inv, F_inv
 
 
 def draw_figure2(
@@ -254,7 +358,10 @@ def draw_figure2(
         "(W_2..W_5) of the 256-20-20-20-20-20-10 tanh net; |entries|, one white level",
         fontsize=10,
     )
-    fig.supxlabel(common.footer(net), fontsize=8)
+    footer = common.footer(net)
+    if "section_3_1" in nums:
+        footer += "\n" + section_3_1_line(nums["section_3_1"])
+    fig.supxlabel(footer, fontsize=8)
     return fig
 
 
@@ -283,10 +390,16 @@ def draw_block_means(ax: Any, means: np.ndarray, title: str) -> None:
 
 def setting_title(entry: dict[str, Any]) -> str:
     r = entry["band_ratios_F_tilde_inverse"]
+    rf = entry.get("band_ratios_F_inverse")
+    exact = (
+        f"\nF(γ)⁻¹: first off-diag / farther = {rf['first_off_over_farther']:.2f}"
+        if rf
+        else "\nF(γ) not invertible at this γ"
+    )
     return (
         f"{entry['setting']}\n(γ = {entry['gamma']:.3g}, training error {entry['train_error']:.1%})\n"
         f"first off-diag / farther = {r['first_off_over_farther']:.2f}, "
-        f"diag / first off-diag = {r['diagonal_over_first_off']:.1f}"
+        f"diag / first off-diag = {r['diagonal_over_first_off']:.1f}{exact}"
     )
 
 
@@ -296,13 +409,19 @@ def draw_figure3(
     nums: dict[str, Any],
     s: common.Settings,
     net: common.TrainedNet,
+    F_inv: np.ndarray | None = None,
 ) -> Any:
     """Top: |F̃|, |F̃⁻¹| (K-FAC's γ) and the block means of |F̃⁻¹| (the paper's three panels).
-    Bottom: the block means in the other settings tried."""
+    Middle: the same for the exact F and F(γ)⁻¹ (equally damped). Bottom: the block means of
+    |F̃⁻¹| in the other settings tried."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        2, 3, figsize=(14, 9.6), layout="constrained", gridspec_kw={"height_ratios": [1.15, 1]}
+        3,
+        3,
+        figsize=(14, 14.5),
+        layout="constrained",
+        gridspec_kw={"height_ratios": [1.15, 1.15, 1]},
     )
     common.show_abs(
         axes[0, 0],
@@ -329,9 +448,10 @@ def draw_figure3(
         main["block_mean_abs_F_tilde_inverse"],
         "block means of |F̃⁻¹|, " + setting_title(main),
     )
-    for ax, entry in zip(axes[1], others, strict=False):
+    draw_exact_row(axes[1], M, F_inv, nums, s)
+    for ax, entry in zip(axes[2], others, strict=False):
         draw_block_means(ax, entry["block_mean_abs_F_tilde_inverse"], setting_title(entry))
-    for ax in axes[1, len(others) :]:
+    for ax in axes[2, len(others) :]:
         ax.axis("off")
     verdict = (
         "as the paper says"
@@ -340,11 +460,50 @@ def draw_figure3(
     )
     fig.suptitle(
         f"Figure 3: F̃ and its inverse, middle 4 layers. Seen: F̃⁻¹ {nums['seen']}\n"
-        f"({verdict}). Bottom row: block means of |F̃⁻¹| in the other settings tried.",
+        f"({verdict}). Middle row: the exact F and its equally damped inverse:\n"
+        f"{textwrap.fill(nums['is_F_tilde_the_reason'] + '.', 130)}\n"
+        "Bottom row: block means of |F̃⁻¹| in the other settings tried.",
         fontsize=10,
     )
     fig.supxlabel(common.footer(net), fontsize=8)
     return fig
+
+
+def draw_exact_row(
+    axes: Any, M: common.MiddleMatrices, F_inv: np.ndarray | None, nums: dict[str, Any], s: Any
+) -> None:
+    """|F|, |F(γ)⁻¹| and the block means of |F(γ)⁻¹| (F(γ): F plus F̃'s damping term, §6.3)."""
+    common.show_abs(
+        axes[0],
+        M.undamped["F"],
+        nums["white_level_F"],
+        M.boundaries,
+        f"|F| (exact; first off-diag / farther block means = "
+        f"{nums['band_ratios_F']['first_off_over_farther']:.2f})",
+        s.scale,
+        s.decades,
+    )
+    if F_inv is None:
+        for ax in axes[1:]:
+            ax.axis("off")
+        axes[1].set_title(f"F(γ) is not invertible at γ = {M.gamma:.3g}", fontsize=9)
+        return
+    common.show_abs(
+        axes[1],
+        F_inv,
+        nums["white_level_F_inverse"],
+        M.boundaries,
+        f"|F(γ)⁻¹|  (F plus the same damping as F̃, γ = {M.gamma:.3g})",
+        s.scale,
+        s.decades,
+    )
+    r = nums["band_ratios_F_inverse"]
+    draw_block_means(
+        axes[2],
+        nums["block_mean_abs_F_inverse"],
+        f"block means of |F(γ)⁻¹|\nfirst off-diag / farther = {r['first_off_over_farther']:.2f}, "
+        f"diag / first off-diag = {r['diagonal_over_first_off']:.1f}",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -373,10 +532,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     elif further_iters:
         stages("training further: skipped (loaded weights carry no optimizer state)")
     nums2 = figure2_numbers(M, s.vmax_quantile)
-    nums3, inv = figure3_numbers(net, M, s.vmax_quantile, further, M_further, stages)
+    stages("§3.1: F − F̃ in cumulants over every pair of the middle layers' weights")
+    nums2["section_3_1"] = section_3_1_numbers(net)
+    nums3, inv, F_inv = figure3_numbers(net, M, s.vmax_quantile, further, M_further, stages)
     stages(f"figures: drawing Figures 2 and 3 ({', '.join(s.formats)}) into {s.out}/")
     files = common.save_figure(draw_figure2(M, nums2, s, net), s.out, FIG2, s.dpi, s.formats)
-    files += common.save_figure(draw_figure3(M, inv, nums3, s, net), s.out, FIG3, s.dpi, s.formats)
+    files += common.save_figure(
+        draw_figure3(M, inv, nums3, s, net, F_inv), s.out, FIG3, s.dpi, s.formats
+    )
     files.append(common.save_network(s.out / WEIGHTS_NAME, net))
     if further is not None:
         files.append(common.save_network(s.out / FURTHER_WEIGHTS_NAME, further))
@@ -391,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "train_error": further.train_error(),
             "gamma": further.gamma,
             "history": further.history[net.iterations :],
+            "section_3_1": section_3_1_numbers(further),
         },
         "files": [f.name for f in files],
         "seconds": stages.elapsed,
@@ -401,12 +565,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{nums3['seen']}; training error {result['train_error']:.2%} after {net.iterations} "
         f"iterations → {s.out}/"
     )
+    print(f"  {section_3_1_line(nums2['section_3_1'])}")
     for entry in nums3["settings"]:
-        r = entry["band_ratios_F_tilde_inverse"]
+        r, rf = entry["band_ratios_F_tilde_inverse"], entry.get("band_ratios_F_inverse")
+        exact = f", F⁻¹: {rf['first_off_over_farther']:.2f}" if rf else ", F not invertible"
         print(
             f"  {entry['setting']}: γ = {entry['gamma']:.3g}, first off-diag / farther "
-            f"{r['first_off_over_farther']:.2f}, diag / first off-diag {r['diagonal_over_first_off']:.2f}"
+            f"{r['first_off_over_farther']:.2f}, diag / first off-diag "
+            f"{r['diagonal_over_first_off']:.2f}{exact}"
         )
+    print(f"  Figure 3: {nums3['is_F_tilde_the_reason']}")
     return result
 
 

@@ -235,6 +235,71 @@ def test_figure3_other_settings_recomputed(blocks_run: tuple[Path, dict]) -> Non
     assert settings[2]["train_error"] == pytest.approx(result["further_training"]["train_error"])
 
 
+def test_section_3_1_numbers_recomputed(blocks_run: tuple[Path, dict]) -> None:
+    """Σ|F − F̃| over the ordered pairs of the middle layers' weights, from the whole network's
+    dense F and F̃ (means over the cases), for the figures' network and the one trained further;
+    the cumulant bound is above it and the paper's numbers are quoted."""
+    out, result = blocks_run
+    saved = json.loads((out / "fisher_blocks.json").read_text())
+    for nums, npz in (
+        (result["figure2"]["section_3_1"], "fisher_blocks_weights.npz"),
+        (result["further_training"]["section_3_1"], "fisher_blocks_further_weights.npz"),
+    ):
+        mlp, weights, X, _ = load_saved(out / npz)
+        sl = common.middle_slice(mlp)
+        F = exact_fisher(mlp, weights, X)[sl, sl]
+        F_tilde = approximate_fisher(mlp, weights, X, "full")[sl, sl]
+        err = np.abs(F - F_tilde)
+        assert nums["total_error"] == pytest.approx(err.sum(), rel=1e-9)
+        upper = np.triu(np.ones_like(err, dtype=bool))
+        assert nums["total_error_unordered_pairs"] == pytest.approx(err[upper].sum(), rel=1e-9)
+        assert nums["bound"] >= nums["total_error"] > 0
+        assert nums["n_params"] == F.shape[0] and nums["n_cases"] == X.shape[0]
+    assert saved["figure2"]["section_3_1"]["paper"] == {"total_error": 2894.4, "bound": 4134.6}
+
+
+def test_figure3_exact_F_inverse_recomputed(blocks_run: tuple[Path, dict]) -> None:
+    """The exact-F row of Figure 3: block means of |(F + D_γ)⁻¹|, D_γ = F̃(γ) − F̃(0) (the same
+    factored Tikhonov term as F̃'s), sliced from the whole network's dense matrices."""
+    out, result = blocks_run
+    mlp, weights, X, gamma = load_saved(out / "fisher_blocks_weights.npz")
+    fig3 = result["figure3"]
+    sl = common.middle_slice(mlp)
+    F = exact_fisher(mlp, weights, X)[sl, sl]
+    D = (
+        approximate_fisher(mlp, weights, X, "full", gamma)[sl, sl]
+        - approximate_fisher(mlp, weights, X, "full")[sl, sl]
+    )
+    means = block_means(np.linalg.inv(F + D), middle_sizes(mlp))
+    np.testing.assert_allclose(fig3["block_mean_abs_F_inverse"], means, rtol=1e-6)
+    first, diag = expected_ratios(means)
+    assert fig3["band_ratios_F_inverse"]["first_off_over_farther"] == pytest.approx(first, rel=1e-6)
+    assert fig3["band_ratios_F_inverse"]["diagonal_over_first_off"] == pytest.approx(diag, rel=1e-6)
+    np.testing.assert_allclose(
+        fig3["block_mean_abs_F"], block_means(F, middle_sizes(mlp)), rtol=1e-8
+    )
+    close = bool(first >= fisher_blocks.TRIDIAGONAL_MIN_RATIO)
+    assert fig3["F_inverse_close_to_block_tridiagonal"] is close
+    assert f"F⁻¹ {first:.2f}" in fig3["is_F_tilde_the_reason"]
+
+
+def test_is_F_tilde_the_reason_covers_each_case() -> None:
+    def entry(tilde: float, exact: float) -> dict:
+        return {
+            "gamma": 0.1,
+            "band_ratios_F_tilde_inverse": {"first_off_over_farther": tilde},
+            "band_ratios_F_inverse": {"first_off_over_farther": exact},
+            "close_to_block_tridiagonal": tilde >= 5,
+            "F_inverse_close_to_block_tridiagonal": exact >= 5,
+        }
+
+    reason = fisher_blocks.is_F_tilde_the_reason
+    assert reason(entry(1.5, 1.2)).startswith("neither")
+    assert "removes the band" in reason(entry(1.5, 9.0))
+    assert reason(entry(9.0, 9.0)).startswith("both")
+    assert reason({"gamma": 0.0}).startswith("F(γ) is not invertible")
+
+
 def test_band_ratios_and_verdict_on_known_matrices() -> None:
     tri = np.array([[4.0, 1, 0.1, 0.1], [1, 4, 1, 0.1], [0.1, 1, 4, 1], [0.1, 0.1, 1, 4]])
     r = common.band_ratios(tri)
