@@ -248,3 +248,33 @@ def test_cli_resume_other_data_needs_resume(tmp_path, capsys):
 
     assert main(["train", "--out", str(tmp_path), "--resume-other-data"]) == 2
     assert "only applies with --resume" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ diagnostics along training
+def test_diagnose_every_logs_the_diagnostics_without_changing_the_run(tmp_path, tiny_data):
+    from kfac_ref.diagnostics import DIAGNOSE_COPIES  # noqa: F401 (the module the runner uses)
+
+    plain = run_experiment(tiny_config(), tmp_path / "a", data=tiny_data, progress=False)
+    diag = run_experiment(
+        tiny_config(diagnose_every=2), tmp_path / "b", data=tiny_data, progress=False
+    )
+    keys = [k for k in diag[1] if k.startswith("diag_")]
+    assert "diag_total_error" in keys and "diag_cosine_delta_vs_natural_gradient" in keys
+    assert "diag_F_tilde_vs_F_block_1_2" in keys and "diag_bound" in keys
+    assert diag[1]["diag_bound"] >= diag[1]["diag_total_error"] > 0
+    assert not any(k.startswith("diag_") for k in [*diag[0], *diag[2]])
+
+    def same(r: dict) -> str:  # NaN-safe: as the log file holds it
+        return json.dumps(io.jsonable({k: v for k, v in r.items() if k != "time"}))
+
+    strip = [{k: v for k, v in r.items() if not k.startswith("diag_")} for r in diag]
+    assert [same(r) for r in strip] == [same(r) for r in plain]
+    with pytest.raises(ConfigError, match="SGD has no curvature"):
+        tiny_config(method="sgd-momentum", diagnose_every=2)
+
+
+def test_diagnostics_of_a_net_too_large_are_refused_before_training(tmp_path, tiny_data):
+    big = tiny_config(layers=[16, 2000, 16], diagnose_every=1)
+    with pytest.raises(ConfigError, match="parameters"):
+        run_experiment(big, tmp_path, data=tiny_data, progress=False)
+    assert not (tmp_path / "log.jsonl").exists() and not (tmp_path / "config.json").exists()

@@ -175,6 +175,14 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         help="write checkpoint.npz and log.jsonl every N iterations",
     )
     p.add_argument(
+        "--diagnose-every",
+        type=_positive_int,
+        default=None,
+        help="every N iterations, log K-FAC against the exact Fisher on the mini-batch "
+        "(kfac_ref.diagnostics: ‖F − F̃‖ per layer pair, the §3.1 error and bound, the inverses' "
+        "errors, the cosine with the exact natural-gradient step; small nets only)",
+    )
+    p.add_argument(
         "--data-dir",
         default=None,
         help="data directory (default: $KFAC_REF_DATA_DIR, else ~/.cache/kfac_ref)",
@@ -251,6 +259,7 @@ def _run_train(args: argparse.Namespace) -> int:
         kfac=_parse_overrides(args.kfac),
         constants=args.constants,
         max_seconds=args.max_seconds,
+        diagnose_every=args.diagnose_every,
     )
     if args.resume_other_data and not args.resume:
         raise ConfigError("--resume-other-data only applies with --resume")

@@ -30,6 +30,7 @@ import numpy
 
 from ..backend import KNOWN_BACKENDS, KNOWN_DTYPES, Backend, get_backend, to_numpy
 from ..config import CONSTANT_SETS, KFACConfig, SGDConfig
+from ..diagnostics import check_diagnose_size, diagnose_kfac
 from ..errors import ConfigError, DataError, KFACError, ShapeError
 from ..mlp import MLP
 from ..optimizer import KFAC
@@ -78,6 +79,7 @@ MAY_CHANGE_ON_RESUME = (
     "data_dir",
     "eval_every",
     "checkpoint_every",
+    "diagnose_every",
 )
 #: KFACConfig fields ``--kfac`` may set (the structure comes from the method, the constants
 #: from ``--constants``).
@@ -160,6 +162,9 @@ class RunConfig:
     constants: str = "code"  # KFACConfig.constants: the released code's τ2 = 1 (spec §12)
     sparse_init_replace: bool = True  # [code]: 15 indices per unit drawn with replacement
     max_seconds: float | None = None  # stop when the optimizer time reaches this
+    #: every N iterations log the exact-vs-approximate diagnostics on the mini-batch
+    #: (kfac_ref.diagnostics; small nets only, refused before training otherwise)
+    diagnose_every: int | None = None
 
     def __post_init__(self) -> None:
         self._normalize()
@@ -177,7 +182,11 @@ class RunConfig:
             _int_at_least("n_train", self.n_train, 1)
         if self.n_test is not None:
             _int_at_least("n_test", self.n_test, 0)  # 0: no test set
-        for name in ("sgd_batch", "kfac_batch"):
+        if self.diagnose_every is not None and self.method == "sgd-momentum":
+            raise ConfigError(
+                "diagnose_every needs a K-FAC method: SGD has no curvature to diagnose"
+            )
+        for name in ("sgd_batch", "kfac_batch", "diagnose_every"):
             if getattr(self, name) is not None:
                 _int_at_least(name, getattr(self, name), 1)
         if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
@@ -650,6 +659,8 @@ def _run_locked(
     if X_test is not None and X_test.shape[0]:
         mlp.check_inputs(X_test, X_test)
     opt = make_optimizer(cfg, mlp, backend)
+    if cfg.diagnose_every is not None:  # refused now, not after hours of training
+        check_diagnose_size(mlp, max(batch_size(cfg, cfg.iters, X_train.shape[0]), 1))
     gen = RunGenerator(backend.xp, cfg.seed, _iteration_seed)
 
     same_data = True
@@ -716,6 +727,9 @@ def _run_locked(
             done = cfg.is_done(k, elapsed)
             if k % cfg.eval_every == 0 or done or k == 1:
                 record.update(_evaluate(cfg, mlp, st, X_train, X_test))
+            if cfg.diagnose_every is not None and k % cfg.diagnose_every == 0:
+                diag = diagnose_kfac(opt, st.weights, st.opt_state, Xb, Xb)  # not timed
+                record.update({f"diag_{key}": value for key, value in diag.items()})
                 bar.set_postfix(k=k, train_error=f"{record['train_error']:.4g}")
             st.records.append(record)
             if by_time:
