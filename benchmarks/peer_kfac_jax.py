@@ -1,7 +1,7 @@
-"""One K-FAC step of kfac_ref against one step of kfac-jax on the CPU (issue #5).
+"""One K-FAC step of kfac_ref against one step of kfac-jax on the CPU.
 
 Both optimizers train the MNIST deep autoencoder of §13 (784-1000-500-250-30-250-500-1000-784,
-logistic hidden units, linear code layer, logistic output with cross-entropy; spec §10) on the
+logistic hidden units, linear code layer, logistic output with cross-entropy; §13) on the
 same random mini-batches in [0, 1], from the same sparse initialization, in float32, in one
 process. kfac_ref runs block-diagonal K-FAC (F̆, §4.2) on the NumPy backend with the paper's
 defaults (:class:`kfac_ref.config.KFACConfig`). kfac-jax runs ``kfac_jax.Optimizer`` with its
@@ -45,7 +45,7 @@ that other processes took meanwhile: on a shared machine the numbers are only wo
 that share is small (a warning is printed above 10 %); ``--wait-quiet S`` waits up to S seconds
 before each window for the machine to be idle, and runs another window (at most 3 more) in place
 of one during which other processes took over 10 % of the CPU. The last line is ``kfac_jax_over_kfac_ref R``
-(R > 1: kfac_ref is faster; issue #5 asks for R ≥ 2).
+(R > 1: kfac_ref is faster; the target is R ≥ 2).
 
     python benchmarks/peer_kfac_jax.py                  # batch 1000, 5 windows of 20 steps
     python benchmarks/peer_kfac_jax.py --quick          # batch 500, 2 windows (a few minutes)
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             f"# note: {len(busy)} of {2 * args.windows} windows ran with other processes taking more "
             f"than {fmt_load(BUSY_LOAD)} of the CPU (the medians discount them)"
         )
-    print(f"# issue #5 target kfac_jax_over_kfac_ref ≥ 2: {'met' if ratio >= 2 else 'not met'}")
+    print(f"# target kfac_jax_over_kfac_ref ≥ 2: {'met' if ratio >= 2 else 'not met'}")
 
     if args.json is not None:
         payload = {

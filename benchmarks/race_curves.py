@@ -1,4 +1,4 @@
-"""Time-to-error race on the CURVES quick problem (issue #14, item 5).
+"""Time-to-error race on the CURVES quick problem.
 
 One run at a time, each on the same problem as ``paper_figures/autoencoders.py --quick``: the
 first 2000 training cases of the CURVES stand-in kfac_ref loads, the 784-400-200-100-50-25-6-…-784
@@ -82,7 +82,11 @@ from kfac_ref.experiments import (  # noqa: E402
     run_experiment,
 )
 from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
-from kfac_ref.experiments.schedules import average_decay, minibatch_size  # noqa: E402
+from kfac_ref.experiments.schedules import (  # noqa: E402
+    average_decay,
+    draw_minibatch,
+    minibatch_size,
+)
 
 TARGETS = (10.0, 1.0, 0.1)
 #: The CURVES quick problem (paper_figures/autoencoders.py QUICK): 2000 cases, m₁ = 250 → 2000
@@ -409,7 +413,7 @@ class CompileClock:
 
 def batch_indices(seed: int, k: int, n: int, m: int) -> numpy.ndarray:
     """The cases kfac_ref's run draws at iteration k (kfac_ref.experiments.runner)."""
-    return numpy.random.default_rng([seed, k]).choice(n, size=m, replace=False)
+    return draw_minibatch(n, m, seed, k)
 
 
 def stop_reason(err: float | None, out_of_time: bool) -> str:

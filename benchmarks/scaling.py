@@ -1,4 +1,4 @@
-"""How a K-FAC iteration's cost scales with the mini-batch and the layer width (issue 14).
+"""How a K-FAC iteration's cost scales with the mini-batch and the layer width.
 
 Two sweeps, each point timed in one process on random inputs in [0, 1] (no data set needed),
 float32, the paper's constants unless ``--constants code``:

@@ -1,6 +1,6 @@
 """Progress per iteration and cost per iteration of every curvature structure on a small
 autoencoder: F̆⁻¹ and F̂⁻¹ (§4) against F̃⁻¹ (§3, ``"full"``) and exact natural gradient
-(``"exact"``), all with the same damping and §6–§7 machinery (issue #13).
+(``"exact"``), all with the same damping and §6–§7 machinery.
 
 The problem is small enough for dense P×P matrices: the CURVES fixture's 2000 training images
 (``tests/data/fidelity_curves2000``) average-pooled 7×7 to 4×4 = 16 pixels, and a

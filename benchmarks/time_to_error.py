@@ -1,4 +1,4 @@
-"""Wall time for K-FAC (block-tridiagonal) and SGD-momentum to reach a training error (issue #5).
+"""Wall time for K-FAC (block-tridiagonal) and SGD-momentum to reach a training error.
 
 Trains each method on a §13 autoencoder with :func:`kfac_ref.experiments.run_experiment` and
 reports, from the run's log, the optimizer time (evaluation excluded) and the iteration at which

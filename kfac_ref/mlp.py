@@ -213,7 +213,7 @@ class MLP:
 
         Each unit draws ``n_nonzero`` (15 in the authors' code) input indices and sets each to an
         N(0, scale²) draw; the rest of its weights and its bias are zero. ``replace=True`` draws
-        the indices uniformly **with replacement**, as the released code does (spec §12), so a
+        the indices uniformly **with replacement**, as the released code does ([code]), so a
         unit may get fewer distinct nonzero weights (on average about 11.4 of 25 inputs, 5.6 of
         6) and a repeated index keeps its last draw; ``replace=False`` draws ``min(n_nonzero,
         d_{i-1})`` distinct indices. Drawn on the host with ``seed`` so NumPy and CuPy start from
@@ -292,7 +292,7 @@ class MLP:
 
         The directions travel together as an (m, n, d_i) array: R s_i = V_i ā_{i-1} is one
         batched product per layer, and W_i R ā_{i-1} one (m·n, d_{i-1}) × (d_{i-1}, d_i) product
-        (the §7 re-scaling needs J Δ for each γ candidate and J δ₀, issue 14). Returns m arrays
+        (the §7 re-scaling needs J Δ for each γ candidate and J δ₀). Returns m arrays
         of shape (n, d_ℓ), views of one buffer.
         """
         m = len(Vs)

@@ -43,7 +43,7 @@ from kfac_ref.damping import (
 from kfac_ref.errors import NonFiniteError
 from kfac_ref.experiments import autoencoder
 from kfac_ref.experiments.data import downscale_images, make_curves
-from kfac_ref.experiments.schedules import minibatch_size
+from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
 from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.fisher import exact_fisher
 from kfac_ref.optimizer import KFAC, natural_gradient_direction
@@ -393,7 +393,7 @@ assert curv_lam > curv_F > curv_true > 0 and info["rho"] > 1.5
 # \theta + \delta$; and every $T_1 = 5$ iterations ρ and the λ rule. The mini-batch grows
 # exponentially (§13): 200 cases at first, all 800 from iteration 100 on.
 #
-# The baseline is SGD with Nesterov momentum (spec §12) on fixed mini-batches of 250, with
+# The baseline is SGD with Nesterov momentum (§13) on fixed mini-batches of 250, with
 # the same number of iterations. It gets a small learning-rate search, and two momentum
 # choices: the Sutskever et al. schedule (μ = 0.5 for the first 250 iterations) and a constant
 # μ = 0.9; the best of these is plotted. The training loss is evaluated on all 800 cases.
@@ -406,7 +406,7 @@ def train(opt, batch_size):
     """ITERS steps from W0: the info dicts, the full training loss every EVAL_EVERY, the last state."""
     W, state, infos, curve = W0, opt.init_state(W0), [], [(0, float(mlp.loss(W0, X, X)))]
     for k in range(1, ITERS + 1):
-        idx = np.random.default_rng([0, k]).choice(N, size=batch_size(k), replace=False)
+        idx = draw_minibatch(N, batch_size(k), 0, k)
         W, state, info = opt.step(W, state, X[idx], X[idx], np.random.default_rng([1, k]))
         infos.append(info)
         if k % EVAL_EVERY == 0:

@@ -50,7 +50,7 @@ from kfac_ref.backend import get_backend
 from kfac_ref.config import KFACConfig
 from kfac_ref.experiments import autoencoder, reconstruction_error
 from kfac_ref.experiments.data import downscale_images, make_curves
-from kfac_ref.experiments.schedules import minibatch_size
+from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
 from kfac_ref.optimizer import KFAC
 from kfac_ref.statistics import FactorStats, batch_statistics
 from kfac_ref.structures import STRUCTURES
@@ -175,9 +175,7 @@ def train(structure, lam0, seed):
     W = mlp.init_sparse(seed=seed, backend=backend)
     state, errors, seconds = opt.init_state(W), [reconstruction_error(mlp, W, X)], []
     for k in range(1, ITERS + 1):
-        idx = np.random.default_rng([seed, 0, k]).choice(
-            N, size=minibatch_size(k, 100, N, k_full=40), replace=False
-        )
+        idx = draw_minibatch(N, minibatch_size(k, 100, N, k_full=40), seed, 0, k)
         t0 = time.perf_counter()
         W, state, info = opt.step(W, state, X[idx], X[idx], np.random.default_rng([seed, 1, k]))
         seconds.append(time.perf_counter() - t0)

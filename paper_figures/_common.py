@@ -6,7 +6,7 @@ Orchestration only: every number comes from a :mod:`kfac_ref` function; this fil
 trains, slices and writes files. The two scripts that use it are ``fisher_blocks.py``
 (Figures 2–3) and ``inverse_quality.py`` (Figures 5–6).
 
-The network (paper §3, Figures 2–3; spec §12): a 256-20-20-20-20-20-10 classifier with tanh
+The network (paper §3, Figures 2–3): a 256-20-20-20-20-20-10 classifier with tanh
 hidden units and a softmax output, partially trained on 16×16 down-scaled MNIST. The figures show
 the parameters of the **middle four layers** W_2..W_5 (4 × 20·21 = 1680 parameters).
 
@@ -80,7 +80,7 @@ from kfac_ref.natgrad import natgrad_step
 from kfac_ref.rng import RunGenerator
 from kfac_ref.vec import layer_offsets
 
-PAPER_WIDTHS = (256, 20, 20, 20, 20, 20, 10)  # the example network of Figures 2–3 (spec §12)
+PAPER_WIDTHS = (256, 20, 20, 20, 20, 20, 10)  # the example network of Figures 2–3 (§3)
 MIDDLE_FIRST, MIDDLE_COUNT = 1, 4  # 0-based layer index of W_2, and four layers W_2..W_5
 SIDE_IN, SIDE_OUT = 28, 16  # MNIST / CURVES images are 28×28, down-scaled to 16×16
 N_CLASSES = 10

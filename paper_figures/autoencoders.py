@@ -1,4 +1,4 @@
-"""The deep-autoencoder figures of the paper (arXiv §13, Figs. 10–11; spec §10, §12).
+"""The deep-autoencoder figures of the paper (arXiv §13, Figs. 10–11).
 
 Training error (squared reconstruction error per case, summed over pixels; the minimum of the
 averaged and raw iterates, as the released code reports) against iterations and against optimizer
@@ -98,7 +98,7 @@ FIXED_M_GRID = {
 FIXED_M_TUNE_SECONDS = {"quick": 20.0, "full": 600.0}
 #: the RunConfig field each tuned method's grid varies
 TUNED = {"sgd-momentum": "sgd_lr", **{m: "kfac_batch" for m in FIXED_M_METHODS}}
-#: SGD learning-rate grid per data set (the paper tuned it; spec §12).
+#: SGD learning-rate grid per data set (the paper tuned it, §13).
 SGD_LR_GRID = {
     "curves": [0.02, 0.05, 0.1],
     "mnist": [0.01, 0.02, 0.05],

@@ -14,10 +14,10 @@ data used, the training history), ``fisher_blocks_weights.npz`` (weights and cas
 further). Without any MNIST file a labelled stand-in is used (see
 ``_common.py``).
 
-What the paper shows (arXiv:1503.05671; spec §3 and §12). Checked: "F̃ captures the coarse
+What the paper shows (arXiv:1503.05671, §3). Checked: "F̃ captures the coarse
 structure of F" and "the inverse of F̃ is approximately block-tridiagonal whereas F̃ is not"
 (§3, §4.3); the network is 256-20-20-20-20-20-10 with tanh units, partially trained on 16×16
-down-scaled MNIST, and only its middle 4 layers are shown (spec §12). Recalled from the figure
+down-scaled MNIST, and only its middle 4 layers are shown. Recalled from the figure
 captions, which the search tools could not retrieve: trained by K-FAC in batch mode for 7
 iterations (5 % error; 0 % after 22); Figure 2 has F left, F̃ middle, the difference right,
 dashed lines delimiting the layer blocks, and plots **absolute values** with the white level

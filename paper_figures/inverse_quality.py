@@ -15,7 +15,7 @@ quoted, per block too, the data used and the training history) and
 (and cases) of ``fisher_blocks.py``; without it the same network is trained again (same seed and
 options give the same weights).
 
-What the paper shows (arXiv:1503.05671, long version; spec §12: Fig. 4 is the graphical-model
+What the paper shows (arXiv:1503.05671, long version: Fig. 4 is the graphical-model
 diagram, Fig. 5 compares F̆ and F̂ with F̃, Fig. 6 compares F̆⁻¹ and F̂⁻¹ with F̃⁻¹). Checked through
 a third-party reading of the paper: on the example network F̂ approximates even the
 off-tridiagonal blocks of F̃ very well; F̆⁻¹ is a reasonably good approximation of F̃⁻¹ although

@@ -1,6 +1,6 @@
 """Progress and cost per iteration of every curvature structure on a small deep autoencoder:
 K-FAC's F̆⁻¹ (§4.2) and F̂⁻¹ (§4.3) against the dense F̃⁻¹ (§3) and exact natural gradient
-(F + D_γ)⁻¹, all inside the same optimizer (§5 statistics, §6 damping, §7 α and μ); issue #13.
+(F + D_γ)⁻¹, all inside the same optimizer (§5 statistics, §6 damping, §7 α and μ).
 
 The figure is the one of ``notebooks_src/06_exact_natural_gradient.py``, drawn to files: one
 panel of training error against iteration for each ``--lam0`` (median over ``--seeds``, the
@@ -41,7 +41,7 @@ from kfac_ref.experiments import autoencoder, reconstruction_error
 from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter, run_script
 from kfac_ref.experiments.data import downscale_images, make_curves
 from kfac_ref.experiments.io import require_writable_dir
-from kfac_ref.experiments.schedules import minibatch_size
+from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
 from kfac_ref.optimizer import KFAC
 from kfac_ref.structures import STRUCTURES
 
@@ -135,7 +135,7 @@ def train(
     state, errors, seconds = opt.init_state(W), [reconstruction_error(mlp, W, X)], []
     for k in range(1, iters + 1):
         size = minibatch_size(k, FIRST_BATCH, n, k_full=max(1, iters // 2))
-        idx = np.random.default_rng([seed, 0, k]).choice(n, size=size, replace=False)
+        idx = draw_minibatch(n, size, seed, 0, k)
         t0 = time.perf_counter()
         W, state, info = opt.step(W, state, X[idx], X[idx], np.random.default_rng([seed, 1, k]))
         seconds.append(time.perf_counter() - t0)

@@ -1,4 +1,4 @@
-"""Fixed-seed training logs for "nothing changes numerically" checks (issue #13, part 6).
+"""Fixed-seed training logs for "nothing changes numerically" checks.
 
 Trains twelve tiny runs with :func:`kfac_ref.experiments.run_experiment` on NumPy (K-FAC
 block-diagonal and block-tridiagonal, SGD-momentum; float32 and float64; the paper's and the

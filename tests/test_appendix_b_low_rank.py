@@ -1,4 +1,4 @@
-"""Appendix B on the small side: the low-rank form of Σ_{i|i+1}⁻¹ (issue 14).
+"""Appendix B on the small side: the low-rank form of Σ_{i|i+1}⁻¹.
 
 Where the net narrows, C = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ (or D) has rank below its size and
 :func:`kfac_ref.inverse.block_tridiagonal_inverse` solves Appendix B's eigenproblem on the small

@@ -1,4 +1,4 @@
-"""Tests of the data module (spec §11): downloads, checksums, IDX and .mat parsing, CURVES.
+"""Tests of the data package: downloads, checksums, IDX and .mat parsing, CURVES.
 
 No internet: MNIST downloads are served from tiny IDX files by a local ``http.server`` thread on
 127.0.0.1; ``.mat`` fixtures are written with ``scipy.io.savemat`` under ``tmp_path``.

@@ -1,4 +1,4 @@
-"""The invariance theorem of §10 (spec §9), checked numerically with :mod:`kfac_ref.reparam`.
+"""The invariance theorem of §10, checked numerically with :mod:`kfac_ref.reparam`.
 
 Transform the activities ā_k ↦ Ω_k ā_k (Ω_k = [[M_k, c_k], [0, 1]]; centering is M = I,
 c = −E[a]) and the pre-activations s_i ↦ Φ_i s_i, with W†_i = Φ_i W_i Ω_{i-1}⁻¹. The transformed

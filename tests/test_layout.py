@@ -1,4 +1,4 @@
-"""The package layout (issue #13): the paper's modules flat in ``kfac_ref/``, the experiments and
+"""The package layout: the paper's modules flat in ``kfac_ref/``, the experiments and
 the edges (data, checkpoints, command line) in ``kfac_ref.experiments``, imported one way only."""
 
 from __future__ import annotations

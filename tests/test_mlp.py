@@ -173,7 +173,7 @@ def test_sparse_initialization_without_replacement():
 
 
 def test_sparse_initialization_with_replacement_as_the_code():
-    """15 indices drawn with replacement (spec §12): E[distinct of d] = d (1 − (1 − 1/d)^15)."""
+    """15 indices drawn with replacement ([code]): E[distinct of d] = d (1 − (1 − 1/d)^15)."""
     mlp = MLP((25, 2000, 6, 2000), ["logistic", "linear"], "bernoulli")
     weights = mlp.init_sparse(seed=3)  # the default follows the released code
     for W, d, expected in zip(weights[::2], (25, 6), (11.45, 5.61), strict=True):

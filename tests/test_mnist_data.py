@@ -1,4 +1,4 @@
-"""Tests of the MNIST sources of ``kfac_ref.experiments.data.load_mnist`` (spec §11): the four original files,
+"""Tests of the MNIST sources of ``kfac_ref.experiments.data.load_mnist``: the four original files,
 re-gzipped copies, the test split alone, damaged cache files, and (when present) the real test
 split in ``../shared/data/mnist-t10k``.
 

@@ -16,7 +16,7 @@ import pytest
 from kfac_ref import MLP, get_backend, to_numpy
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
-from kfac_ref.experiments.schedules import minibatch_size
+from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
 from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.fisher import approximate_fisher, exact_fisher
 from kfac_ref.optimizer import KFAC
@@ -357,7 +357,7 @@ def train(opt, W, X, iters, seed, m1):
     n = X.shape[0]
     for k in range(1, iters + 1):
         m = minibatch_size(k, m1, n, k_full=iters // 2)
-        idx = np.random.default_rng([seed, k]).choice(n, size=m, replace=False)
+        idx = draw_minibatch(n, m, seed, k)
         W, st, _ = opt.step(W, st, X[idx], X[idx], BE.rng([seed, k, 1]))
     return reconstruction_error(opt.mlp, W, X)
 

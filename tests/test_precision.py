@@ -1,4 +1,4 @@
-"""Factorizations in the training precision with a float64 redo (issue 14, ``KFACConfig.linalg``),
+"""Factorizations in the training precision with a float64 redo (``KFACConfig.linalg``),
 the batched forward-mode products (:meth:`MLP.jvps`) and the order of the Ξ products.
 
 Oracles: ``numpy.linalg.eigvalsh`` / ``inv`` / ``solve`` in float64 on dense matrices

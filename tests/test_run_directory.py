@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from kfac_ref.errors import ConfigError
-from kfac_ref.experiments import RunConfig, io, run_experiment
-from kfac_ref.experiments.runner import batch_size
+from kfac_ref.experiments import RunConfig, batch_size, io, run_experiment
 
 LAYERS = [16, 6, 3, 6, 16]
 REPO = Path(__file__).resolve().parents[1]

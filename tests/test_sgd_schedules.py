@@ -1,4 +1,4 @@
-"""Schedules of §13 / spec §12 and the SGD-with-Nesterov-momentum baseline."""
+"""Schedules of §13 and the SGD-with-Nesterov-momentum baseline."""
 
 from __future__ import annotations
 

@@ -2,8 +2,12 @@
 the math modules of :mod:`kfac_ref` and none of them uses anything here
 (``tests/test_layout.py``).
 
-* :mod:`~kfac_ref.experiments.runner`: the §13 autoencoders and a training run with its log,
-  checkpoints and resume (:func:`run_experiment`, :class:`RunConfig`; re-exported here)
+* :mod:`~kfac_ref.experiments.run_config`: what a §13 run is (:class:`RunConfig`, the
+  autoencoders, the methods)
+* :mod:`~kfac_ref.experiments.runner`: the training loop with its log, checkpoints and resume
+  (:func:`run_experiment`)
+* :mod:`~kfac_ref.experiments.run_dir`: the run directory (its files, the checkpoint's content
+  and its checks, the data fingerprint, a finished run's log)
 * :mod:`~kfac_ref.experiments.schedules`: mini-batch sizes, momentum schedule, iterate averaging
 * :mod:`~kfac_ref.experiments.sgd`: the SGD-momentum baseline
 * :mod:`~kfac_ref.experiments.data`: the data sets (MNIST, CURVES, FACES)
@@ -11,21 +15,20 @@ the math modules of :mod:`kfac_ref` and none of them uses anything here
 * :mod:`~kfac_ref.experiments.cli`: the command line (``python -m kfac_ref``)
 """
 
-from .runner import (
+from .run_config import (
     AUTOENCODERS,
     KFAC_OVERRIDABLE,
     MAY_CHANGE_ON_RESUME,
     METHODS,
-    RUN_FILES,
     RunConfig,
-    RunState,
     autoencoder,
     batch_size,
-    check_run_dir,
-    describe_data,
-    finished_log,
-    load_run_data,
     make_optimizer,
+)
+from .run_dir import RUN_FILES, RunState, check_run_dir, finished_log
+from .runner import (
+    describe_data,
+    load_run_data,
     reconstruction_error,
     run_data_info,
     run_experiment,

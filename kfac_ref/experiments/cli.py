@@ -75,7 +75,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from .runner import AUTOENCODERS, METHODS
+    from .run_config import AUTOENCODERS, METHODS
 
     p = sub.add_parser(
         "train",
@@ -180,7 +180,7 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         default=None,
         help="every N iterations, log K-FAC against the exact Fisher on the mini-batch "
         "(kfac_ref.diagnostics: ‖F − F̃‖ per layer pair, the §3.1 error and bound, the inverses' "
-        "errors, the cosine with the exact natural-gradient step; small nets only)",
+        "errors, the cosine with the exact natural-gradient step; small nets only; default: off)",
     )
     p.add_argument(
         "--data-dir",
@@ -236,7 +236,8 @@ def _parse_overrides(items: Sequence[str]) -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .runner import RunConfig, run_experiment
+    from .run_config import RunConfig
+    from .runner import run_experiment
 
     cfg = RunConfig(
         dataset=args.dataset,

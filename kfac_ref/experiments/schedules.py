@@ -1,4 +1,4 @@
-"""Schedules of the experiments (§13, spec §12): mini-batch size, SGD momentum, iterate averaging.
+"""Schedules of the experiments (§13, [code]): mini-batch size, SGD momentum, iterate averaging.
 
 Pure functions of the iteration number k (1-based: the k-th call of ``step``).
 """
@@ -9,11 +9,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy
+
 from ..errors import ConfigError
 
 
 def minibatch_size(k: int, m1: int, n_total: int, k_full: int = 500) -> int:
-    """m_k = min(⌊m₁ exp((k−1)/b)⌋, |S|), b such that m_{k_full} = |S| (§13, spec §12, [code]).
+    """m_k = min(⌊m₁ exp((k−1)/b)⌋, |S|), b such that m_{k_full} = |S| (§13, [code]).
 
     The code writes it as ⌊2^{(k−1)/div} m₁⌋ with div = (k_full − 1)/log2(|S|/m₁), the same
     numbers; from k_full on the whole training set is used. A relative slack of 1e-12 before the
@@ -32,8 +34,15 @@ def minibatch_size(k: int, m1: int, n_total: int, k_full: int = 500) -> int:
     return min(int(math.floor(m * (1.0 + 1e-12))), n_total)
 
 
+def draw_minibatch(n: int, m: int, *seed: int) -> numpy.ndarray:
+    """The m case indices of a mini-batch drawn without replacement from n cases (§13), from a
+    NumPy generator seeded by ``seed`` (e.g. the run's seed and the iteration k): the same draw
+    on every machine and after every resume."""
+    return numpy.random.default_rng(list(seed)).choice(n, size=m, replace=False)
+
+
 def sutskever_momentum(t: int, mu_max: float) -> float:
-    """μ_t = min(1 − 2^{−1−log2(⌊t/250⌋+1)}, μ_max) (Sutskever et al. 2013, spec §12).
+    """μ_t = min(1 − 2^{−1−log2(⌊t/250⌋+1)}, μ_max) (Sutskever et al. 2013, the baseline of §13).
 
     Equivalently 1 − 1/(2(⌊t/250⌋+1)): 0.5 for t < 250, 0.75 for t < 500, 5/6 for t < 750, …
     """

@@ -1,4 +1,4 @@
-"""The baseline of the experiments: SGD with Nesterov momentum (§13, spec §12).
+"""The baseline of the experiments: SGD with Nesterov momentum (§13).
 
 Sutskever et al. (2013)'s form of Nesterov's accelerated gradient, with a fixed learning rate ε
 and the momentum schedule μ_k of :func:`kfac_ref.experiments.schedules.sutskever_momentum`:

@@ -1,0 +1,207 @@
+"""The run directory (orchestration edge): which files hold a run, what its checkpoint holds and
+how it is checked before a resume (settings, data fingerprint, shapes, finiteness), and reading a
+finished run's log. :func:`kfac_ref.experiments.runner.run_experiment` writes it, one process at a
+time (:class:`kfac_ref.experiments.io.RunLock`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from ..backend import Backend, to_numpy
+from ..errors import ConfigError, DataError, KFACError, ShapeError
+from ..mlp import MLP
+from ..rng import RunGenerator
+from . import io
+from .run_config import MAY_CHANGE_ON_RESUME, RunConfig
+
+#: Every file a run writes; a directory holding any of them holds a run.
+RUN_FILES = (
+    "config.json",
+    "log.jsonl",
+    "result.json",
+    io.CHECKPOINT_NAME,
+)
+
+
+@dataclass
+class RunState:
+    k: int
+    weights: list[Any]
+    average: list[Any]
+    opt_state: Any
+    elapsed: float
+    records: list[dict[str, Any]]
+
+
+def checkpoint_payload(
+    cfg: RunConfig, opt: Any, st: RunState, gen: RunGenerator, data: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "rng": gen.state_dict(),  # a small JSON-ready dict: the device generator's key and counter
+        "config": cfg.to_json(),
+        "data": data,  # data_fingerprint: a resume onto other data is refused
+        "k": st.k,
+        "weights": [to_numpy(W) for W in st.weights],
+        "average": [to_numpy(W) for W in st.average],
+        "opt_state": opt.state_dict(st.opt_state),
+        "elapsed": st.elapsed,
+        "records": st.records,
+    }
+
+
+def _check_arrays(name: str, arrays: Any, shapes: Sequence[tuple[int, int]], where: Path) -> None:
+    if not isinstance(arrays, list) or len(arrays) != len(shapes):
+        raise DataError(f"checkpoint {where}: {name} should be {len(shapes)} matrices")
+    for i, (W, shape) in enumerate(zip(arrays, shapes, strict=True), start=1):
+        if not isinstance(W, numpy.ndarray) or W.shape != shape or W.dtype.kind != "f":
+            got = (W.dtype, W.shape) if isinstance(W, numpy.ndarray) else type(W).__name__
+            raise DataError(
+                f"checkpoint {where}: {name}[{i}] is {got}; this network needs float {shape}"
+            )
+        if not numpy.isfinite(W).all():
+            raise DataError(f"checkpoint {where}: {name}[{i}] holds NaN or infinite values")
+
+
+def restore(
+    payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backend: Backend, where: Path
+) -> RunState:
+    """The state a checkpoint holds, after checking it fits ``cfg`` and ``mlp`` (the config
+    first: a checkpoint of another run is named as such, not as damaged)."""
+    missing = [
+        k
+        for k in ("config", "k", "weights", "average", "opt_state", "elapsed", "records")
+        if k not in payload
+    ]
+    if missing:
+        raise DataError(f"checkpoint {where} lacks {', '.join(missing)}")
+    diff = RunConfig.from_json(payload["config"], f"checkpoint {where}").differences(cfg)
+    if diff:
+        raise ConfigError(
+            f"cannot resume {where.parent}: this run differs from its checkpoint's settings in {'; '.join(diff)}; "
+            f"only {', '.join(MAY_CHANGE_ON_RESUME)} may change on --resume. Use the original options, "
+            "or --overwrite to start afresh"
+        )
+    k, elapsed, records = payload["k"], payload["elapsed"], payload["records"]
+    if not (
+        isinstance(k, int)
+        and k >= 0
+        and isinstance(records, list)
+        and len(records) == k
+        and all(isinstance(r, dict) for r in records)
+    ):
+        raise DataError(f"checkpoint {where}: iteration count and log do not agree (damaged?)")
+    if not (isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
+        raise DataError(f"checkpoint {where}: elapsed time {elapsed!r} is not a finite number ≥ 0")
+    _check_arrays("weights", payload["weights"], mlp.shapes, where)
+    _check_arrays("average", payload["average"], mlp.shapes, where)
+    try:
+        opt_state = opt.load_state_dict(payload["opt_state"])
+    except (ConfigError, ShapeError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(
+            f"checkpoint {where}: the optimizer state does not fit this run: {exc}"
+        ) from None
+    if opt_state.k != k:
+        raise DataError(
+            f"checkpoint {where}: optimizer state at iteration {opt_state.k}, run at {k} (damaged?)"
+        )
+    return RunState(
+        k=k,
+        weights=[backend.asarray(W) for W in payload["weights"]],
+        average=[backend.asarray(W) for W in payload["average"]],
+        opt_state=opt_state,
+        elapsed=float(elapsed),
+        records=list(records),
+    )
+
+
+#: what of a run's data must not change on --resume (its label and origin may: files move)
+FINGERPRINT_KEYS = ("n_train", "n_test", "train_sha256", "test_sha256")
+
+
+def data_fingerprint(X_train: Any, X_test: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """What a run trains on, for its checkpoint: the data's label and origin, the numbers of
+    training and test cases and a SHA-256 of each array (host copies, as loaded)."""
+    test = to_numpy(X_test) if X_test is not None else numpy.zeros((0, 0))
+    return {
+        "data": info["data"],
+        "data_origin": info["data_origin"],
+        "n_train": int(X_train.shape[0]),
+        "n_test": int(test.shape[0]),
+        "train_sha256": io.array_digest(to_numpy(X_train)),
+        "test_sha256": io.array_digest(test),
+    }
+
+
+def check_same_data(saved: Any, now: dict[str, Any], where: Path, allow_other: bool) -> bool:
+    """True when ``now`` is the data the checkpoint ``where`` was trained on (``saved``).
+    Otherwise a :class:`ConfigError` naming both, or, with ``allow_other``, False."""
+    if not isinstance(saved, dict) or not all(k in saved for k in FINGERPRINT_KEYS):
+        raise DataError(f"checkpoint {where} does not record its training data (damaged?)")
+    if all(saved[k] == now[k] for k in FINGERPRINT_KEYS):
+        return True
+    if allow_other:
+        return False
+
+    def name(d: dict[str, Any]) -> str:
+        return (
+            f"{d.get('data')!r} ({d['n_train']:,} training / {d['n_test']:,} test cases, "
+            f"SHA-256 {str(d['train_sha256'])[:12]}… / {str(d['test_sha256'])[:12]}…)"
+        )
+
+    raise ConfigError(
+        f"cannot resume {where.parent}: it was trained on {name(saved)}, but the data now are "
+        f"{name(now)}; point --data-dir at the original files, or pass --resume-other-data to "
+        "continue on these data anyway"
+    )
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse to write into a directory holding an earlier run unless told to: ``resume``
+    needs its checkpoint, ``overwrite`` replaces it; the directory must take files. Returns the
+    earlier run's files (to delete when overwriting)."""
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume continues a run and --overwrite replaces it; pass only one of them"
+        )
+    existing = [n for n in RUN_FILES if (out / n).exists()]
+    if resume and not (out / io.CHECKPOINT_NAME).is_file():
+        held = f"it holds {', '.join(existing)} but" if existing else "it"
+        raise ConfigError(
+            f"cannot resume {out}: {held} has no {io.CHECKPOINT_NAME} (none written yet, or not a run "
+            "directory); run without --resume to start the run"
+        )
+    if existing and not (resume or overwrite):
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+    io.require_writable_dir(out, "run directory")
+    return existing if overwrite else []
+
+
+def finished_log(cfg: RunConfig, out_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The log of a finished run of ``cfg`` in ``out_dir``, or None (absent, unfinished, other config)."""
+    out = Path(out_dir)
+    try:
+        result = json.loads((out / "result.json").read_text())
+        saved = RunConfig.from_json(result["config"], str(out / "result.json"))
+        if not saved.same_run_as(cfg) or not cfg.is_done(result["iterations"], result["time"]):
+            return None
+        records = io.read_jsonl(out / "log.jsonl")
+    except (OSError, ValueError, KeyError, TypeError, KFACError):
+        return None
+    if not records:
+        return None
+    if cfg.max_seconds is not None:
+        over = [r["iteration"] for r in records if r["time"] >= cfg.max_seconds]
+        last = min(over) if over else records[-1]["iteration"]
+        return [r for r in records if r["iteration"] <= min(last, cfg.iters)]
+    return [r for r in records if r["iteration"] <= cfg.iters]
