@@ -30,12 +30,13 @@ import numpy
 
 from ..backend import KNOWN_BACKENDS, KNOWN_DTYPES, Backend, get_backend, to_numpy
 from ..config import CONSTANT_SETS, KFACConfig, SGDConfig
-from ..errors import ConfigError, DataError, KFACError, ShapeError
+from ..errors import ConfigError, DataError, Interrupted, KFACError, ShapeError
 from ..mlp import MLP
 from ..optimizer import KFAC
 from ..rng import RunGenerator
+from ..state import state_shapes
 from ..structures import STRUCTURES, methods, structure_of_method
-from . import io
+from . import checks, io
 from .schedules import iterate_average, minibatch_size
 from .sgd import SGDMomentum
 
@@ -296,7 +297,7 @@ class RunConfig:
             )
         try:
             return cls(**d)
-        except ConfigError as exc:
+        except (ConfigError, TypeError, ValueError) as exc:  # a value of the wrong type
             raise DataError(f"{where}: the saved configuration is invalid: {exc}") from None
 
     def differences(self, other: RunConfig) -> list[str]:
@@ -349,6 +350,17 @@ def reconstruction_error(mlp: MLP, weights: Sequence[Any], X: Any, chunk: int = 
     return total / X.shape[0]
 
 
+def _checkpoint_budget(mlp: MLP, opt: Any) -> int:
+    """Bytes a checkpoint of this run's network may declare for its arrays: twice what the
+    weights, their average and the optimizer state hold in float64, plus 1 MiB."""
+    shapes = [*mlp.shapes, *mlp.shapes]  # θ and its average
+    if isinstance(opt, KFAC):
+        shapes += [sh for v in state_shapes(mlp, opt.config.structure).values() for sh in v]
+    else:
+        shapes += mlp.shapes  # SGD's velocity
+    return 2 * 8 * sum(math.prod(sh) for sh in shapes) + 2**20
+
+
 def _iteration_seed(seed: int, k: int) -> int:
     return (seed * 1_000_003 + k) % (2**63)
 
@@ -392,6 +404,33 @@ def _check_arrays(name: str, arrays: Any, shapes: Sequence[tuple[int, int]], whe
             raise DataError(f"checkpoint {where}: {name}[{i}] holds NaN or infinite values")
 
 
+def _saved_number(
+    where: Path, what: str, value: Any, low: float, integer: bool = False, positive: bool = False
+) -> None:
+    """DataError naming the checkpoint unless ``value`` is a finite number ≥ ``low`` (> ``low``
+    if ``positive``; an int if ``integer``): a checkpoint's scalars are checked when loaded."""
+    kinds = int if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value > low if positive else value >= low)):
+        kind = "an integer" if integer else "a finite number"
+        raise DataError(
+            f"checkpoint {where}: {what} is {value!r}, not {kind} {'>' if positive else '≥'} {low:g}"
+        )
+
+
+def _check_saved_state(d: Any, where: Path) -> None:
+    """The saved optimizer state's scalars: k an integer ≥ 0; λ (§6.5) and γ (§6.6), where the
+    optimizer has them, finite numbers > 0. Its arrays were checked finite when loaded."""
+    if not isinstance(d, dict):
+        raise DataError(f"checkpoint {where}: the optimizer state is not a mapping (damaged?)")
+    _saved_number(where, "the optimizer state's iteration count", d.get("k"), 0, integer=True)
+    for name, symbol in (("lam", "λ"), ("gamma", "γ")):
+        if name in d:
+            _saved_number(
+                where, f"{symbol} ({name}) of the optimizer state", d[name], 0.0, positive=True
+            )
+
+
 def _restore(
     payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backend: Backend, where: Path
 ) -> RunState:
@@ -412,21 +451,20 @@ def _restore(
             "or --overwrite to start afresh"
         )
     k, elapsed, records = payload["k"], payload["elapsed"], payload["records"]
+    _saved_number(where, "the iteration count k", k, 0, integer=True)
     if not (
-        isinstance(k, int)
-        and k >= 0
-        and isinstance(records, list)
+        isinstance(records, list)
         and len(records) == k
         and all(isinstance(r, dict) for r in records)
     ):
         raise DataError(f"checkpoint {where}: iteration count and log do not agree (damaged?)")
-    if not (isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
-        raise DataError(f"checkpoint {where}: elapsed time {elapsed!r} is not a finite number ≥ 0")
+    _saved_number(where, "the elapsed time", elapsed, 0.0)
     _check_arrays("weights", payload["weights"], mlp.shapes, where)
     _check_arrays("average", payload["average"], mlp.shapes, where)
+    _check_saved_state(payload["opt_state"], where)
     try:
         opt_state = opt.load_state_dict(payload["opt_state"])
-    except (ConfigError, ShapeError, KeyError, TypeError, AttributeError) as exc:
+    except (ConfigError, ShapeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataError(
             f"checkpoint {where}: the optimizer state does not fit this run: {exc}"
         ) from None
@@ -480,6 +518,7 @@ def _first_rows(X: Any, n: int | None, option: str, what: str, label: str) -> An
 def _subsets(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     from .data import load_dataset
 
+    checks.data_dir(cfg.data_dir)  # a file, an unknown ~user, …: one line before any work
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     label = ds.label or ds.name.upper()
     name = f"{ds.name.upper()} ({ds.origin})"
@@ -521,7 +560,11 @@ def data_fingerprint(X_train: Any, X_test: Any, info: dict[str, Any]) -> dict[st
 def check_same_data(saved: Any, now: dict[str, Any], where: Path, allow_other: bool) -> bool:
     """True when ``now`` is the data the checkpoint ``where`` was trained on (``saved``).
     Otherwise a :class:`ConfigError` naming both, or, with ``allow_other``, False."""
-    if not isinstance(saved, dict) or not all(k in saved for k in FINGERPRINT_KEYS):
+    if (
+        not isinstance(saved, dict)
+        or not all(k in saved for k in FINGERPRINT_KEYS)
+        or not all(type(saved[k]) is type(now[k]) for k in FINGERPRINT_KEYS)
+    ):
         raise DataError(f"checkpoint {where} does not record its training data (damaged?)")
     if all(saved[k] == now[k] for k in FINGERPRINT_KEYS):
         return True
@@ -600,7 +643,7 @@ def run_experiment(
     """
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
         raise ConfigError(f"the run directory must be a non-empty path, got {out_dir!r}")
-    out = Path(out_dir)
+    out = checks.run_dir(out_dir)
     if resume and overwrite:
         check_run_dir(out, resume, overwrite)  # the usage error, before anything is created
     io.require_writable_dir(out, "run directory")
@@ -614,6 +657,10 @@ def run_experiment(
         return _run_locked(
             cfg, out, resume, overwrite, progress, data, init_weights, data_label, allow_other_data
         )
+    except KeyboardInterrupt as exc:  # Ctrl-C before the loop: the directory is as it was
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(str(out), None, None) from None
     finally:
         lock.release()
 
@@ -654,10 +701,17 @@ def _run_locked(
 
     same_data = True
     if resume:
-        payload = io.load_checkpoint(ckpt_path)
+        payload = io.load_checkpoint(ckpt_path, max_bytes=_checkpoint_budget(mlp, opt))
         st = _restore(payload, cfg, mlp, opt, backend, ckpt_path)
         same_data = check_same_data(payload.get("data"), fingerprint, ckpt_path, allow_other_data)
-        gen.load_state_dict(payload.get("rng"))
+        try:
+            gen.load_state_dict(payload.get("rng"))
+        except ConfigError:  # a NumPy run's checkpoint on CuPy: said as such
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(
+                f"checkpoint {ckpt_path}: its generator state is damaged ({exc})"
+            ) from None
         log.info("resuming %s at iteration %d", out, st.k)
         if not same_data:
             log.warning("%s: resuming on other data than the checkpoint's, as asked", out)
@@ -673,6 +727,7 @@ def _run_locked(
     io.write_text_atomic(out / "config.json", config_text)
 
     n = X_train.shape[0]
+    saved = st.k if resume else None  # iteration of the last checkpoint on disk
     # A run with a time budget (the figures' SGD runs) counts optimizer seconds, not iterations.
     by_time = cfg.max_seconds is not None
     desc = f"{cfg.dataset}/{cfg.method}"
@@ -725,12 +780,23 @@ def _run_locked(
             if k % cfg.checkpoint_every == 0 or done:
                 io.save_checkpoint(ckpt_path, _checkpoint_payload(cfg, opt, st, gen, fingerprint))
                 io.write_jsonl_atomic(log_path, st.records)
+                saved = k
+        bar.close()
+        io.write_jsonl_atomic(log_path, st.records)
+        _write_result(out, cfg, st, data_info)
     except KFACError:
         io.write_jsonl_atomic(log_path, st.records)
         raise
+    except KeyboardInterrupt:  # checkpoint and log stay the consistent pair of iteration `saved`
+        under_way = st.k if cfg.is_done(st.k, st.elapsed) else st.k + 1
+        raise Interrupted(str(out), under_way, saved) from None
     finally:
         bar.close()
-    io.write_jsonl_atomic(log_path, st.records)
+    return st.records
+
+
+def _write_result(out: Path, cfg: RunConfig, st: RunState, data_info: dict[str, Any]) -> None:
+    """``result.json``: the configuration, the iterations, the time and the final errors."""
     final = next(r for r in reversed(st.records) if "train_error" in r)
     io.write_text_atomic(
         out / "result.json",
@@ -749,7 +815,6 @@ def _run_locked(
             indent=2,
         ),
     )
-    return st.records
 
 
 def _scalar(v: Any) -> Any:
@@ -763,7 +828,7 @@ def finished_log(cfg: RunConfig, out_dir: str | Path) -> list[dict[str, Any]] | 
     """The log of a finished run of ``cfg`` in ``out_dir``, or None (absent, unfinished, other config)."""
     out = Path(out_dir)
     try:
-        result = json.loads((out / "result.json").read_text())
+        result = json.loads(io.read_text(out / "result.json", "result file"))
         saved = RunConfig.from_json(result["config"], str(out / "result.json"))
         if not saved.same_run_as(cfg) or not cfg.is_done(result["iterations"], result["time"]):
             return None
