@@ -149,6 +149,13 @@ COMPARE_CASES = [
         "a dense Fisher for 166 parameters needs about 2353 MiB (13 × 166² × 8 + 400,000 cases "
         "× 770 × 8 bytes), over the limit of 2048 MiB; use fewer --cases than 400000",
     ),
+    (
+        "--cases 40000 under --max-memory 0.1",
+        ["--cases", "40000", "--max-memory", "0.1"],
+        "over the limit of 102 MiB; use fewer --cases than 40000, smaller --layers or a larger "
+        "--max-memory",
+    ),
+    ("--max-memory 0", ["--max-memory", "0"], "--max-memory must be a number of GiB > 0, got 0"),
     ("--layers 0", ["--layers", "8", "0", "4"], "argument --layers: expected an integer ≥ 1"),
 ]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -355,6 +356,14 @@ def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument(
         "--seed", type=checks.seed_arg, default=0, help="seed of the weights and inputs (≥ 0)"
     )
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        default=checks.DEFAULT_MAX_BYTES / 2**30,
+        metavar="GIB",
+        help="refuse, before any work, a comparison whose dense matrices and per-case gradients "
+        "would need more than this many GiB",
+    )
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -363,13 +372,20 @@ def _run_compare(args: argparse.Namespace) -> int:
     from ..compare import check_compare_size, compare_fisher
     from ..mlp import MLP
 
+    if not (math.isfinite(args.max_memory) and args.max_memory > 0):
+        raise ConfigError(f"--max-memory must be a number of GiB > 0, got {args.max_memory:g}")
+    max_bytes = int(args.max_memory * 2**30)
     mlp = MLP(args.layers, args.activation, args.output)
     check_compare_size(  # before X is drawn
-        mlp, args.cases, 8, advice=f"use fewer --cases than {args.cases} or smaller --layers"
+        mlp,
+        args.cases,
+        8,
+        max_bytes,
+        advice=f"use fewer --cases than {args.cases}, smaller --layers or a larger --max-memory",
     )
     weights = mlp.init_gaussian(args.seed)
     X = numpy.random.default_rng(args.seed).standard_normal((args.cases, args.layers[0]))
-    result = compare_fisher(mlp, weights, X, gamma=args.gamma)
+    result = compare_fisher(mlp, weights, X, gamma=args.gamma, max_bytes=max_bytes)
     print(f"{mlp}, {args.cases} cases, γ = {args.gamma}")
     print(result.table())
     return 0
