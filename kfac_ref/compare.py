@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy
 
+from . import dense
 from .backend import to_numpy
 from .damping import check_gamma
 from .errors import NonFiniteError
@@ -26,6 +27,27 @@ from .vec import layer_offsets
 
 #: key of each compared matrix → the structure name :func:`approximate_fisher` builds it from
 APPROXIMATIONS = {cls.matrix_name: name for name, cls in STRUCTURES.items() if cls.matrix_name}
+#: P×P arrays :func:`compare_fisher` holds at its peak: the 4 matrices and 4 inverses it returns,
+#: the undamped F̃, F + Δ and the factorization's work arrays (tracemalloc: 12.0–12.6)
+COMPARE_COPIES = 13
+
+
+def check_compare_size(
+    mlp: MLP, n_cases: int, itemsize: int, max_bytes: int | None = None, advice: str | None = None
+) -> None:
+    """Refuse (:class:`~kfac_ref.errors.TooLargeError`) a :func:`compare_fisher` of ``n_cases``
+    cases that would not fit in ``max_bytes`` (default 2 GiB), before anything is allocated:
+    its P×P matrices (:data:`COMPARE_COPIES`) and the exact Fisher's per-case gradients
+    (:func:`kfac_ref.dense.per_case_entries`). ``advice`` ends the message."""
+    dense.check_dense_size(
+        mlp.n_params,
+        itemsize,
+        max_bytes,
+        copies=COMPARE_COPIES,
+        n_cases=n_cases,
+        per_case=dense.per_case_entries(mlp.layer_sizes),
+        advice=advice,
+    )
 
 
 def relative_error(X: Any, Y: Any) -> float:
@@ -113,6 +135,7 @@ def compare_fisher(
     gamma = check_gamma(gamma)
     mlp.check_finite_weights(weights)
     mlp.check_inputs(X)
+    check_compare_size(mlp, X.shape[0], X.dtype.itemsize, max_bytes)
     shapes = mlp.shapes
     factors = kronecker_factors(mlp, weights, X, method="exact")
     F = to_numpy(exact_fisher(mlp, weights, X, max_bytes=max_bytes))

@@ -53,9 +53,27 @@ class ExactInverse(CurvatureInverse):
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "F")
     factored: ClassVar[bool] = False
 
+    #: P×P arrays a step holds at its peak (measured with tracemalloc, tests/test_errors.py):
+    #: F + D_γ built and factorized in float64 (5 float64 arrays at the peak, the float64 copy
+    #: of F among them) and 6 in the training dtype (F's running average, the new batch F and
+    #: their mix, the inverse the state holds, the new one, and one for the rest)
+    COPIES: ClassVar[int] = 6
+    FLOAT64_COPIES: ClassVar[int] = 5
+
+    @classmethod
+    def peak_bytes(cls, n_params: int, itemsize: int) -> int:
+        """Bytes of the P×P arrays a step holds at its peak, the state's included."""
+        return (cls.COPIES * itemsize + cls.FLOAT64_COPIES * 8) * n_params * n_params
+
     @classmethod
     def check_network(cls, mlp: Any, dtype: Any) -> None:
-        dense.check_dense_size(mlp.n_params, numpy.dtype(dtype).itemsize, None)
+        dense.check_dense_size(
+            mlp.n_params,
+            numpy.dtype(dtype).itemsize,
+            None,
+            copies=cls.COPIES,
+            float64_copies=cls.FLOAT64_COPIES,
+        )
 
     @classmethod
     def from_factors(cls, stats: Any, gamma: float, precision: Any = None) -> ExactInverse:

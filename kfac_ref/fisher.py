@@ -56,7 +56,13 @@ def _prepare(
 ) -> None:
     mlp.check_finite_weights(weights)
     mlp.check_inputs(X, Y)
-    check_dense_size(mlp.n_params, X.dtype.itemsize, max_bytes)
+    check_dense_size(
+        mlp.n_params,
+        X.dtype.itemsize,
+        max_bytes,
+        n_cases=X.shape[0],
+        per_case=dense.per_case_entries(mlp.layer_sizes),
+    )
 
 
 def exact_fisher(mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None = None) -> Any:

@@ -48,9 +48,27 @@ class FullInverse(CurvatureInverse):
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "A_upper", "G_upper")
     factored: ClassVar[bool] = False
 
+    #: P×P arrays a step holds at its peak (measured with tracemalloc, tests/test_errors.py):
+    #: F̃ assembled and factorized in float64 (4 float64 arrays at the peak of
+    #: :func:`~kfac_ref.inverse.spd_inverse`) and 4 in the training dtype (the inverse the
+    #: state holds, the new one, its cast, and one for the statistics and vectors)
+    COPIES: ClassVar[int] = 4
+    FLOAT64_COPIES: ClassVar[int] = 4
+
+    @classmethod
+    def peak_bytes(cls, n_params: int, itemsize: int) -> int:
+        """Bytes of the P×P arrays a step holds at its peak, the state's included."""
+        return (cls.COPIES * itemsize + cls.FLOAT64_COPIES * 8) * n_params * n_params
+
     @classmethod
     def check_network(cls, mlp: Any, dtype: Any) -> None:
-        dense.check_dense_size(mlp.n_params, numpy.dtype(dtype).itemsize, None)
+        dense.check_dense_size(
+            mlp.n_params,
+            numpy.dtype(dtype).itemsize,
+            None,
+            copies=cls.COPIES,
+            float64_copies=cls.FLOAT64_COPIES,
+        )
 
     @classmethod
     def from_factors(cls, stats: Any, gamma: float, precision: Any = None) -> FullInverse:

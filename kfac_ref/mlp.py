@@ -374,6 +374,12 @@ def check_step_inputs(
     mlp.check_weights(weights)
     mlp.check_input_shape(X)
     mlp.check_target_shape(X, Y)
+    for name, A in (("X", X), ("the targets Y", Y)):
+        if A.dtype != weights[0].dtype:  # else NumPy would silently run the step in float64
+            raise ConfigError(
+                f"iteration {k}: {name} has dtype {A.dtype} but the weights θ are "
+                f"{weights[0].dtype}; cast the data to the run's dtype (Backend.asarray) first"
+            )
     batch.require_finite(weights, f"iteration {k}: the weights θ is not finite")
     if validate:
         try:

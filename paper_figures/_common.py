@@ -66,8 +66,9 @@ import numpy as np
 from kfac_ref.backend import Backend, get_backend, to_numpy
 from kfac_ref.compare import APPROXIMATIONS as COMPARED
 from kfac_ref.errors import ConfigError
+from kfac_ref.experiments import checks
 from kfac_ref.experiments.cli import ArgumentParser
-from kfac_ref.experiments.io import atomic_path, require_writable_dir
+from kfac_ref.experiments.io import atomic_path, open_regular
 from kfac_ref.factors import KroneckerFactors, kronecker_factors
 from kfac_ref.fisher import (
     DENSE_F_TILDE,
@@ -91,6 +92,12 @@ DEFAULT_OUT = "figures_out"
 # paper: 5 % after 7 iterations, 0 % after 22).
 KFAC_LAM0 = 1e-2
 FISHER_CHUNK = 250  # cases per exact-Fisher chunk (one progress-bar step)
+#: Memory checked before any work (:func:`check_memory`). P×P float64 arrays of the middle
+#: layers held at the peak: 32 measured (tracemalloc) for inverse_quality.py at --hidden 16
+#: and 24, 17 for fisher_blocks.py; and bytes per training case (images, 16×16 rows, one-hot
+#: targets, the batch-mode trainer's activations).
+MATRIX_COPIES = 34
+CASE_BYTES = 8 * (3 * SIDE_IN**2 + 6 * SIDE_OUT**2)
 
 
 # ----------------------------------------------------------------------------------- options
@@ -166,7 +173,9 @@ def base_parser(description: str, default_scale: str = "linear") -> argparse.Arg
         action="store_true",
         help="fewer cases and iterations (about half a minute on 2 cores)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of data, initialization and training")
+    p.add_argument(
+        "--seed", type=checks.seed_arg, default=0, help="seed of data, initialization and training"
+    )
     p.add_argument(
         "--backend",
         choices=["numpy", "cupy"],
@@ -174,24 +183,27 @@ def base_parser(description: str, default_scale: str = "linear") -> argparse.Arg
         help="array backend (default: $KFAC_REF_BACKEND, else numpy); float64 throughout",
     )
     p.add_argument(
-        "--train-cases", type=int, default=None, help="training cases (default 10000, quick 2000)"
+        "--train-cases",
+        type=checks.int_arg(2),
+        default=None,
+        help="training cases (default 10000, quick 2000)",
     )
     p.add_argument(
         "--cases",
-        type=int,
+        type=checks.int_arg(2),
         default=None,
         help="cases on which F, F̃, F̆ and F̂ are computed, the first of the training "
         "cases (default 2000, quick 500)",
     )
     p.add_argument(
         "--iters",
-        type=int,
+        type=checks.int_arg(0),
         default=None,
         help="training iterations (default 20, which ends with K-FAC's first γ search; quick 10)",
     )
     p.add_argument(
         "--hidden",
-        type=int,
+        type=checks.int_arg(1),
         default=PAPER_WIDTHS[1],
         help="width of the five hidden layers (20 is the paper's; smaller for tests)",
     )
@@ -264,19 +276,19 @@ def resolve(args: argparse.Namespace, extra: Sequence[str] = ()) -> Settings:
     """
     quick = bool(args.quick)
     s = Settings(
-        out=Path(args.out),
+        out=checks.expand_path(args.out, "--out"),
         quick=quick,
-        seed=int(args.seed),
+        seed=checks.seed(args.seed),
         backend=args.backend or os.environ.get("KFAC_REF_BACKEND") or "numpy",
-        train_cases=args.train_cases or (2000 if quick else 10000),
-        cases=args.cases or (500 if quick else 2000),
-        iters=args.iters if args.iters is not None else (10 if quick else 20),
+        train_cases=_given(args.train_cases, 2000 if quick else 10000),
+        cases=_given(args.cases, 500 if quick else 2000),
+        iters=_given(args.iters, 10 if quick else 20),
         hidden=int(args.hidden),
         gamma=args.gamma,
         trainer=args.trainer,
-        weights=Path(args.weights) if args.weights else None,
+        weights=None if args.weights is None else checks.input_file(args.weights, "--weights"),
         vmax_quantile=float(args.vmax_quantile),
-        data_dir=Path(args.data_dir).expanduser() if args.data_dir else None,
+        data_dir=None if args.data_dir is None else checks.data_dir(args.data_dir),
         scale=args.scale,
         decades=float(args.decades),
         dpi=int(args.dpi),
@@ -299,9 +311,30 @@ def resolve(args: argparse.Namespace, extra: Sequence[str] = ()) -> Settings:
         raise ConfigError(f"--decades must be a finite number > 0, got {s.decades}")
     if not 20 <= s.dpi <= 1200:
         raise ConfigError(f"--dpi must be in [20, 1200], got {s.dpi}")
-    if s.weights is not None and not s.weights.is_file():
-        raise ConfigError(f"--weights {s.weights}: file not found")
+    if s.data_dir is None:
+        checks.data_dir()  # $KFAC_REF_DATA_DIR or the cache directory
+    check_memory(s)
     return s
+
+
+def _given(value: Any, default: Any) -> Any:
+    """An option's value, or its default when it was not given (None): 0 is a value."""
+    return default if value is None else value
+
+
+def check_memory(s: Settings) -> None:
+    """:class:`kfac_ref.errors.TooLargeError` before any work when the figure would not fit in
+    this machine's memory: the middle layers' P×P matrices (:data:`MATRIX_COPIES`) and the
+    training cases (:data:`CASE_BYTES` each)."""
+    P = sum(s.hidden * (s.hidden + 1) for _ in range(MIDDLE_COUNT))
+    need = MATRIX_COPIES * 8 * P * P + CASE_BYTES * s.train_cases
+    checks.memory(
+        need,
+        f"--hidden {s.hidden} ({P:,} parameters in the middle layers) with --train-cases "
+        f"{s.train_cases:,}",
+        "use a smaller --hidden or fewer --train-cases",
+        checks.physical_memory(),
+    )
 
 
 def refuse_overwrite(s: Settings, names: Sequence[str]) -> None:
@@ -516,7 +549,7 @@ class Trainer:
 def _load_network(path: Path, backend: Backend) -> tuple[MLP, list[Any], Any, float]:
     """(mlp, weights, X_cases, γ) from a ``.npz`` written by :func:`save_network`."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_regular(path, "--weights") as f, np.load(f, allow_pickle=False) as z:
             mlp = MLP([int(d) for d in z["layer_sizes"]], "tanh", "softmax")
             weights = [backend.asarray(z[f"W_{i + 1}"]) for i in range(mlp.n_layers)]
             X_cases, gamma = backend.asarray(z["X_cases"]), float(z["gamma"])
@@ -623,7 +656,7 @@ def prepare(
     extra = add_options(parser) if add_options else ()
     s = resolve(parser.parse_args(argv), extra)
     refuse_overwrite(s, outputs)
-    require_writable_dir(s.out, "--out")
+    checks.output_dir(s.out, "--out")
     stages = Stages(name, s.progress)
     net = partially_trained_network(s, stages)
     return s, net, (s.gamma if s.gamma is not None else net.gamma), stages

@@ -52,6 +52,7 @@ from kfac_ref.experiments import (  # noqa: E402
     METHODS,
     RUN_FILES,
     RunConfig,
+    checks,
     finished_log,
     io,
     run_data_info,
@@ -137,12 +138,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--iters",
-        type=int,
+        type=checks.int_arg(1),
         default=None,
         help=f"K-FAC iterations (default per data set: {FULL_ITERS}; quick 300)",
     )
     p.add_argument(
-        "--n-train", type=int, default=None, help="first N training cases only (default: all)"
+        "--n-train",
+        type=checks.int_arg(1),
+        default=None,
+        help="first N training cases only (default: all)",
     )
     p.add_argument(
         "--constants",
@@ -159,7 +163,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--sgd-tune-iters",
-        type=int,
+        type=checks.int_arg(1),
         default=None,
         help="iterations of each SGD grid run (default 1000; quick 150)",
     )
@@ -187,7 +191,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "K-FAC run's time, as the paper compares equal times; a cap is stated in the legend)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets"
+        "--seed",
+        type=checks.seed_arg,
+        default=0,
+        help="seed of θ₀, mini-batches and sampled targets",
     )
     p.add_argument(
         "--backend",
@@ -230,6 +237,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             p.error(f"{option} must be a number of seconds > 0, got {value:g}")
     if args.fixed_m is not None and min(args.fixed_m) < 1:
         p.error(f"--fixed-m sizes must be integers ≥ 1, got {args.fixed_m}")
+    bad = [lr for lr in args.sgd_lr or () if not (math.isfinite(lr) and lr > 0)]
+    if bad:
+        p.error(f"every --sgd-lr must be a number > 0, got {' '.join(f'{lr:g}' for lr in bad)}")
+    for option in ("out", "runs"):
+        setattr(args, option, checks.expand_path(getattr(args, option), f"--{option}"))
+    args.data_dir = None if args.data_dir is None else str(checks.data_dir(args.data_dir))
     args.run_actions = []
     return args
 
@@ -259,22 +272,26 @@ def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[Run
         constants=args.constants,
         **base,
     )
-    scale = "quick" if args.quick else "full"
     if method in FIXED_M_METHODS:
         common.update(iters=SGD_MAX_ITERS, max_seconds=fixed_m_tune_seconds(args))
-        grid = args.fixed_m or FIXED_M_GRID[scale][dataset]
+        grid = args.fixed_m if args.fixed_m is not None else FIXED_M_GRID[_kind(args)][dataset]
         return [RunConfig(kfac_batch=m, **common) for m in grid]
     if method != "sgd-momentum":
         return [RunConfig(**common)]
-    common["iters"] = args.sgd_tune_iters or SGD_TUNE_ITERS["quick" if args.quick else "full"]
-    grid = args.sgd_lr or SGD_LR_GRID[dataset]
+    tune_iters = args.sgd_tune_iters
+    common["iters"] = tune_iters if tune_iters is not None else SGD_TUNE_ITERS[_kind(args)]
+    grid = args.sgd_lr if args.sgd_lr is not None else SGD_LR_GRID[dataset]
     return [RunConfig(sgd_lr=lr, **common) for lr in grid]
+
+
+def _kind(args: argparse.Namespace) -> str:
+    return "quick" if args.quick else "full"
 
 
 def fixed_m_tune_seconds(args: argparse.Namespace) -> float:
     if args.fixed_m_tune_seconds is not None:
         return args.fixed_m_tune_seconds
-    return FIXED_M_TUNE_SECONDS["quick" if args.quick else "full"]
+    return FIXED_M_TUNE_SECONDS[_kind(args)]
 
 
 def run_dir(args: argparse.Namespace, cfg: RunConfig) -> Path:
@@ -300,7 +317,8 @@ def why_not_resumable(out: Path, cfg: RunConfig, data: dict[str, Any]) -> str | 
         return f"it has no {io.CHECKPOINT_NAME} to continue from"
     try:
         saved = RunConfig.from_json(
-            json.loads((out / "config.json").read_text()), str(out / "config.json")
+            json.loads(io.read_text(out / "config.json", "configuration")),
+            str(out / "config.json"),
         )
         records = io.read_jsonl(out / "log.jsonl")
     except (OSError, ValueError, KFACError) as exc:
@@ -547,8 +565,10 @@ def draw(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    out_dir = io.require_writable_dir(args.out, "--out")
-    io.require_writable_dir(args.runs, "--runs")
+    out_dir = checks.output_dir(args.out, "--out")
+    checks.output_dir(args.runs, "--runs")
+    if args.data_dir is None:
+        checks.data_dir()  # $KFAC_REF_DATA_DIR or the cache directory
     data = collect(args)
     stem = "autoencoders_" + "_".join(args.datasets) + ("_quick" if args.quick else "")
     if args.constants != "code":

@@ -107,7 +107,7 @@ def add_options(p: argparse.ArgumentParser) -> list[str]:
     """Options of this script only."""
     p.add_argument(
         "--further-iters",
-        type=int,
+        type=common.checks.int_arg(0),
         default=None,
         help="after the figures' network, train this many more iterations and report "
         "Figure 3's block means for that network too (default 80, quick 20; 0: skip)",

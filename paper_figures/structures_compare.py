@@ -37,10 +37,9 @@ import numpy as np
 from kfac_ref.backend import get_backend
 from kfac_ref.config import KFACConfig
 from kfac_ref.errors import ConfigError
-from kfac_ref.experiments import autoencoder, reconstruction_error
+from kfac_ref.experiments import autoencoder, checks, reconstruction_error
 from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter, run_script
 from kfac_ref.experiments.data import downscale_images, make_curves
-from kfac_ref.experiments.io import require_writable_dir
 from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
 from kfac_ref.optimizer import KFAC
 from kfac_ref.structures import STRUCTURES
@@ -48,6 +47,7 @@ from kfac_ref.structures import STRUCTURES
 STEM = "structures_compare"
 LAYERS = (16, 8, 3, 8, 16)
 FIRST_BATCH = 100
+CASE_BYTES = 8 * 3 * 28 * 28  # a case's 28×28 CURVES image and the pooling's work arrays
 COLORS = {
     "full": "tab:green",
     "block_diagonal": "tab:blue",
@@ -73,7 +73,7 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     )
     p.add_argument(
         "--seeds",
-        type=int,
+        type=checks.seed_arg,
         nargs="+",
         default=None,
         help="seeds, one run per structure each (default 0 1 2; quick 0)",
@@ -121,6 +121,13 @@ def parse_args(argv: Sequence[str] | None) -> Any:
         raise ConfigError(f"every --lam0 must be a number > 0, got {' '.join(map(str, args.lam0))}")
     if not 10 <= args.dpi <= 1200:
         raise ConfigError(f"--dpi must be in [10, 1200], got {args.dpi}")
+    args.out = checks.expand_path(args.out, "--out")
+    checks.memory(
+        CASE_BYTES * args.cases,
+        f"--cases {args.cases:,}",
+        "use fewer --cases",
+        checks.physical_memory(),
+    )
     return args
 
 
@@ -233,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{out} already holds {', '.join(existing)} from an earlier run; pass --overwrite "
             "to replace them or choose another --out"
         )
-    require_writable_dir(out, "--out")
+    checks.output_dir(out, "--out")
     t0 = time.perf_counter()
     result = compare(args)
     paths = draw(args, result)

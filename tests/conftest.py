@@ -1,4 +1,6 @@
-"""Shared fixtures for the tests of the mathematical core (§2–§4, §6.3, §10).
+"""Shared fixtures for the tests of the mathematical core (§2–§4, §6.3, §10), and a tiny
+training run for the tests of the experiments' errors (checkpoints, paths, command line,
+figure scripts; the last section).
 
 Everything here is float64 and seeded. Tiny networks (2–5 weight layers, uneven widths) come
 from the session fixture ``make_net``; the independent oracles (finite differences of the
@@ -207,3 +209,96 @@ def tiny_net(request) -> Net:
     act, out = request.param
     seed = ACTIVATIONS.index(act) * 10 + OUTPUTS.index(out)
     return build_net(TINY_SIZES[act], act, out, seed=seed, n=12)
+
+
+# ------------------------------------------------------------------ tiny runs (error tests)
+# Shared by the tests of checkpoints, paths, the command line and the figure scripts: a tiny
+# autoencoder run on 64 + 32 smooth 16-pixel cases in float64, and a stand-in for CURVES.
+RUN_LAYERS = [16, 6, 3, 6, 16]
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> tuple[np.ndarray, np.ndarray]:
+    """(X_train, X_test): 64 and 32 cases of 16 pixels in (0, 1), a smooth 3-D family."""
+    rng = np.random.default_rng(0)
+    basis, codes = rng.random((3, 16)), rng.random((96, 3))
+    X = 1.0 / (1.0 + np.exp(-4.0 * (codes @ basis - 0.75)))
+    return X[:64], X[64:]
+
+
+def make_tiny_config(**kw: Any) -> Any:
+    """A 4-iteration block-diagonal K-FAC run of :data:`RUN_LAYERS` (checkpoints at 2 and 4)."""
+    from kfac_ref.experiments import RunConfig
+
+    base = dict(
+        dataset="curves",
+        method="kfac-blockdiag",
+        iters=4,
+        layers=RUN_LAYERS,
+        m1=16,
+        k_full=4,
+        eval_every=2,
+        checkpoint_every=2,
+        dtype="float64",
+        kfac={"T3": 2, "T2": 4},
+    )
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """The factory :func:`make_tiny_config`."""
+    return make_tiny_config
+
+
+@pytest.fixture
+def fake_curves(monkeypatch, tiny_data):
+    """``load_dataset`` returns a small CURVES-like set (64 + 32 cases of 16 pixels) instead of
+    generating the 30,000 images; every other line of the CLI runs as it does for real.
+    Returns the list of the data sets asked for (a test can check none was loaded)."""
+    from kfac_ref.experiments import data
+
+    ds = data.Dataset("curves", tiny_data[0], tiny_data[1], origin="stand-in", label="tiny CURVES")
+    calls: list[str] = []
+
+    def load(name, **kw):
+        calls.append(name)
+        return ds
+
+    monkeypatch.setattr(data, "load_dataset", load)
+    return calls
+
+
+class Evil:
+    """A pickle whose loading creates a file: proof, if the file appears, that code ran."""
+
+    def __init__(self, sentinel: Any) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.sentinel,))
+
+
+@pytest.fixture
+def evil_pickle(tmp_path):
+    """(bytes of a pickle that creates ``tmp_path/code_ran`` when loaded, that path)."""
+    import pickle
+
+    sentinel = tmp_path / "code_ran"
+    return pickle.dumps(Evil(sentinel)), sentinel
+
+
+def _one_line_error(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert "Traceback" not in text and lines, text
+    assert lines[-1].startswith("error: "), text
+    return lines[-1]
+
+
+@pytest.fixture(scope="session")
+def one_line_error():
+    """``one_line_error(stderr)``: the last line, after asserting it is ``error: …`` and that
+    no traceback was printed."""
+    return _one_line_error

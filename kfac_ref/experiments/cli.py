@@ -4,8 +4,11 @@ Subcommands:
   train    train a §13 autoencoder with K-FAC (block-diagonal / block-tridiagonal) or SGD
   compare  print the errors of F̃, F̆, F̂ (and inverses) vs the exact F for a small random net
 
-A mistake in the options or the inputs ends with one line ``error: …`` on stderr and exit
-status 2; ``--debug`` shows the traceback instead.
+A mistake in the options or the inputs, or a file-system failure (a full disk, an I/O error),
+ends with one line ``error: …`` on stderr and exit status 2; ``--debug`` shows the traceback
+instead. Ctrl-C ends with one line saying where the run stopped and how to resume it, and exit
+status 130; a closed standard output (``kfac-ref … | head``) ends quietly with status 141, as a
+program killed by SIGPIPE does.
 """
 
 from __future__ import annotations
@@ -13,13 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import ConfigError, KFACError
+from ..errors import ConfigError, Interrupted, KFACError
+from . import checks
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a program whose reader went away
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -44,34 +53,79 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return f"{text} (default: {action.default})"
 
 
-def report_errors(run: Callable[[], Any], debug: bool = False) -> int:
-    """``run()``, with a :class:`KFACError` turned into the line ``error: …`` on stderr and
-    exit status 2 (``debug``: raised, with its traceback). Returns the exit status."""
+def report_errors(
+    run: Callable[[], Any],
+    debug: bool = False,
+    resume_hint: Callable[[Interrupted], str] | None = None,
+) -> int:
+    """``run()``, with its failures turned into one line on stderr and an exit status:
+
+    * a :class:`KFACError`, or an :class:`OSError` the machine caused
+      (:func:`~kfac_ref.experiments.checks.is_environment_error`: no such file, permission,
+      read-only or full disk, I/O error, name too long): ``error: …``, status 2 (``debug``: raised,
+      with its traceback). Other exceptions are bugs and keep their traceback.
+    * Ctrl-C (:class:`KeyboardInterrupt`; from a run, :class:`~kfac_ref.errors.Interrupted`
+      with where it stopped): ``interrupted …`` and ``resume_hint(exc)``, status 130.
+    * a closed standard output: nothing more is written, status 141 (:func:`quiet_broken_pipe`).
+
+    Returns the exit status.
+    """
     try:
-        result = run()
-    except KFACError as exc:
+        return quiet_broken_pipe(run)
+    except (KFACError, OSError) as exc:
+        if debug or not (isinstance(exc, KFACError) or checks.is_environment_error(exc)):
+            raise
+        print("error: " + one_line(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return EXIT_USAGE
+        line = exc.describe() if isinstance(exc, Interrupted) else "interrupted"
+        hint = resume_hint(exc) if resume_hint and isinstance(exc, Interrupted) else ""
+        print(line + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line; an OSError's with its errno's text and the file."""
+    if isinstance(exc, OSError) and not isinstance(exc, KFACError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where} (--debug shows the traceback)"
+    return " ".join(str(exc).split())
+
+
+def quiet_broken_pipe(run: Callable[[], Any]) -> int:
+    """``run()`` and a flush of stdout; when the reader of stdout has gone (``… | head``),
+    stdout is pointed at /dev/null so nothing more fails at exit, and the status is 141 (the
+    recipe of the Python documentation's note on SIGPIPE). Returns ``run()``'s status."""
+    try:
+        result = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout replaced by an object without a descriptor
+            pass
+        finally:
+            os.close(devnull)
+        return EXIT_BROKEN_PIPE
     return result if isinstance(result, int) else 0
 
 
 def run_script(main: Callable[[Sequence[str]], Any], argv: Sequence[str] | None = None) -> int:
     """A figure script's ``main(argv)`` under :func:`report_errors` (``--debug`` in argv
-    keeps the traceback)."""
+    keeps the traceback). Ctrl-C says that the same command continues from the runs'
+    checkpoints."""
     args = list(sys.argv[1:] if argv is None else argv)
-    return report_errors(lambda: main(args), "--debug" in args)
+    return report_errors(
+        lambda: main(args),
+        "--debug" in args,
+        lambda exc: "the same command continues from it" if exc.checkpoint is not None else "",
+    )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
-    return value
+_positive_int = checks.int_arg(1)
 
 
 def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -96,7 +150,10 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("--iters", type=_positive_int, default=1000, help="number of iterations")
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of θ₀, mini-batches and sampled targets (≥ 0)"
+        "--seed",
+        type=checks.seed_arg,
+        default=0,
+        help="seed of θ₀, mini-batches and sampled targets (≥ 0)",
     )
     p.add_argument(
         "--backend",
@@ -306,21 +363,39 @@ def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument(
         "--gamma", type=float, default=1e-3, help="factored Tikhonov damping γ ≥ 0 (§6.3)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs (≥ 0)")
+    p.add_argument(
+        "--seed", type=checks.seed_arg, default=0, help="seed of the weights and inputs (≥ 0)"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        default=checks.DEFAULT_MAX_BYTES / 2**30,
+        metavar="GIB",
+        help="refuse, before any work, a comparison whose dense matrices and per-case gradients "
+        "would need more than this many GiB",
+    )
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     import numpy
 
-    from ..compare import compare_fisher
+    from ..compare import check_compare_size, compare_fisher
     from ..mlp import MLP
 
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be ≥ 0, got {args.seed}")
+    if not (math.isfinite(args.max_memory) and args.max_memory > 0):
+        raise ConfigError(f"--max-memory must be a number of GiB > 0, got {args.max_memory:g}")
+    max_bytes = int(args.max_memory * 2**30)
     mlp = MLP(args.layers, args.activation, args.output)
+    check_compare_size(  # before X is drawn
+        mlp,
+        args.cases,
+        8,
+        max_bytes,
+        advice=f"use fewer --cases than {args.cases}, smaller --layers or a larger --max-memory",
+    )
     weights = mlp.init_gaussian(args.seed)
     X = numpy.random.default_rng(args.seed).standard_normal((args.cases, args.layers[0]))
-    result = compare_fisher(mlp, weights, X, gamma=args.gamma)
+    result = compare_fisher(mlp, weights, X, gamma=args.gamma, max_bytes=max_bytes)
     print(f"{mlp}, {args.cases} cases, γ = {args.gamma}")
     print(result.table())
     return 0
@@ -357,13 +432,33 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that resumes the run ``argv`` trained: the same options, without
+    ``--overwrite``, with ``--resume``."""
+    prog = "kfac-ref" if os.path.basename(sys.argv[0]) == "kfac-ref" else "python -m kfac_ref"
+    kept = [a for a in argv if a != "--overwrite"]
+    return shlex.join([*prog.split(), *kept, *([] if "--resume" in kept else ["--resume"])])
+
+
+def _resume_hint(argv: Sequence[str]) -> Callable[[Interrupted], str]:
+    def hint(exc: Interrupted) -> str:
+        if exc.checkpoint is not None:
+            return f"resume with: {resume_command(argv)}"
+        if exc.iteration is None:
+            return ""
+        return "start again with --overwrite (no checkpoint was written yet)"
+
+    return hint
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
     run = {"train": _run_train, "compare": _run_compare}[args.command]
-    return report_errors(lambda: run(args), args.debug)
+    return report_errors(lambda: run(args), args.debug, _resume_hint(argv))
 
 
 if __name__ == "__main__":

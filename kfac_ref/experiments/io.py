@@ -3,15 +3,18 @@
 Every file is written to a temporary name in the destination directory and moved into place
 with :func:`os.replace`, so a crash never leaves a half-written log, figure or checkpoint.
 
-Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are ``.npz`` archives read with
-``numpy.load(..., allow_pickle=False)``: loading one never executes code. The payload is a tree
-of dicts and lists whose leaves are NumPy arrays or JSON values (numbers, strings, booleans,
-None; NaN and ±inf allowed). Every array becomes one member of the archive; the rest of the tree,
-with each array replaced by ``{"__array__": member}``, is the JSON text of the member
-``__meta__`` (UTF-8 bytes as uint8), beside the format name, its version and each member's dtype
-and shape, which are checked before anything is returned. Any JSON-able value (a generator's
-state as a dict of ints and lists, say) round-trips unchanged. A file that is not such an archive
-(a pickle, say) is refused before anything in it is parsed.
+Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are ``.npz`` archives (zip files
+of ``.npy`` arrays). The payload is a tree of dicts and lists whose leaves are NumPy arrays of
+numbers or JSON values (numbers, strings, booleans, None; NaN and ±inf allowed). Every array
+becomes one member of the archive; the rest of the tree, with each array replaced by
+``{"__array__": member}``, is the JSON text of the member ``__meta__`` (UTF-8 bytes as uint8),
+beside the format name, its version and each member's dtype and shape. Any JSON-able value (a
+generator's state as a dict of ints and lists, say) round-trips unchanged. The loader reads the
+archive with :mod:`zipfile` and NumPy's ``.npy`` header parser, never ``pickle``: loading a
+checkpoint never executes code, and every header is checked against the table and the archive
+before any array's data is read, so a hostile file costs no more memory than its declared
+arrays (:func:`load_checkpoint`). Files read from a run directory are read only if they are
+regular files (:func:`open_regular`): a FIFO planted there is refused, not waited on.
 
 One process writes a run directory at a time: :class:`RunLock` holds an advisory lock on its
 ``run.lock`` while the run lives.
@@ -20,17 +23,19 @@ One process writes a run directory at a time: :class:`RunLock` holds an advisory
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import socket
+import stat
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy
 
@@ -48,6 +53,12 @@ CHECKPOINT_VERSION = 3
 META_MEMBER = "__meta__"
 ARRAY_KEY = "__array__"
 ARRAY_KINDS = "biuf"  # bool, signed and unsigned integers, floats: never objects
+#: bounds checked before a checkpoint's data are read (:func:`load_checkpoint`)
+META_MAX_BYTES = 2**30  # the JSON of __meta__ (a log of two million records fits)
+META_MAX_DEPTH = 64  # its nesting (a run's payload is about 6 levels deep)
+NPY_HEADER_MAX = 10_000  # bytes of an .npy header (NumPy's own default limit)
+MAX_EXPANSION = 4  # without max_bytes: arrays may declare at most 4 × the file's size
+READ_CHUNK = 2**20  # bytes (or entries) read or checked at a time
 
 
 @contextlib.contextmanager
@@ -122,12 +133,11 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (None stands for NaN)."""
+    """The records of a JSON-lines file (None stands for NaN); only a regular file is read
+    (:func:`read_text`)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"log file {path} does not exist")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(read_text(path, "log file").splitlines(), start=1):
         if line.strip():
             try:
                 out.append(json.loads(line))
@@ -176,26 +186,117 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         },
         "payload": tree,
     }
-    text = json.dumps(meta, allow_nan=True, separators=(",", ":"))
-    members = {META_MEMBER: numpy.frombuffer(text.encode("utf-8"), dtype=numpy.uint8), **arrays}
+    if _json_depth(tree) > META_MAX_DEPTH - 1:
+        raise TypeError(f"checkpoint payload: nested deeper than {META_MAX_DEPTH - 1} levels")
+    raw = json.dumps(meta, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    if len(raw) > META_MAX_BYTES:
+        raise DataError(
+            f"cannot write {path}: its JSON part has {len(raw):,} bytes, over the "
+            f"{META_MAX_BYTES:,} a checkpoint may hold"
+        )
+    members = {META_MEMBER: numpy.frombuffer(raw, dtype=numpy.uint8), **arrays}
     with atomic_path(path, suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
         numpy.savez(f, **members)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _read_meta(z: Any, path: Path) -> dict[str, Any]:
-    if META_MEMBER not in z.files:
-        raise DataError(f"checkpoint {path} has no {META_MEMBER} member: not a kfac_ref checkpoint")
-    raw = z[META_MEMBER]
-    if raw.dtype != numpy.uint8 or raw.ndim != 1:
-        raise DataError(f"checkpoint {path}: member {META_MEMBER} is not UTF-8 bytes")
-    try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> _Member:
+    """The ``.npy`` header of one member, read without its data, and checked: a supported
+    version, a dtype of numbers (never objects: nothing is unpickled), and a declared data size
+    equal to the size the archive records for the member."""
+    name = info.filename[: -len(".npy")]
+    with zf.open(info) as f:
+        version = numpy.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = numpy.lib.format.read_array_header_1_0(f, NPY_HEADER_MAX)
+        elif version == (2, 0):
+            shape, fortran, dtype = numpy.lib.format.read_array_header_2_0(f, NPY_HEADER_MAX)
+        else:
+            raise DataError(f"checkpoint {path}: member {name} is .npy version {version}")
+        offset = f.tell()
+    if dtype.kind not in ARRAY_KINDS or dtype.hasobject or dtype.fields or dtype.subdtype:
         raise DataError(
-            f"checkpoint {path}: member {META_MEMBER} is not valid JSON ({exc})"
+            f"checkpoint {path}: member {name} has dtype {dtype.str!r}; a checkpoint holds only "
+            "arrays of numbers (objects are never unpickled)"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes != info.file_size - offset:
+        raise DataError(
+            f"checkpoint {path}: member {name} declares {list(shape)} {dtype.str} "
+            f"({nbytes:,} bytes) but holds {max(info.file_size - offset, 0):,} bytes (damaged?)"
+        )
+    return _Member(name, info, list(shape), bool(fortran), dtype, nbytes)
+
+
+@dataclasses.dataclass
+class _Member:
+    name: str
+    info: zipfile.ZipInfo
+    shape: list[int]
+    fortran: bool
+    dtype: numpy.dtype
+    nbytes: int
+
+
+def _read_data(zf: zipfile.ZipFile, m: _Member) -> numpy.ndarray:
+    """The array of member ``m``, read in chunks into one array of its declared size (never
+    more memory than that: the read stops at the size the archive records)."""
+    a = numpy.empty(m.nbytes // m.dtype.itemsize if m.dtype.itemsize else 0, dtype=m.dtype)
+    view = memoryview(a.view(numpy.uint8).reshape(-1)) if m.nbytes else memoryview(b"")
+    with zf.open(m.info) as f:
+        f.seek(m.info.file_size - m.nbytes)  # past the header
+        pos = 0
+        while pos < m.nbytes:
+            chunk = f.read(min(READ_CHUNK, m.nbytes - pos))
+            if not chunk:
+                raise EOFError(f"member {m.name} ends after {pos:,} of {m.nbytes:,} bytes")
+            view[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        f.read(1)  # at the end: zipfile checks the member's CRC-32
+    if m.fortran:
+        return a.reshape(m.shape[::-1]).transpose()
+    return a.reshape(m.shape)
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of a JSON value (lists and dicts), without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            depth = max(depth, d)
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return depth
+
+
+def _read_meta(
+    zf: zipfile.ZipFile, members: dict[str, _Member], path: Path, limit: int
+) -> dict[str, Any]:
+    """The ``__meta__`` member's JSON, bounded in size (:data:`META_MAX_BYTES` and ``limit``)
+    and in depth before it is parsed or walked."""
+    m = members.get(META_MEMBER)
+    if m is None:
+        raise DataError(f"checkpoint {path} has no {META_MEMBER} member: not a kfac_ref checkpoint")
+    if m.dtype != numpy.uint8 or len(m.shape) != 1:
+        raise DataError(f"checkpoint {path}: member {META_MEMBER} is not UTF-8 bytes")
+    if m.nbytes > min(META_MAX_BYTES, limit):
+        raise DataError(
+            f"checkpoint {path}: member {META_MEMBER} has {m.nbytes:,} bytes, over the limit of "
+            f"{min(META_MAX_BYTES, limit):,} (not a kfac_ref checkpoint?)"
+        )
+    try:
+        meta = json.loads(_read_data(zf, m).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise DataError(
+            f"checkpoint {path}: member {META_MEMBER} is not valid JSON ({why})"
         ) from None
+    if _json_depth(meta) > META_MAX_DEPTH:
+        raise DataError(
+            f"checkpoint {path}: member {META_MEMBER} is nested deeper than {META_MAX_DEPTH} levels "
+            "(not a kfac_ref checkpoint?)"
+        )
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise DataError(
             f"checkpoint {path} is not a kfac_ref checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
@@ -210,27 +311,43 @@ def _read_meta(z: Any, path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_arrays(z: Any, meta: dict[str, Any], path: Path) -> dict[str, numpy.ndarray]:
-    """Every array member, checked against the dtype and shape the metadata records."""
+def _check_table(
+    meta: dict[str, Any], members: dict[str, _Member], path: Path, max_bytes: int
+) -> list[_Member]:
+    """The array members, each header equal to its entry of the array table, their declared
+    sizes within ``max_bytes`` in all: checked before any array's data is read."""
     table = meta["arrays"]
-    members = set(z.files) - {META_MEMBER}
-    if members != set(table):
+    arrays = [m for name, m in members.items() if name != META_MEMBER]
+    if {m.name for m in arrays} != set(table):
         raise DataError(f"checkpoint {path}: its members do not match its array table (damaged?)")
-    arrays = {}
-    for name, spec in table.items():
-        a = z[name]
+    for m in arrays:
+        spec = table[m.name]
         if (
-            a.dtype.kind not in ARRAY_KINDS
-            or not isinstance(spec, dict)
-            or a.dtype.str != spec.get("dtype")
-            or list(a.shape) != spec.get("shape")
+            not isinstance(spec, dict)
+            or m.dtype.str != spec.get("dtype")
+            or m.shape != spec.get("shape")
         ):
             raise DataError(
-                f"checkpoint {path}: member {name} is {a.dtype.str} {list(a.shape)}, its table says "
+                f"checkpoint {path}: member {m.name} is {m.dtype.str} {m.shape}, its table says "
                 f"{spec!r} (damaged?)"
             )
-        arrays[name] = a
+    total = sum(m.nbytes for m in arrays)
+    if total > max_bytes:
+        raise DataError(
+            f"checkpoint {path}: its arrays declare {total:,} bytes, over the {max_bytes:,} "
+            "this run's state can need, or its file's size allows (damaged?)"
+        )
     return arrays
+
+
+def _check_finite(a: numpy.ndarray, name: str, path: Path) -> None:
+    """DataError unless every entry of a float array is finite (checked in chunks)."""
+    if a.dtype.kind != "f":
+        return
+    flat = a.reshape(-1, order="A")
+    for start in range(0, flat.size, READ_CHUNK):
+        if not numpy.isfinite(flat[start : start + READ_CHUNK]).all():
+            raise DataError(f"checkpoint {path}: array {name} holds NaN or infinite values")
 
 
 def _join_arrays(value: Any, arrays: dict[str, numpy.ndarray], path: Path) -> Any:
@@ -247,37 +364,114 @@ def _join_arrays(value: Any, arrays: dict[str, numpy.ndarray], path: Path) -> An
     return value
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The payload of a checkpoint written by :func:`save_checkpoint`, validated (format,
-    version, every member's dtype and shape); :class:`DataError` if missing, damaged, of another
-    format, or not an ``.npz`` archive at all (a pickle, say: refused unparsed). Never executes
-    code: ``allow_pickle=False``."""
+def _read_checkpoint(f: Any, path: Path, max_bytes: int | None, finite: bool) -> dict[str, Any]:
+    size = os.fstat(f.fileno()).st_size
+    with zipfile.ZipFile(f) as zf:
+        members = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy") or info.is_dir():
+                raise DataError(f"checkpoint {path}: member {info.filename!r} is not an array")
+            m = _member_header(zf, info, path)
+            members[m.name] = m
+        limit = MAX_EXPANSION * size + 2**20  # what the file's size allows
+        meta = _read_meta(zf, members, path, limit)
+        limit -= members[META_MEMBER].nbytes
+        if max_bytes is not None:
+            limit = min(limit, max_bytes)
+        arrays = {}
+        for m in _check_table(meta, members, path, limit):
+            arrays[m.name] = _read_data(zf, m)
+            if finite:
+                _check_finite(arrays[m.name], m.name, path)
+    return _join_arrays(meta["payload"], arrays, path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, max_bytes: int | None = None, finite: bool = True
+) -> dict[str, Any]:
+    """The payload of a checkpoint written by :func:`save_checkpoint`, validated before use.
+
+    Every check that can be made without the arrays' data is made before any of it is read:
+    the file is a regular file and a zip archive; each member is an ``.npy`` array of numbers
+    (no objects: nothing is unpickled, no code runs) whose header declares exactly the bytes
+    the archive holds for it and agrees with the array table of ``__meta__``; ``__meta__`` is
+    at most :data:`META_MAX_BYTES` and :data:`META_MAX_DEPTH` levels deep; all members declare
+    at most :data:`MAX_EXPANSION` times the file's size plus 1 MiB (an archive written by
+    :func:`save_checkpoint` is stored uncompressed: about 1 time), and the arrays at most
+    ``max_bytes``. So no checkpoint costs more memory than its declared arrays, nor more than a
+    few times its own size. With ``finite``, every float array must hold only finite values.
+    Any failure is a one-line :class:`DataError` naming ``path``.
+    """
     path = Path(path)
+    f = open_regular(path, "checkpoint")
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except FileNotFoundError:
-        raise DataError(f"checkpoint {path} does not exist") from None
-    except OSError as exc:
-        raise DataError(f"checkpoint {path} cannot be read: {exc.strerror or exc}") from exc
-    if head != b"PK\x03\x04":
-        raise DataError(
-            f"checkpoint {path} is corrupt or unreadable: not an .npz archive (empty or damaged?)"
-        )
-    try:
-        with numpy.load(path, allow_pickle=False) as z:
-            meta = _read_meta(z, path)
-            arrays = _read_arrays(z, meta, path)
+        with f:
+            if f.read(4) != b"PK\x03\x04":
+                raise DataError(
+                    f"checkpoint {path} is corrupt or unreadable: not an .npz archive "
+                    "(empty or damaged?)"
+                )
+            f.seek(0)
+            payload = _read_checkpoint(f, path, max_bytes, finite)
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        NotImplementedError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as exc:
         raise DataError(
             f"checkpoint {path} is corrupt or unreadable: {type(exc).__name__}: {exc}"
         ) from exc
-    payload = _join_arrays(meta["payload"], arrays, path)
     if not isinstance(payload, dict):
         raise DataError(f"checkpoint {path}: its payload is not a mapping")
     return payload
+
+
+def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file. A FIFO, device or
+    directory is a :class:`DataError`, never waited on: it is opened without blocking and
+    checked (``fstat``) before a byte is read. A missing or unreadable file is a DataError too."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(
+                f"{what} {path} is not a regular file (a directory, FIFO or device?); not read"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> str:
+    """The UTF-8 text of the regular file ``path`` (:func:`open_regular`); DataError if it is
+    not one, cannot be read, is not UTF-8 or is longer than ``max_bytes``."""
+    path = Path(path)
+    with open_regular(path, what) as f:
+        try:
+            if max_bytes is not None and os.fstat(f.fileno()).st_size > max_bytes:
+                raise DataError(f"{what} {path} is over {max_bytes:,} bytes")
+            return f.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{what} {path} is not UTF-8 text ({exc})") from None
+        except OSError as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def array_digest(a: numpy.ndarray) -> str:

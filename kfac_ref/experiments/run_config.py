@@ -280,7 +280,7 @@ class RunConfig:
             )
         try:
             return cls(**d)
-        except ConfigError as exc:
+        except (ConfigError, TypeError, ValueError) as exc:  # a value of the wrong type
             raise DataError(f"{where}: the saved configuration is invalid: {exc}") from None
 
     def differences(self, other: RunConfig) -> list[str]:

@@ -70,6 +70,33 @@ def _check_arrays(name: str, arrays: Any, shapes: Sequence[tuple[int, int]], whe
             raise DataError(f"checkpoint {where}: {name}[{i}] holds NaN or infinite values")
 
 
+def _saved_number(
+    where: Path, what: str, value: Any, low: float, integer: bool = False, positive: bool = False
+) -> None:
+    """DataError naming the checkpoint unless ``value`` is a finite number ≥ ``low`` (> ``low``
+    if ``positive``; an int if ``integer``): a checkpoint's scalars are checked when loaded."""
+    kinds = int if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value > low if positive else value >= low)):
+        kind = "an integer" if integer else "a finite number"
+        raise DataError(
+            f"checkpoint {where}: {what} is {value!r}, not {kind} {'>' if positive else '≥'} {low:g}"
+        )
+
+
+def _check_saved_state(d: Any, where: Path) -> None:
+    """The saved optimizer state's scalars: k an integer ≥ 0; λ (§6.5) and γ (§6.6), where the
+    optimizer has them, finite numbers > 0. Its arrays were checked finite when loaded."""
+    if not isinstance(d, dict):
+        raise DataError(f"checkpoint {where}: the optimizer state is not a mapping (damaged?)")
+    _saved_number(where, "the optimizer state's iteration count", d.get("k"), 0, integer=True)
+    for name, symbol in (("lam", "λ"), ("gamma", "γ")):
+        if name in d:
+            _saved_number(
+                where, f"{symbol} ({name}) of the optimizer state", d[name], 0.0, positive=True
+            )
+
+
 def restore(
     payload: dict[str, Any], cfg: RunConfig, mlp: MLP, opt: Any, backend: Backend, where: Path
 ) -> RunState:
@@ -90,21 +117,20 @@ def restore(
             "or --overwrite to start afresh"
         )
     k, elapsed, records = payload["k"], payload["elapsed"], payload["records"]
+    _saved_number(where, "the iteration count k", k, 0, integer=True)
     if not (
-        isinstance(k, int)
-        and k >= 0
-        and isinstance(records, list)
+        isinstance(records, list)
         and len(records) == k
         and all(isinstance(r, dict) for r in records)
     ):
         raise DataError(f"checkpoint {where}: iteration count and log do not agree (damaged?)")
-    if not (isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
-        raise DataError(f"checkpoint {where}: elapsed time {elapsed!r} is not a finite number ≥ 0")
+    _saved_number(where, "the elapsed time", elapsed, 0.0)
     _check_arrays("weights", payload["weights"], mlp.shapes, where)
     _check_arrays("average", payload["average"], mlp.shapes, where)
+    _check_saved_state(payload["opt_state"], where)
     try:
         opt_state = opt.load_state_dict(payload["opt_state"])
-    except (ConfigError, ShapeError, KeyError, TypeError, AttributeError) as exc:
+    except (ConfigError, ShapeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataError(
             f"checkpoint {where}: the optimizer state does not fit this run: {exc}"
         ) from None
@@ -143,7 +169,11 @@ def data_fingerprint(X_train: Any, X_test: Any, info: dict[str, Any]) -> dict[st
 def check_same_data(saved: Any, now: dict[str, Any], where: Path, allow_other: bool) -> bool:
     """True when ``now`` is the data the checkpoint ``where`` was trained on (``saved``).
     Otherwise a :class:`ConfigError` naming both, or, with ``allow_other``, False."""
-    if not isinstance(saved, dict) or not all(k in saved for k in FINGERPRINT_KEYS):
+    if (
+        not isinstance(saved, dict)
+        or not all(k in saved for k in FINGERPRINT_KEYS)
+        or not all(type(saved[k]) is type(now[k]) for k in FINGERPRINT_KEYS)
+    ):
         raise DataError(f"checkpoint {where} does not record its training data (damaged?)")
     if all(saved[k] == now[k] for k in FINGERPRINT_KEYS):
         return True
@@ -191,7 +221,7 @@ def finished_log(cfg: RunConfig, out_dir: str | Path) -> list[dict[str, Any]] | 
     """The log of a finished run of ``cfg`` in ``out_dir``, or None (absent, unfinished, other config)."""
     out = Path(out_dir)
     try:
-        result = json.loads((out / "result.json").read_text())
+        result = json.loads(io.read_text(out / "result.json", "result file"))
         saved = RunConfig.from_json(result["config"], str(out / "result.json"))
         if not saved.same_run_as(cfg) or not cfg.is_done(result["iterations"], result["time"]):
             return None

@@ -25,10 +25,12 @@ from typing import Any
 
 from ..backend import Backend, get_backend, to_numpy
 from ..diagnostics import check_diagnose_size, diagnose_kfac
-from ..errors import ConfigError, KFACError
+from ..errors import ConfigError, DataError, Interrupted, KFACError
 from ..mlp import MLP
+from ..optimizer import KFAC
 from ..rng import RunGenerator
-from . import io
+from ..state import state_shapes
+from . import checks, io
 from .run_config import RunConfig, autoencoder, batch_size, make_optimizer
 from .run_dir import (
     RUN_FILES,
@@ -52,6 +54,17 @@ def reconstruction_error(mlp: MLP, weights: Sequence[Any], X: Any, chunk: int = 
         pred = mlp.output.predict(mlp.forward(weights, Xc).output)
         total += float(((pred - Xc) ** 2).sum())
     return total / X.shape[0]
+
+
+def _checkpoint_budget(mlp: MLP, opt: Any) -> int:
+    """Bytes a checkpoint of this run's network may declare for its arrays: twice what the
+    weights, their average and the optimizer state hold in float64, plus 1 MiB."""
+    shapes = [*mlp.shapes, *mlp.shapes]  # θ and its average
+    if isinstance(opt, KFAC):
+        shapes += [sh for v in state_shapes(mlp, opt.config.structure).values() for sh in v]
+    else:
+        shapes += mlp.shapes  # SGD's velocity
+    return 2 * 8 * sum(math.prod(sh) for sh in shapes) + 2**20
 
 
 def _iteration_seed(seed: int, k: int) -> int:
@@ -94,6 +107,7 @@ def _first_rows(X: Any, n: int | None, option: str, what: str, label: str) -> An
 def _subsets(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
     from .data import load_dataset
 
+    checks.data_dir(cfg.data_dir)  # a file, an unknown ~user, …: one line before any work
     ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     label = ds.label or ds.name.upper()
     name = f"{ds.name.upper()} ({ds.origin})"
@@ -149,7 +163,7 @@ def run_experiment(
     """
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
         raise ConfigError(f"the run directory must be a non-empty path, got {out_dir!r}")
-    out = Path(out_dir)
+    out = checks.run_dir(out_dir)
     if resume and overwrite:
         check_run_dir(out, resume, overwrite)  # the usage error, before anything is created
     io.require_writable_dir(out, "run directory")
@@ -163,6 +177,10 @@ def run_experiment(
         return _run_locked(
             cfg, out, resume, overwrite, progress, data, init_weights, data_label, allow_other_data
         )
+    except KeyboardInterrupt as exc:  # Ctrl-C before the loop: the directory is as it was
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(str(out), None, None) from None
     finally:
         lock.release()
 
@@ -205,10 +223,17 @@ def _run_locked(
 
     same_data = True
     if resume:
-        payload = io.load_checkpoint(ckpt_path)
+        payload = io.load_checkpoint(ckpt_path, max_bytes=_checkpoint_budget(mlp, opt))
         st = restore(payload, cfg, mlp, opt, backend, ckpt_path)
         same_data = check_same_data(payload.get("data"), fingerprint, ckpt_path, allow_other_data)
-        gen.load_state_dict(payload.get("rng"))
+        try:
+            gen.load_state_dict(payload.get("rng"))
+        except ConfigError:  # a NumPy run's checkpoint on CuPy: said as such
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(
+                f"checkpoint {ckpt_path}: its generator state is damaged ({exc})"
+            ) from None
         log.info("resuming %s at iteration %d", out, st.k)
         if not same_data:
             log.warning("%s: resuming on other data than the checkpoint's, as asked", out)
@@ -224,6 +249,7 @@ def _run_locked(
     io.write_text_atomic(out / "config.json", config_text)
 
     n = X_train.shape[0]
+    saved = st.k if resume else None  # iteration of the last checkpoint on disk
     # A run with a time budget (the figures' SGD runs) counts optimizer seconds, not iterations.
     by_time = cfg.max_seconds is not None
     desc = f"{cfg.dataset}/{cfg.method}"
@@ -279,12 +305,23 @@ def _run_locked(
             if k % cfg.checkpoint_every == 0 or done:
                 io.save_checkpoint(ckpt_path, checkpoint_payload(cfg, opt, st, gen, fingerprint))
                 io.write_jsonl_atomic(log_path, st.records)
+                saved = k
+        bar.close()
+        io.write_jsonl_atomic(log_path, st.records)
+        _write_result(out, cfg, st, data_info)
     except KFACError:
         io.write_jsonl_atomic(log_path, st.records)
         raise
+    except KeyboardInterrupt:  # checkpoint and log stay the consistent pair of iteration `saved`
+        under_way = st.k if cfg.is_done(st.k, st.elapsed) else st.k + 1
+        raise Interrupted(str(out), under_way, saved) from None
     finally:
         bar.close()
-    io.write_jsonl_atomic(log_path, st.records)
+    return st.records
+
+
+def _write_result(out: Path, cfg: RunConfig, st: RunState, data_info: dict[str, Any]) -> None:
+    """``result.json``: the configuration, the iterations, the time and the final errors."""
     final = next(r for r in reversed(st.records) if "train_error" in r)
     io.write_text_atomic(
         out / "result.json",
@@ -303,7 +340,6 @@ def _run_locked(
             indent=2,
         ),
     )
-    return st.records
 
 
 def _scalar(v: Any) -> Any:
