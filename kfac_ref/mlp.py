@@ -19,8 +19,9 @@ from typing import Any
 import numpy
 
 from .activations import Activation, get_activation
-from .backend import KNOWN_DTYPES, Backend, HostBatch, get_array_module, get_backend
+from .backend import KNOWN_DTYPES, Backend, get_array_module, get_backend
 from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
+from .host import HostBatch
 from .outputs import OutputDistribution, get_output
 
 

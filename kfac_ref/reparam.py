@@ -33,9 +33,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import get_array_module, linalg_for
+from .backend import get_array_module
 from .errors import ConfigError, ShapeError
 from .factors import KroneckerFactors
+from .linalg import linalg_for
 from .mlp import MLP, Forward, _append_one
 
 

@@ -24,11 +24,9 @@ import pytest
 
 from kfac_ref.backend import (
     BACKEND_ENV_VAR,
-    HostBatch,
     cupy_available,
     get_array_module,
     get_backend,
-    linalg_for,
     to_numpy,
 )
 from kfac_ref.compare import compare_fisher
@@ -38,6 +36,7 @@ from kfac_ref.experiments import RunConfig, run_experiment
 from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import approximate_fisher, damped_diagonal, exact_fisher, fisher_vector_product
+from kfac_ref.host import HostBatch
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,
@@ -47,6 +46,7 @@ from kfac_ref.inverse import (
     spd_cholesky,
     spd_inverse,
 )
+from kfac_ref.linalg import linalg_for
 from kfac_ref.mlp import MLP
 from kfac_ref.optimizer import KFAC
 from kfac_ref.rng import Philox, RunGenerator, philox_blocks

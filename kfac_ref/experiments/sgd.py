@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..backend import Backend, HostBatch, to_numpy
+from ..backend import Backend, to_numpy
 from ..config import SGDConfig
 from ..errors import ConfigError, ShapeError
+from ..host import HostBatch
 from ..mlp import MLP, check_step_inputs
 from ..rescale import inner
 from .schedules import sutskever_momentum

@@ -82,7 +82,10 @@ def _is_plumbing(filename: str) -> bool:
     """Frames skipped when naming a sync's cause: the stand-in itself and the backend's transfer
     helpers (``to_numpy``, ``HostBatch.fetch``), so the log names the code that asked."""
     path = Path(filename).resolve()
-    return path.parent == HERE or path == REPO / "kfac_ref" / "backend.py"
+    return path.parent == HERE or path in {
+        REPO / "kfac_ref" / "backend.py",
+        REPO / "kfac_ref" / "host.py",
+    }
 
 
 SYNCS = SyncLog()
