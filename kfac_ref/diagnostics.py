@@ -34,9 +34,10 @@ from .compare import block_relative_errors, relative_error
 from .cumulants import check_layers, check_size, kronecker_cumulants
 from .damping import check_gamma
 from .errors import ConfigError, ShapeError
+from .inputs import check_eta
 from .inverse import spd_inverse
 from .linalg import lapack_threads
-from .mlp import MLP, check_eta
+from .mlp import MLP
 from .vec import vec
 
 #: dense P×P matrices :func:`diagnose` holds at its peak (F, F̃, the cumulant terms, the damped

@@ -20,7 +20,8 @@ from ..backend import Backend, to_numpy
 from ..config import SGDConfig
 from ..errors import ConfigError, ShapeError
 from ..host import HostBatch
-from ..mlp import MLP, check_step_inputs
+from ..inputs import check_step_inputs
+from ..mlp import MLP
 from ..rescale import inner
 from .schedules import sutskever_momentum
 
