@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .compare import damped_diagonal
 from .damping import check_gamma
 from .errors import ConfigError, NonFiniteError
 from .factors import kronecker_factors
-from .fisher import damped_diagonal, fisher_vector_product
+from .fisher import fisher_vector_product
 from .inverse import apply_block_diagonal_inverse, block_diagonal_inverse
 from .mlp import MLP
 

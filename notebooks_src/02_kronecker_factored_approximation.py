@@ -24,15 +24,15 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kfac_ref.compare import block_mean_abs, block_relative_errors, compare_fisher, relative_error
-from kfac_ref.factors import exact_G_passes, kronecker_factors
-from kfac_ref.fisher import (
+from kfac_ref.compare import (
     approximate_fisher,
-    empirical_fisher,
-    exact_fisher,
-    monte_carlo_fisher,
-    per_case_gradients,
+    block_mean_abs,
+    block_relative_errors,
+    compare_fisher,
+    relative_error,
 )
+from kfac_ref.factors import exact_G_passes, kronecker_factors
+from kfac_ref.fisher import empirical_fisher, exact_fisher, monte_carlo_fisher, per_case_gradients
 from kfac_ref.mlp import MLP
 from kfac_ref.vec import layer_offsets, per_case_vec_grad
 

@@ -28,9 +28,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import scipy.linalg
 
-from kfac_ref.compare import compare_fisher, relative_error
+from kfac_ref.compare import (
+    compare_fisher,
+    damped_diagonal,
+    dense_F_hat,
+    dense_F_tilde,
+    relative_error,
+)
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import damped_diagonal, dense_F_hat, dense_F_tilde
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,

@@ -34,9 +34,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kfac_ref.backend import get_backend
+from kfac_ref.compare import damped_diagonal
 from kfac_ref.config import KFACConfig
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import damped_diagonal
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,

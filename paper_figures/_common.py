@@ -65,17 +65,13 @@ import numpy as np
 
 from kfac_ref.backend import Backend, get_backend, to_numpy
 from kfac_ref.compare import APPROXIMATIONS as COMPARED
+from kfac_ref.compare import DENSE_F_TILDE, dense_approximation, dense_F_tilde
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import checks
 from kfac_ref.experiments.cli import ArgumentParser
 from kfac_ref.experiments.io import atomic_path, open_regular
 from kfac_ref.factors import KroneckerFactors, kronecker_factors
-from kfac_ref.fisher import (
-    DENSE_F_TILDE,
-    dense_approximation,
-    dense_F_tilde,
-    exact_fisher,
-)
+from kfac_ref.fisher import exact_fisher
 from kfac_ref.mlp import MLP
 from kfac_ref.natgrad import natgrad_step
 from kfac_ref.rng import RunGenerator

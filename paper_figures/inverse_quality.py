@@ -38,7 +38,7 @@ the difference panels are nearly black and the point of the figures shows only i
 Frobenius errors in the panel titles (vs F̃, resp. F̃⁻¹, and for the inverses also vs the exact
 F⁻¹ of F + the same damping), and a footer line naming the data and the training. The matrices
 are those of the 1680 parameters of W_2..W_5 on ``--cases`` training cases (see ``_common.py``;
-F̆, F̂ via ``kfac_ref.fisher.dense_F_tilde`` / ``dense_F_hat``, inverses via
+F̆, F̂ via ``kfac_ref.compare.dense_F_tilde`` / ``dense_F_hat``, inverses via
 ``kfac_ref.inverse.spd_inverse``).
 """
 

@@ -29,13 +29,13 @@ from kfac_ref.backend import (
     get_backend,
     to_numpy,
 )
-from kfac_ref.compare import compare_fisher
+from kfac_ref.compare import approximate_fisher, compare_fisher, damped_diagonal
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import BackendError, ConfigError, NonFiniteError
 from kfac_ref.experiments import RunConfig, run_experiment
 from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import approximate_fisher, damped_diagonal, exact_fisher, fisher_vector_product
+from kfac_ref.fisher import exact_fisher, fisher_vector_product
 from kfac_ref.host import HostBatch
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kfac_ref.backend import get_backend
-from kfac_ref.compare import compare_fisher
+from kfac_ref.compare import approximate_fisher, compare_fisher, dense_F_tilde
 from kfac_ref.errors import (
     BackendError,
     ConfigError,
@@ -20,9 +20,7 @@ from kfac_ref.errors import (
 )
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import (
-    approximate_fisher,
     check_dense_size,
-    dense_F_tilde,
     empirical_fisher,
     exact_fisher,
     fisher_vector_product,

@@ -17,9 +17,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from kfac_ref.compare import approximate_fisher, damped_diagonal
 from kfac_ref.errors import ConfigError, ShapeError
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import approximate_fisher, damped_diagonal, exact_fisher, fisher_vector_product
+from kfac_ref.fisher import exact_fisher, fisher_vector_product
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,

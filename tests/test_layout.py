@@ -93,3 +93,20 @@ def test_the_figure_helpers_take_their_math_from_the_package() -> None:
     assert "natgrad_step" not in defined
     assert "kfac_ref.natgrad.natgrad_step" in imported_modules(common, "paper_figures")
     assert "natgrad" in math_modules()
+
+
+def test_the_fisher_of_section_2_2_sits_below_the_structures():
+    """§2.2 (``fisher``) imports nothing of §3–§4 at module level: the dense F̃, F̆, F̂ built
+    through the structure table live in :mod:`kfac_ref.compare`."""
+    path = PACKAGE / "fisher.py"
+    top = ast.parse(path.read_text(), str(path)).body
+    imported = {
+        node.module or alias.name
+        for node in top
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+    }
+    assert imported <= {"backend", "dense", "errors", "mlp", "vec"}, imported
+    from kfac_ref import compare, fisher
+
+    assert not hasattr(fisher, "DENSE_STRUCTURES") and hasattr(compare, "approximate_fisher")

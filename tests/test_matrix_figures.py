@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kfac_ref.compare import relative_error
+from kfac_ref.compare import approximate_fisher, relative_error
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import data
-from kfac_ref.fisher import approximate_fisher, exact_fisher
+from kfac_ref.fisher import exact_fisher
 from kfac_ref.inverse import spd_inverse
 from kfac_ref.mlp import MLP
 
