@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kfac_ref.backend import KNOWN_BACKENDS
 from kfac_ref.experiments import RunConfig, io, run_experiment
 
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--m1", type=int, default=1000)
     p.add_argument("--k-full", type=int, default=500)
     p.add_argument("--sgd-lr", type=float, default=0.02)
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None)
+    p.add_argument("--backend", choices=KNOWN_BACKENDS, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", default=None, help="save the table as JSON")

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from kfac_ref.backend import Backend, get_backend, to_numpy
+from kfac_ref.backend import KNOWN_BACKENDS, Backend, get_backend, to_numpy
 from kfac_ref.compare import APPROXIMATIONS as COMPARED
 from kfac_ref.compare import DENSE_F_TILDE, dense_approximation, dense_F_tilde
 from kfac_ref.errors import ConfigError
@@ -174,7 +174,7 @@ def base_parser(description: str, default_scale: str = "linear") -> argparse.Arg
     )
     p.add_argument(
         "--backend",
-        choices=["numpy", "cupy"],
+        choices=KNOWN_BACKENDS,
         default=None,
         help="array backend (default: $KFAC_REF_BACKEND, else numpy); float64 throughout",
     )

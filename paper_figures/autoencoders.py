@@ -47,6 +47,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from _common import save_figure  # noqa: E402
 
+from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES  # noqa: E402
 from kfac_ref.errors import ConfigError, KFACError, NonFiniteError  # noqa: E402
 from kfac_ref.experiments import (  # noqa: E402
     METHODS,
@@ -198,13 +199,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--backend",
-        choices=["numpy", "cupy"],
+        choices=KNOWN_BACKENDS,
         default=None,
         help="array backend (default: $KFAC_REF_BACKEND or numpy)",
     )
-    p.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="training precision"
-    )
+    p.add_argument("--dtype", choices=KNOWN_DTYPES, default="float32", help="training precision")
     p.add_argument(
         "--data-dir", default=None, help="data directory (default: $KFAC_REF_DATA_DIR or the cache)"
     )

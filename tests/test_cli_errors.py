@@ -138,6 +138,19 @@ def test_every_option_states_its_default(command):
         assert text and "default" in text, (action.option_strings, text)
 
 
+def test_train_defaults_are_the_run_configs():
+    """``train``'s defaults are RunConfig's (taken from its fields, so they cannot drift)."""
+    import dataclasses
+
+    from kfac_ref.experiments import RunConfig
+
+    args = build_parser().parse_args(["train", "--out", "x"])
+    fields = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    shared = sorted(set(vars(args)) & set(fields) - {"kfac"})
+    assert len(shared) == 20, shared
+    assert {n: getattr(args, n) for n in shared} == {n: fields[n] for n in shared}
+
+
 # -------------------------------------------------------------------------- compare
 COMPARE_CASES = [
     # (case, argv, fragment): refused before any case is drawn
