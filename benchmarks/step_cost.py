@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
-        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} (factorizations: linalg={linalg}, "
+        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} (factorizations: "
+        f"linalg={linalg}, "
         f"lapack_threads={lapack_threads}), "
         f"{args.backend} ({results['device']}, BLAS threads: {threads})"
     )

@@ -7,7 +7,8 @@ The problem is small enough for dense P×P matrices: the CURVES fixture's 2000 t
 16-8-3-8-16 autoencoder (logistic hidden units, linear code, Bernoulli outputs; P = 339).
 Each method is trained by :func:`kfac_ref.experiments.run_experiment` with the same seed and
 the released code's constants (τ2 = 1), mini-batches growing from 250 to all 2000 cases by
-iteration 50, λ0 = ``--lam0``. Printed: the training error (squared error per case) at a few iterations and the
+iteration 50, λ0 = ``--lam0``. Printed: the training error (squared error per case) at a few
+iterations and the
 optimizer's seconds per iteration.
 
     python benchmarks/structures_compare.py            # 100 iterations, about a minute on one core

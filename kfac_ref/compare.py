@@ -65,7 +65,8 @@ def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
 
 
 def dense_approximation(structure: str) -> Any:
-    """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of :data:`DENSE_STRUCTURES`):
+    """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of
+    :data:`DENSE_STRUCTURES`):
     the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
     return get_structure(structure).dense
 
@@ -103,7 +104,8 @@ def approximate_fisher(
             raise NonFiniteError("a damped diagonal block F̃_{i,i} is singular")
     except (NonFiniteError, numpy.linalg.LinAlgError, xp.linalg.LinAlgError) as exc:
         raise NonFiniteError(
-            f"{get_structure(structure).symbol} with γ = {gamma:g} needs invertible damped factors: {exc} (raise γ)"
+            f"{get_structure(structure).symbol} with γ = {gamma:g} needs invertible damped "
+            f"factors: {exc} (raise γ)"
         ) from None
     return F
 

@@ -81,7 +81,8 @@ def monte_carlo_fisher(
     rng: Any = None,
     max_bytes: int | None = None,
 ) -> Any:
-    """Monte Carlo F: mean of Dθ Dθᵀ over ``n_samples`` targets y ~ P(y|x, θ) per case (§2.2, §5)."""
+    """Monte Carlo F: mean of Dθ Dθᵀ over ``n_samples`` targets y ~ P(y|x, θ) per case (§2.2,
+    §5)."""
     check_dense_inputs(mlp, weights, X, max_bytes)
     if n_samples < 1:
         raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
@@ -97,7 +98,8 @@ def monte_carlo_fisher(
 def empirical_fisher(
     mlp: MLP, weights: Sequence[Any], X: Any, Y: Any, max_bytes: int | None = None
 ) -> Any:
-    """The *empirical* Fisher (1/n) Σ Dθ Dθᵀ with the training targets Y — not the Fisher of §2.2."""
+    """The *empirical* Fisher (1/n) Σ Dθ Dθᵀ with the training targets Y — not the Fisher of
+    §2.2."""
     check_dense_inputs(mlp, weights, X, max_bytes, Y)
     return _outer_mean(mlp, weights, X, lambda fwd: [mlp.output.ds(fwd.output, Y)], 1)
 
@@ -116,7 +118,8 @@ def fisher_vector_product(
     Forward-mode R-operator for J v (:meth:`MLP.jvp`: R s_i = V_i ā_{i-1} + W_i R ā_{i-1}), the
     output Fisher F_R, then the ordinary backward pass for Jᵀ. ``V`` has the shapes of
     ``weights``; so has the result. Pass ``fwd`` (the forward pass on X) to reuse it.
-    ``validate`` checks weights, X (or ``fwd``'s inputs) and V (shapes, dtypes, finite values) first.
+    ``validate`` checks weights, X (or ``fwd``'s inputs) and V (shapes, dtypes, finite values)
+    first.
     """
     if len(V) != len(weights) or any(v.shape != W.shape for v, W in zip(V, weights, strict=True)):
         raise ShapeError("the direction V must have one matrix per layer, shaped like the weights")

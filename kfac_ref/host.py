@@ -38,7 +38,8 @@ class HostBatch:
         self._add(("value", key, x, None))
 
     def scalar(self, key: str, x: Any, message: str) -> None:
-        """Queue a 0-d ``x`` that must be finite; :meth:`fetch` raises ``"<message> (<x>)"`` if not."""
+        """Queue a 0-d ``x`` that must be finite; :meth:`fetch` raises ``"<message> (<x>)"`` if
+        not."""
         self._add(("scalar", key, x, message))
 
     def check(self, flag: Any, message: str) -> None:

@@ -70,7 +70,8 @@ class InputChecks:
             )
         if numpy.dtype(X.dtype).name not in KNOWN_DTYPES:
             raise ConfigError(
-                f"X has dtype {numpy.dtype(X.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
+                f"X has dtype {numpy.dtype(X.dtype).name}; expected one of "
+                f"{', '.join(KNOWN_DTYPES)}"
             )
 
     def check_finite_weights(self, weights: Sequence[Any]) -> None:
@@ -79,7 +80,8 @@ class InputChecks:
         for i, W in enumerate(weights, start=1):
             if numpy.dtype(W.dtype).name not in KNOWN_DTYPES:
                 raise ConfigError(
-                    f"W_{i} has dtype {numpy.dtype(W.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
+                    f"W_{i} has dtype {numpy.dtype(W.dtype).name}; expected one of "
+                    f"{', '.join(KNOWN_DTYPES)}"
                 )
             if not bool(get_array_module(W).isfinite(W).all()):
                 raise NonFiniteError(f"W_{i} contains NaN or infinite values")
@@ -88,11 +90,13 @@ class InputChecks:
         """Shapes and dtype of the targets only (no pass over the data, no GPU synchronization)."""
         if Y.ndim != 2 or Y.shape != (X.shape[0], self.layer_sizes[-1]):
             raise ShapeError(
-                f"targets have shape {tuple(Y.shape)}; expected ({X.shape[0]}, {self.layer_sizes[-1]})"
+                f"targets have shape {tuple(Y.shape)}; expected ({X.shape[0]}, "
+                f"{self.layer_sizes[-1]})"
             )
         if numpy.dtype(Y.dtype).name not in KNOWN_DTYPES:
             raise ConfigError(
-                f"targets have dtype {numpy.dtype(Y.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
+                f"targets have dtype {numpy.dtype(Y.dtype).name}; expected one of "
+                f"{', '.join(KNOWN_DTYPES)}"
             )
 
     def check_inputs(self, X: Any, Y: Any | None = None) -> None:

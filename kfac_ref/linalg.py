@@ -158,7 +158,8 @@ def _top_eigenvalue(xp: ModuleType, apply: Any, n: int, dtype: Any) -> Any:
 
 
 def _cholesky_kappa(xp: ModuleType, M: Any, M_inv: Any) -> Any:
-    """κ̂ = λ̂_max(M) · λ̂_max(M⁻¹) by block power iteration (:func:`_top_eigenvalue`): a lower bound of
+    """κ̂ = λ̂_max(M) · λ̂_max(M⁻¹) by block power iteration (:func:`_top_eigenvalue`): a lower
+    bound of
     κ(M), usually within a small factor of it; 0-d, no synchronization."""
     n = M.shape[0]
     return _top_eigenvalue(xp, lambda v: M @ v, n, M.dtype) * _top_eigenvalue(

@@ -80,7 +80,8 @@ class MLP(InputChecks):
         activations = list(activations)
         if len(activations) != n_hidden:
             raise ConfigError(
-                f"{len(sizes) - 1} layers need {n_hidden} hidden activations, got {len(activations)}"
+                f"{len(sizes) - 1} layers need {n_hidden} hidden activations, got "
+                f"{len(activations)}"
             )
         self.layer_sizes: tuple[int, ...] = tuple(sizes)
         self.activations: list[Activation] = [get_activation(a) for a in activations]

@@ -26,8 +26,8 @@
 #
 # | `KFACConfig(structure=...)` | matrix inverted | paper |
 # |---|---|---|
-# | `"block_diagonal"` | $\breve F(\gamma)$: diagonal blocks of $\tilde F$, factored damping | §4.2, §6.3 |
-# | `"block_tridiagonal"` | $\hat F(\gamma)$: built from the diagonal and first off-diagonal blocks of $\tilde F$, with a block-tridiagonal inverse | §4.3, §6.3 |
+# | `"block_diagonal"` | $\breve F(\gamma)$: diagonal blocks of $\tilde F$ | §4.2, §6.3 |
+# | `"block_tridiagonal"` | $\hat F(\gamma)$ from $\tilde F_{i,i}$, $\tilde F_{i,i+1}$ | §4.3, §6.3|
 # | `"full"` | $\tilde F(\gamma)$, every block, dense | §3, §6.3 |
 # | `"exact"` | $F + D_\gamma$: the exact Fisher, dense (natural gradient) | §2.2, §6.3 |
 #

@@ -43,7 +43,8 @@ iterations, so the default 20 iterations end with the γ that search chose, and 
 that γ, as in the paper. ``natgrad`` is a short loop of damped block-diagonal natural-gradient
 steps (``kfac_ref.natgrad.natgrad_step``: exact factors, F̆⁻¹ of the γ-damped factors, the step
 length from the exact-Fisher quadratic model with λ + η = γ², fixed γ = 0.01; §4.2, §6.3, §7
-without momentum), kept as a small, fast trainer for the tests. The JSON names the trainer, the iterations and the training error.
+without momentum), kept as a small, fast trainer for the tests. The JSON names the trainer, the
+iterations and the training error.
 """
 
 from __future__ import annotations
@@ -296,7 +297,8 @@ def resolve(args: argparse.Namespace, extra: Sequence[str] = ()) -> Settings:
     )
     if s.cases < 2 or s.train_cases < s.cases or s.iters < 0 or s.hidden < 1:
         raise ConfigError(
-            f"need 2 ≤ --cases ≤ --train-cases, --iters ≥ 0 and --hidden ≥ 1; got --cases {s.cases}, "
+            "need 2 ≤ --cases ≤ --train-cases, --iters ≥ 0 and --hidden ≥ 1; got --cases "
+            f"{s.cases}, "
             f"--train-cases {s.train_cases}, --iters {s.iters}, --hidden {s.hidden}"
         )
     if not 0.0 < s.vmax_quantile <= 1.0:
@@ -334,7 +336,8 @@ def check_memory(s: Settings) -> None:
 
 
 def refuse_overwrite(s: Settings, names: Sequence[str]) -> None:
-    """Stop before any work if ``--out`` already holds one of ``names`` and ``--overwrite`` is off."""
+    """Stop before any work if ``--out`` already holds one of ``names`` and ``--overwrite`` is
+    off."""
     if s.overwrite:
         return
     existing = [n for n in names if (s.out / n).exists()]
@@ -511,7 +514,10 @@ class Trainer:
     def description(self) -> str:
         if self.kind == "kfac":
             return f"kfac_ref.optimizer.KFAC (batch mode, block-diagonal, λ0 = {KFAC_LAM0:g})"
-        return f"natgrad (damped block-diagonal natural-gradient steps, batch mode, γ = {self.natgrad_gamma:g})"
+        return (
+            "natgrad (damped block-diagonal natural-gradient steps, batch mode, "
+            f"γ = {self.natgrad_gamma:g})"
+        )
 
     def run(
         self, weights: list[Any], X: Any, Y: Any, iters: int, bar: Any

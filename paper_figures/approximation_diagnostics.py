@@ -161,11 +161,13 @@ def resolve(args: Any) -> Any:
         )
     if args.ae_layers[0] != args.ae_side**2 or args.ae_layers[-1] != args.ae_side**2:
         raise ConfigError(
-            f"--ae-layers must start and end with {args.ae_side**2} (= --ae-side²), got {args.ae_layers}"
+            f"--ae-layers must start and end with {args.ae_side**2} (= --ae-side²), got "
+            f"{args.ae_layers}"
         )
     if args.clf_cases > args.clf_train_cases:
         raise ConfigError(
-            f"--clf-cases ({args.clf_cases}) must not exceed --clf-train-cases ({args.clf_train_cases})"
+            f"--clf-cases ({args.clf_cases}) must not exceed --clf-train-cases "
+            f"({args.clf_train_cases})"
         )
     if not (np.isfinite(args.ae_lam0) and args.ae_lam0 > 0):
         raise ConfigError(f"--ae-lam0 must be a number > 0, got {args.ae_lam0}")
@@ -199,7 +201,8 @@ def autoencoder_problem(args: Any) -> dict[str, Any]:
         "error": lambda W: reconstruction_error(mlp, W, X),
         "error_name": "squared reconstruction error per case",
         "label": f"{'-'.join(map(str, args.ae_layers))} autoencoder (P = {mlp.n_params}), "
-        f"{args.ae_cases} CURVES stand-in images pooled to {side}×{side}, sparse init, λ0 = {args.ae_lam0:g}",
+        f"{args.ae_cases} CURVES stand-in images pooled to {side}×{side}, sparse init, λ0 = "
+        f"{args.ae_lam0:g}",
     }
 
 

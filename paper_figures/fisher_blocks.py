@@ -172,7 +172,8 @@ def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
     first, diag = r["first_off_over_farther"], r["diagonal_over_first_off"]
     if first >= TRIDIAGONAL_MIN_RATIO:
         return (
-            f"is close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther ones)",
+            f"is close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther "
+            "ones)",
             True,
         )
     if diag >= BLOCK_DIAGONAL_MIN_RATIO:
@@ -182,7 +183,8 @@ def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
         ), False
     if first >= 2.0:
         return (
-            f"has a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther "
+            f"has a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the "
+            "farther "
             f"ones, diagonal blocks {diag:.1f}× the first off-diagonal)"
         ), False
     return (
@@ -397,7 +399,8 @@ def setting_title(entry: dict[str, Any]) -> str:
         else "\nF(γ) not invertible at this γ"
     )
     return (
-        f"{entry['setting']}\n(γ = {entry['gamma']:.3g}, training error {entry['train_error']:.1%})\n"
+        f"{entry['setting']}\n(γ = {entry['gamma']:.3g}, training error "
+        f"{entry['train_error']:.1%})\n"
         f"first off-diag / farther = {r['first_off_over_farther']:.2f}, "
         f"diag / first off-diag = {r['diagonal_over_first_off']:.1f}{exact}"
     )
@@ -524,7 +527,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     further = M_further = None
     if further_iters and net.resume is not None:
         stages(
-            f"training further: {further_iters} more iterations (Figure 3's 'trained further' setting)"
+            f"training further: {further_iters} more iterations (Figure 3's 'trained further' "
+            "setting)"
         )
         further = net.resume(further_iters)
         g_further = s.gamma if s.gamma is not None else further.gamma

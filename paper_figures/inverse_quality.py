@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"done: vs F̃: ‖F̆−F̃‖ {nums5['F_breve']['vs_F_tilde']:.4f}, ‖F̂−F̃‖ "
         f"{nums5['F_hat']['vs_F_tilde']:.4f}; vs F̃⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F_tilde']:.4f}, "
         f"F̂⁻¹ {nums6['F_hat']['vs_F_tilde']:.4f}; vs F⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F']:.4f}, "
-        f"F̂⁻¹ {nums6['F_hat']['vs_F']:.4f}, F̃⁻¹ {nums6['F_tilde']['vs_F']:.4f} (relative Frobenius; "
+        f"F̂⁻¹ {nums6['F_hat']['vs_F']:.4f}, F̃⁻¹ {nums6['F_tilde']['vs_F']:.4f} (relative "
+        "Frobenius; "
         f"γ = {gamma:.3g}) → {s.out}/"
     )
     return result

@@ -19,7 +19,7 @@ Writes to ``--out`` (default ``figures_out/``) ``structures_compare.png``, ``.pd
 ``.json`` (every plotted number, the per-step times and the settings); files of an earlier run
 there are not replaced without ``--overwrite``.
 
-    python paper_figures/structures_compare.py            # 80 iterations × 4 structures × 2 λ0 × 3 seeds, ~20 s
+    python paper_figures/structures_compare.py   # 80 iterations, 4 structures, 2 λ0, 3 seeds: ~20 s
     python paper_figures/structures_compare.py --quick    # 30 iterations, one seed, a few seconds
 """
 
@@ -134,7 +134,8 @@ def parse_args(argv: Sequence[str] | None) -> Any:
 def train(
     mlp: Any, X: np.ndarray, structure: str, lam0: float, seed: int, iters: int, eval_every: int
 ) -> dict[str, Any]:
-    """One run: the training error at 0, eval_every, …, the wall time of each step, the last γ and λ."""
+    """One run: the training error at 0, eval_every, …, the wall time of each step, the last γ and
+    λ."""
     backend = get_backend("numpy", "float64")
     n = X.shape[0]
     opt = KFAC(mlp, KFACConfig(structure=structure, lam0=lam0), backend)
@@ -157,7 +158,8 @@ def evaluated_iterations(iters: int, eval_every: int) -> list[int]:
 
 
 def compare(args: Any) -> dict[str, Any]:
-    """Every run, the median and range of the errors, and the cost per iteration of each structure."""
+    """Every run, the median and range of the errors, and the cost per iteration of each
+    structure."""
     X = downscale_images(make_curves(args.cases, np.random.default_rng(0), version=1), 28, 4)
     mlp = autoencoder("curves", list(LAYERS))
     runs = {
@@ -266,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     for n in args.structures:
         print(
-            f"{STRUCTURES[n].symbol} {n:18s} {1e3 * result['seconds_per_iteration'][n]:.2f} ms per iteration"
+            f"{STRUCTURES[n].symbol} {n:18s} {1e3 * result['seconds_per_iteration'][n]:.2f} ms per "
+            "iteration"
         )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

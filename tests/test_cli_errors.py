@@ -95,7 +95,8 @@ def test_cli_mistakes_end_with_one_error_line(tmp_path, capsys, fake_curves, ext
 def test_cli_compare_gamma_names_gamma(capsys):
     status, err = _cli(["compare", "--gamma", "-0.5"], capsys)
     assert status == 2 and err.strip() == (
-        "error: γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got -0.5"
+        "error: γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got "
+        "-0.5"
     )
 
 

@@ -574,7 +574,7 @@ def test_stand_in_api_list_comes_from_the_real_package():
         assert name in api["modules"][module]
 
 
-# ------------------------------------------------------------------ backend selection (no GPU needed)
+# ----------------------------------------------------------- backend selection (no GPU needed)
 def test_cupy_available_needs_the_cuda_libraries(monkeypatch):
     with fakecupy.installed():
         assert cupy_available()

@@ -109,7 +109,8 @@ def test_unknown_activation_output_backend_structure(net):
         get_backend("torch")
     with pytest.raises(
         ConfigError,
-        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal",
+        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, "
+        r"block_tridiagonal",
     ):
         approximate_fisher(net.mlp, net.weights, net.X, "kronecker")
     f = kronecker_factors(net.mlp, net.weights, net.X)
@@ -211,7 +212,7 @@ def test_dense_size_limit_is_configurable():
         check_dense_size(101, 8, max_bytes=3 * 100 * 100 * 8)
 
 
-# ------------------------------------------------------------------ singular and non-finite matrices
+# ------------------------------------------------------------- singular and non-finite matrices
 def test_kron_sum_inverse_on_exactly_singular_sigma():
     rng = np.random.default_rng(0)
     M = rng.standard_normal((3, 5))

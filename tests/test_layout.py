@@ -54,7 +54,10 @@ def test_math_modules_import_nothing_from_the_experiments() -> None:
 
 def test_importing_every_math_module_loads_no_experiment_module() -> None:
     names = ", ".join(f"kfac_ref.{n}" for n in math_modules())
-    code = f"import sys, {names}; print(sorted(m for m in sys.modules if m.startswith({EXPERIMENTS!r})))"
+    code = (
+        f"import sys, {names}; "
+        f"print(sorted(m for m in sys.modules if m.startswith({EXPERIMENTS!r})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 

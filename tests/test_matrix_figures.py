@@ -170,7 +170,8 @@ def test_figure2_error_recomputed_from_saved_weights(blocks_run: tuple[Path, dic
 
 
 def expected_ratios(means: np.ndarray) -> tuple[float, float]:
-    """(mean first off-diagonal block / mean farther block, mean diagonal / mean first off-diagonal)."""
+    """(mean first off-diagonal block / mean farther block, mean diagonal / mean first
+    off-diagonal)."""
     first = np.mean([means[k, k + 1] for k in range(3)] + [means[k + 1, k] for k in range(3)])
     far = np.mean([means[k, l] for k in range(4) for l in range(4) if abs(k - l) >= 2])
     return first / far, np.mean(np.diag(means)) / first

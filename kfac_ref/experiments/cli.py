@@ -289,7 +289,8 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run --out holds (without it, a directory holding any run file is refused)",
+        help="replace the run --out holds (without it, a directory holding any run file is "
+        "refused)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -360,7 +361,8 @@ def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         help="errors of F̃, F̆, F̂ vs the exact Fisher on a small random net",
         parents=[common],
         formatter_class=HelpFormatter,
-        description="Errors of F̃, F̆, F̂ and their inverses vs the exact Fisher on a small random net.",
+        description="Errors of F̃, F̆, F̂ and their inverses vs the exact Fisher on a small random "
+        "net.",
     )
     p.add_argument(
         "--layers", type=_positive_int, nargs="+", default=[8, 6, 6, 6, 4], help="widths d_0 … d_ℓ"
