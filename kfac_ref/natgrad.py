@@ -10,7 +10,7 @@ with F̆(γ) the block-diagonal approximation (§4.2) of the exact Kronecker fac
 γ (§6.3), F the exact Fisher of the batch reached through a Fisher-vector product (§2.2), and α
 the minimizer of the quadratic model M along Δ (§7 with μ = 0; λ + η = γ² as in K-FAC's
 γ = √(λ + η), §6.6). It is the small fast trainer of ``--trainer natgrad`` in the matrix-figure
-scripts (``paper_figures/_common.py``); ``tests/test_natgrad.py`` checks it against dense
+scripts (``paper_figures/_networks.py``); ``tests/test_natgrad.py`` checks it against dense
 matrices.
 """
 

@@ -45,7 +45,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _common import save_figure  # noqa: E402
+from _output import save_figure  # noqa: E402
 
 from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES  # noqa: E402
 from kfac_ref.errors import ConfigError, KFACError, NonFiniteError  # noqa: E402

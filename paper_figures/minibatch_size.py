@@ -45,7 +45,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import save_figure  # noqa: E402
+from _output import save_figure  # noqa: E402
 from autoencoders import LABELS, curve, get_log  # noqa: E402
 from autoencoders import QUICK as FIGS_10_11_QUICK  # noqa: E402
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _common as common
+import _output as output
 import numpy as np
 
 from kfac_ref.errors import ConfigError
@@ -165,12 +165,12 @@ def draw(args: Any, result: dict[str, Any]) -> list[Path]:
         f"seeds {' '.join(map(str, args.seeds))}; float64, NumPy",
         fontsize=8,
     )
-    return common.save_figure(fig, Path(args.out), STEM, args.dpi, args.formats)
+    return output.save_figure(fig, Path(args.out), STEM, args.dpi, args.formats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    common.use_agg()
+    output.use_agg()
     out = Path(args.out)
     names = [f"{STEM}.{ext}" for ext in (*args.formats, "json")]
     if not args.overwrite and (existing := [n for n in names if (out / n).exists()]):
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "curves": {str(lam0): c for lam0, c in result["curves"].items()},
     }
-    paths.append(common.save_json(out / f"{STEM}.json", json_obj))
+    paths.append(output.save_json(out / f"{STEM}.json", json_obj))
     for lam0 in args.lam0:
         for n in args.structures:
             print(

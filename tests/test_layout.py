@@ -90,11 +90,11 @@ def test_the_optimizer_module_holds_algorithm_2_and_the_state_its_checkpoints() 
 
 def test_the_figure_helpers_take_their_math_from_the_package() -> None:
     """``--trainer natgrad``'s step is :mod:`kfac_ref.natgrad` (math side, no figure code)."""
-    common = PACKAGE.parent / "paper_figures" / "_common.py"
-    tree = ast.parse(common.read_text(), str(common))
+    networks = PACKAGE.parent / "paper_figures" / "_networks.py"
+    tree = ast.parse(networks.read_text(), str(networks))
     defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert "natgrad_step" not in defined
-    assert "kfac_ref.natgrad.natgrad_step" in imported_modules(common, "paper_figures")
+    assert "kfac_ref.natgrad.natgrad_step" in imported_modules(networks, "paper_figures")
     assert "natgrad" in math_modules()
 
 
