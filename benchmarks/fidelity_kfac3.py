@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy
 
+from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES
 from kfac_ref.experiments import RunConfig, run_experiment
 from kfac_ref.structures import FACTORED as STRUCTURES
 from kfac_ref.structures import get_structure
@@ -217,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="block_tridiagonal",
         help="the fixture was made with block_tridiagonal",
     )
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None)
+    p.add_argument("--dtype", choices=KNOWN_DTYPES, default="float32")
+    p.add_argument("--backend", choices=KNOWN_BACKENDS, default=None)
     p.add_argument("--every-lambda", action="store_true", help="print λ at every iteration")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

@@ -44,7 +44,8 @@ XLA's thread pool). Each window also records this process's CPU time and the sha
 that other processes took meanwhile: on a shared machine the numbers are only worth keeping when
 that share is small (a warning is printed above 10 %); ``--wait-quiet S`` waits up to S seconds
 before each window for the machine to be idle, and runs another window (at most 3 more) in place
-of one during which other processes took over 10 % of the CPU. The last line is ``kfac_jax_over_kfac_ref R``
+of one during which other processes took over 10 % of the CPU. The last line is
+``kfac_jax_over_kfac_ref R``
 (R > 1: kfac_ref is faster; the target is R ≥ 2).
 
     python benchmarks/peer_kfac_jax.py                  # batch 1000, 5 windows of 20 steps
@@ -141,7 +142,8 @@ def import_kfac_jax() -> tuple[Any, Any, Any]:
         import kfac_jax
     except ImportError as exc:
         sys.exit(
-            f"peer_kfac_jax.py needs jax and kfac-jax ({exc}); install the bench extra: {BENCH_EXTRA}"
+            f"peer_kfac_jax.py needs jax and kfac-jax ({exc}); install the bench extra: "
+            f"{BENCH_EXTRA}"
         )
     if release(version("kfac-jax")) <= (0, 0, 8) and release(version("jax")) >= (0, 9, 2):
         # jax 0.9.2 changed Primitive.get_bind_params, which kfac-jax's tracer unpacks.
@@ -243,7 +245,8 @@ def sigmoid_cross_entropy(jnp: Any, z: Any, t: Any) -> Any:
 
 def kfac_jax_loss(jax: Any, jnp: Any, kfac_jax: Any, mlp: MLP, eta: float = ETA) -> Any:
     """h(θ) of ``mlp`` (logistic or linear hidden units, Bernoulli output) for kfac-jax: mean over
-    cases of the summed cross-entropy + (η/2)‖θ‖² (§2.1, η = ``eta``), every layer a tagged dense layer
+    cases of the summed cross-entropy + (η/2)‖θ‖² (§2.1, η = ``eta``), every layer a tagged dense
+    layer
     s_i = a_{i-1} w_i + b_i, params a list of {"w", "b"}."""
     n_hidden = mlp.n_layers - 1
     hidden = [a.name for a in mlp.activations]
@@ -413,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = KfacRefSide(mlp, weights, args.seed, args.matched)
     c = ref.config
     print(
-        f"# kfac_ref settings: {'matched to kfac-jax' if args.matched else 'paper'} (τ1 = {c.tau1:g}, "
+        f"# kfac_ref settings: {'matched to kfac-jax' if args.matched else 'paper'} (τ1 = "
+        f"{c.tau1:g}, "
         f"τ2 = {c.resolved.tau2:g}, T3 = {c.T3}, γ search every T2 = {c.T2}, "
         f"inverses in {'float64' if c.linalg_float64 else 'float32'})",
         flush=True,
@@ -484,11 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     busy = [w for ws in windows.values() for w in ws if (w["foreign_load"] or 0.0) > BUSY_LOAD]
     if loads and max(loads) > BUSY_LOAD:
         print(
-            f"# WARNING: other processes took {fmt_load(max(loads))} of the CPU; rerun on a quiet machine"
+            f"# WARNING: other processes took {fmt_load(max(loads))} of the CPU; rerun on a quiet "
+            "machine"
         )
     elif busy:
         print(
-            f"# note: {len(busy)} of {2 * args.windows} windows ran with other processes taking more "
+            f"# note: {len(busy)} of {2 * args.windows} windows ran with other processes taking "
+            "more "
             f"than {fmt_load(BUSY_LOAD)} of the CPU (the medians discount them)"
         )
     print(f"# target kfac_jax_over_kfac_ref ≥ 2: {'met' if ratio >= 2 else 'not met'}")

@@ -31,7 +31,8 @@ update, every 5th step): on this schedule about 100 variants, 15–60 s each on 
 compilation is most of it). By default each variant is compiled just before the step that
 first needs it, outside the clock, with at most ``LIVE_VARIANTS`` kept (compiling all of them
 before the run exhausted this machine's 24 GB); ``prewarm_s`` and ``compile_s_per_shape`` in the
-JSON give those seconds, and ``compile_s_in_clock`` checks that none fell inside the clock. ``--kfac-jax-cold`` compiles inside the run instead and reports both clocks:
+JSON give those seconds, and ``compile_s_in_clock`` checks that none fell inside the clock.
+``--kfac-jax-cold`` compiles inside the run instead and reports both clocks:
 with compilation, and without it (the seconds jax reports through ``jax.monitoring``
 subtracted; the budget ``--max-seconds`` counts the latter).
 

@@ -53,6 +53,7 @@ if __name__ == "__main__" and "--threads" in sys.argv:  # must precede the impor
 import numpy  # noqa: E402
 
 from kfac_ref import MLP, get_backend  # noqa: E402
+from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES  # noqa: E402
 from kfac_ref.config import KFACConfig  # noqa: E402
 from kfac_ref.optimizer import KFAC  # noqa: E402
 from kfac_ref.rescale import quadratic_model_on_span  # noqa: E402
@@ -221,9 +222,9 @@ def peak_memory(dataset: str, dtype: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    parser.add_argument("--backend", default="numpy", choices=KNOWN_BACKENDS)
     parser.add_argument("--batch", type=int, default=1000, help="mini-batch size (default 1000)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default="float32", choices=KNOWN_DTYPES)
     parser.add_argument(
         "--quick", action="store_true", help="fewer repetitions (under a minute on 2 cores)"
     )
@@ -352,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
-        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} (factorizations: linalg={linalg}, "
+        f"MNIST autoencoder {LAYERS}, batch {args.batch}, {args.dtype} (factorizations: "
+        f"linalg={linalg}, "
         f"lapack_threads={lapack_threads}), "
         f"{args.backend} ({results['device']}, BLAS threads: {threads})"
     )

@@ -7,8 +7,13 @@ The problem is small enough for dense P×P matrices: the CURVES fixture's 2000 t
 16-8-3-8-16 autoencoder (logistic hidden units, linear code, Bernoulli outputs; P = 339).
 Each method is trained by :func:`kfac_ref.experiments.run_experiment` with the same seed and
 the released code's constants (τ2 = 1), mini-batches growing from 250 to all 2000 cases by
-iteration 50, λ0 = ``--lam0``. Printed: the training error (squared error per case) at a few iterations and the
-optimizer's seconds per iteration.
+iteration 50, λ0 = ``--lam0``. Printed: the training error (squared error per case) at a few
+iterations and the optimizer's seconds per iteration.
+
+The network is the one of :mod:`kfac_ref.experiments.structures_compare` (drawn by
+``paper_figures/structures_compare.py``, discussed in notebook 06); this script runs it through
+the training command's loop (:func:`~kfac_ref.experiments.run_experiment`) on real CURVES
+images, so it also times what ``python -m kfac_ref train`` adds around each step.
 
     python benchmarks/structures_compare.py            # 100 iterations, about a minute on one core
     python benchmarks/structures_compare.py --iters 30 --out compare.json
@@ -27,11 +32,12 @@ from typing import Any
 import numpy
 
 from kfac_ref.experiments import RunConfig, run_experiment
+from kfac_ref.experiments import structures_compare as experiment
 from kfac_ref.structures import STRUCTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "fidelity_curves2000" / "data.npz"
-LAYERS = [16, 8, 3, 8, 16]
+LAYERS = list(experiment.LAYERS)
 
 
 def pooled_curves() -> numpy.ndarray:

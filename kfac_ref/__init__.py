@@ -16,8 +16,9 @@ Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
   options :mod:`kfac_ref.config`
 * §10 invariance to affine re-parametrization: :mod:`kfac_ref.reparam`
 * dense comparisons for small nets: :mod:`kfac_ref.compare`; a batch-mode damped natural-gradient
-  step (§4.2, §6.3, §7): :mod:`kfac_ref.natgrad`; backends: :mod:`kfac_ref.backend`,
-  the run's random generator: :mod:`kfac_ref.rng`
+  step (§4.2, §6.3, §7): :mod:`kfac_ref.natgrad`; backends: :mod:`kfac_ref.backend`, their
+  linear algebra :mod:`kfac_ref.linalg`, batched host transfers :mod:`kfac_ref.host`; the run's
+  random generator: :mod:`kfac_ref.rng`
 
 Beside the paper, in the subpackage :mod:`kfac_ref.experiments` (which the modules above never
 import): §13 experiments :mod:`~kfac_ref.experiments.runner`,

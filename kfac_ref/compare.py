@@ -1,5 +1,9 @@
 """Side-by-side dense comparison of F with F̃, F̆, F̂ and of their inverses, for small nets.
 
+The dense approximations come first: F̃ (§3), F̆ (§4.2) and F̂ (§4.3) built from the Kronecker
+factors through the structure table (:func:`approximate_fisher`), so that the exact Fisher of
+§2.2 (:mod:`kfac_ref.fisher`) needs nothing from §3–§4.
+
 User-facing: :func:`compare_fisher` returns plain data (NumPy arrays and floats) that a user can
 print, tabulate or plot; nothing here trains or draws. Errors are relative Frobenius norms,
 ‖X − Y‖_F / ‖Y‖_F, per layer-pair block (k, l) of the θ ordering (:mod:`kfac_ref.vec`) and over
@@ -15,15 +19,20 @@ from typing import Any
 import numpy
 
 from . import dense
-from .backend import to_numpy
-from .damping import check_gamma
-from .errors import NonFiniteError
-from .factors import kronecker_factors
-from .fisher import DENSE_F_TILDE, approximate_fisher, exact_fisher
+from .backend import get_array_module, to_numpy
+from .damping import check_gamma, damped_diagonal_factors
+from .errors import ConfigError, NonFiniteError
+from .factors import KroneckerFactors, kronecker_factors
+from .fisher import check_dense_inputs, exact_fisher
+from .full import FullInverse
 from .inverse import spd_inverse
 from .mlp import MLP
-from .structures import STRUCTURES
+from .structures import STRUCTURES, get_structure
 from .vec import layer_offsets
+
+DENSE_F_TILDE = FullInverse.name  # F̃ itself (§3)
+#: the structures whose dense matrix approximate_fisher builds from the factors
+DENSE_STRUCTURES = tuple(name for name, cls in STRUCTURES.items() if cls.matrix_name)
 
 #: key of each compared matrix → the structure name :func:`approximate_fisher` builds it from
 APPROXIMATIONS = {cls.matrix_name: name for name, cls in STRUCTURES.items() if cls.matrix_name}
@@ -32,6 +41,76 @@ APPROXIMATIONS = {cls.matrix_name: name for name, cls in STRUCTURES.items() if c
 COMPARE_COPIES = 13
 
 
+# ------------------------------------------------ F̃, F̆, F̂ dense, from the Kronecker factors
+def damped_diagonal(factors: KroneckerFactors, gamma: float) -> tuple[list[Any], list[Any]]:
+    """The diagonal factors with factored Tikhonov damping γ (§6.3) applied (γ = 0: unchanged)."""
+    return damped_diagonal_factors(*factors.diagonal(), gamma)
+
+
+def dense_F_tilde(factors: KroneckerFactors, gamma: float = 0.0, structure: str = "full") -> Any:
+    """Dense F̃ (all blocks Ā_{k,l} ⊗ G_{k+1,l+1}, §3) or F̆ (its diagonal blocks only, §4.2):
+    :func:`kfac_ref.dense.F_tilde`, :func:`kfac_ref.dense.F_breve`.
+
+    With γ > 0 the diagonal blocks are the damped (Ā + πγI) ⊗ (G + γ/π I) (§6.3).
+    """
+    builders = {"full": dense.F_tilde, "block_diagonal": dense.F_breve}
+    if structure not in builders:
+        raise ConfigError(f"dense_F_tilde builds 'full' or 'block_diagonal', not {structure!r}")
+    return builders[structure](factors, gamma)
+
+
+def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
+    """Dense F̂ = Ξ⁻¹ Λ⁻¹ Ξ⁻ᵀ (§4.3): :func:`kfac_ref.dense.F_hat` (dense Ψ, no Appendix B)."""
+    return dense.F_hat(factors, gamma)
+
+
+def dense_approximation(structure: str) -> Any:
+    """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of
+    :data:`DENSE_STRUCTURES`):
+    the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
+    return get_structure(structure).dense
+
+
+def approximate_fisher(
+    mlp: MLP,
+    weights: Sequence[Any],
+    X: Any,
+    structure: str = "full",
+    gamma: float = 0.0,
+    factors: KroneckerFactors | None = None,
+    max_bytes: int | None = None,
+) -> Any:
+    """The dense matrix of a structure of :data:`kfac_ref.structures.STRUCTURES` built from
+    the factors: F̃ (``"full"``, §3), F̆ (``"block_diagonal"``, §4.2), F̂
+    (``"block_tridiagonal"``, §4.3).
+
+    The factors are exact expectations over the model's predictive distribution unless
+    ``factors`` is given; ``gamma`` > 0 applies factored Tikhonov damping (§6.3) to the diagonal
+    factors (the off-diagonal ones are never damped).
+    """
+    if structure not in DENSE_STRUCTURES:
+        raise ConfigError(
+            f"unknown structure {structure!r}; choose one of {', '.join(DENSE_STRUCTURES)}"
+        )
+    gamma = check_gamma(gamma)
+    check_dense_inputs(mlp, weights, X, max_bytes)
+    if factors is None:
+        factors = kronecker_factors(mlp, weights, X, method="exact")
+    build = dense_approximation(structure)
+    xp = get_array_module(factors.G[0][0])
+    try:
+        F = build(factors, gamma)
+        if not bool(xp.isfinite(F).all()):
+            raise NonFiniteError("a damped diagonal block F̃_{i,i} is singular")
+    except (NonFiniteError, numpy.linalg.LinAlgError, xp.linalg.LinAlgError) as exc:
+        raise NonFiniteError(
+            f"{get_structure(structure).symbol} with γ = {gamma:g} needs invertible damped "
+            f"factors: {exc} (raise γ)"
+        ) from None
+    return F
+
+
+# ----------------------------------------------------------- F against F̃, F̆, F̂, side by side
 def check_compare_size(
     mlp: MLP, n_cases: int, itemsize: int, max_bytes: int | None = None, advice: str | None = None
 ) -> None:

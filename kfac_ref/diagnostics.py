@@ -29,13 +29,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import dense
-from .backend import cast, get_array_module, lapack_threads, to_numpy
+from .backend import cast, get_array_module, to_numpy
 from .compare import block_relative_errors, relative_error
 from .cumulants import check_layers, check_size, kronecker_cumulants
 from .damping import check_gamma
 from .errors import ConfigError, ShapeError
+from .inputs import check_eta
 from .inverse import spd_inverse
-from .mlp import MLP, check_eta
+from .linalg import lapack_threads
+from .mlp import MLP
 from .vec import vec
 
 #: dense P×P matrices :func:`diagnose` holds at its peak (F, F̃, the cumulant terms, the damped

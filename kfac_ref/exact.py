@@ -12,17 +12,14 @@ computed exactly). The damping is the one K-FAC's γ adds to F̃: D_γ = F̆(γ)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy
-
-from . import dense
-from .backend import get_array_module, to_numpy
+from .backend import get_array_module
 from .damping import damped_diagonal_factors
-from .full import apply_dense_inverse, n_params
-from .inverse import CurvatureInverse, Shapes, spd_inverse
+from .dense_structures import DenseInverse
+from .inverse import spd_inverse
 from .vec import layer_offsets
 
 
@@ -40,10 +37,8 @@ def factored_damping(A_diag: Sequence[Any], G_diag: Sequence[Any], gamma: float)
 
 
 @dataclass
-class ExactInverse(CurvatureInverse):
+class ExactInverse(DenseInverse):
     """(F + D_γ)⁻¹ as a dense (P, P) matrix (§2.2, §6.3)."""
-
-    M_inv: Any
 
     name: ClassVar[str] = "exact"
     method: ClassVar[str] = "natural-gradient"
@@ -51,7 +46,6 @@ class ExactInverse(CurvatureInverse):
     label: ClassVar[str] = "exact F"
     matrix_name: ClassVar[str | None] = None  # F is not made of the factors
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "F")
-    factored: ClassVar[bool] = False
 
     #: P×P arrays a step holds at its peak (measured with tracemalloc, tests/test_errors.py):
     #: F + D_γ built and factorized in float64 (5 float64 arrays at the peak, the float64 copy
@@ -61,42 +55,9 @@ class ExactInverse(CurvatureInverse):
     FLOAT64_COPIES: ClassVar[int] = 5
 
     @classmethod
-    def peak_bytes(cls, n_params: int, itemsize: int) -> int:
-        """Bytes of the P×P arrays a step holds at its peak, the state's included."""
-        return (cls.COPIES * itemsize + cls.FLOAT64_COPIES * 8) * n_params * n_params
-
-    @classmethod
-    def check_network(cls, mlp: Any, dtype: Any) -> None:
-        dense.check_dense_size(
-            mlp.n_params,
-            numpy.dtype(dtype).itemsize,
-            None,
-            copies=cls.COPIES,
-            float64_copies=cls.FLOAT64_COPIES,
-        )
-
-    @classmethod
     def from_factors(cls, stats: Any, gamma: float, precision: Any = None) -> ExactInverse:
         """The dense damped inverse (§6.3). ``precision`` is ignored: under
         ``KFACConfig.linalg = "auto"`` the optimizer factorizes dense structures in float64."""
         return cls(
             spd_inverse(stats.F[0] + factored_damping(stats.A_diag, stats.G_diag, gamma), "F + D_γ")
         )
-
-    def apply(self, V: Sequence[Any]) -> list[Any]:
-        return apply_dense_inverse(self.M_inv, V)
-
-    def astype(self, dtype: Any) -> ExactInverse:
-        return ExactInverse(self.M_inv if self.M_inv.dtype == dtype else self.M_inv.astype(dtype))
-
-    def state_dict(self) -> dict[str, list[Any]]:
-        return {"M_inv": [to_numpy(self.M_inv)]}
-
-    @classmethod
-    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> ExactInverse:
-        return cls(asarray(d["M_inv"][0]))
-
-    @classmethod
-    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
-        P = n_params(sizes)
-        return {"M_inv": [(P, P)]}

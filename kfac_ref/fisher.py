@@ -1,9 +1,10 @@
-"""The Fisher F (§2.2), its dense approximations F̃, F̆, F̂ (§3, §4), and Fisher-vector products.
+"""The Fisher F (§2.2), dense for small networks, and Fisher-vector products.
 
 F = E_x E_{y ~ P(y|x,θ)}[Dθ Dθᵀ] with y drawn from the **model**; for the matching losses of
 :mod:`kfac_ref.outputs` this equals the generalized Gauss–Newton matrix E_x[Jᵀ F_R J] with
 J = ∂s_ℓ/∂θ. The empirical Fisher (training targets instead of model samples) is a different
-matrix and is only offered under its own name, :func:`empirical_fisher`.
+matrix and is only offered under its own name, :func:`empirical_fisher`. The dense
+approximations F̃, F̆, F̂ (§3, §4) built from the Kronecker factors are in :mod:`kfac_ref.compare`.
 
 Dense matrices are in the θ ordering of :mod:`kfac_ref.vec` and are meant for small networks:
 each function estimates its memory first and raises :class:`TooLargeError` before allocating.
@@ -14,22 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy
-
 from . import dense
 from .backend import get_array_module
-from .damping import check_gamma, damped_diagonal_factors
 from .dense import DEFAULT_MAX_BYTES, check_dense_size  # noqa: F401 (re-exported)
 from .errors import ConfigError, NonFiniteError, ShapeError
-from .factors import KroneckerFactors, kronecker_factors
-from .full import FullInverse
 from .mlp import MLP
-from .structures import STRUCTURES, get_structure
 from .vec import per_case_vec_grad
-
-DENSE_F_TILDE = FullInverse.name  # F̃ itself (§3)
-#: the structures whose dense matrix approximate_fisher builds from the factors
-DENSE_STRUCTURES = tuple(name for name, cls in STRUCTURES.items() if cls.matrix_name)
 
 
 def per_case_gradients(mlp: MLP, fwd: Any, g: Sequence[Any]) -> Any:
@@ -51,9 +42,10 @@ def _outer_mean(mlp: MLP, weights: Sequence[Any], X: Any, ds_list_fn, denom_per_
     return F / (X.shape[0] * denom_per_case)
 
 
-def _prepare(
+def check_dense_inputs(
     mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None, Y: Any = None
 ) -> None:
+    """Check the weights and X (and Y), then refuse a dense P×P matrix over ``max_bytes``."""
     mlp.check_finite_weights(weights)
     mlp.check_inputs(X, Y)
     check_dense_size(
@@ -72,7 +64,7 @@ def exact_fisher(mlp: MLP, weights: Sequence[Any], X: Any, max_bytes: int | None
     per-case vectors whose outer products sum to Jᵀ F_R J (d_ℓ backward passes).
     X has shape (n_examples, d_0); the result is (P, P) in the θ order of :mod:`kfac_ref.vec`.
     """
-    _prepare(mlp, weights, X, max_bytes)
+    check_dense_inputs(mlp, weights, X, max_bytes)
 
     def columns(fwd):
         C = mlp.output.fisher_sqrt(fwd.output)
@@ -89,8 +81,9 @@ def monte_carlo_fisher(
     rng: Any = None,
     max_bytes: int | None = None,
 ) -> Any:
-    """Monte Carlo F: mean of Dθ Dθᵀ over ``n_samples`` targets y ~ P(y|x, θ) per case (§2.2, §5)."""
-    _prepare(mlp, weights, X, max_bytes)
+    """Monte Carlo F: mean of Dθ Dθᵀ over ``n_samples`` targets y ~ P(y|x, θ) per case (§2.2,
+    §5)."""
+    check_dense_inputs(mlp, weights, X, max_bytes)
     if n_samples < 1:
         raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
     rng = rng if rng is not None else get_array_module(X).random.default_rng(0)
@@ -105,76 +98,10 @@ def monte_carlo_fisher(
 def empirical_fisher(
     mlp: MLP, weights: Sequence[Any], X: Any, Y: Any, max_bytes: int | None = None
 ) -> Any:
-    """The *empirical* Fisher (1/n) Σ Dθ Dθᵀ with the training targets Y — not the Fisher of §2.2."""
-    _prepare(mlp, weights, X, max_bytes, Y)
+    """The *empirical* Fisher (1/n) Σ Dθ Dθᵀ with the training targets Y — not the Fisher of
+    §2.2."""
+    check_dense_inputs(mlp, weights, X, max_bytes, Y)
     return _outer_mean(mlp, weights, X, lambda fwd: [mlp.output.ds(fwd.output, Y)], 1)
-
-
-# --------------------------------------------------------------------- F̃, F̆, F̂ dense
-def damped_diagonal(factors: KroneckerFactors, gamma: float) -> tuple[list[Any], list[Any]]:
-    """The diagonal factors with factored Tikhonov damping γ (§6.3) applied (γ = 0: unchanged)."""
-    return damped_diagonal_factors(*factors.diagonal(), gamma)
-
-
-def dense_F_tilde(factors: KroneckerFactors, gamma: float = 0.0, structure: str = "full") -> Any:
-    """Dense F̃ (all blocks Ā_{k,l} ⊗ G_{k+1,l+1}, §3) or F̆ (its diagonal blocks only, §4.2):
-    :func:`kfac_ref.dense.F_tilde`, :func:`kfac_ref.dense.F_breve`.
-
-    With γ > 0 the diagonal blocks are the damped (Ā + πγI) ⊗ (G + γ/π I) (§6.3).
-    """
-    builders = {"full": dense.F_tilde, "block_diagonal": dense.F_breve}
-    if structure not in builders:
-        raise ConfigError(f"dense_F_tilde builds 'full' or 'block_diagonal', not {structure!r}")
-    return builders[structure](factors, gamma)
-
-
-def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
-    """Dense F̂ = Ξ⁻¹ Λ⁻¹ Ξ⁻ᵀ (§4.3): :func:`kfac_ref.dense.F_hat` (dense Ψ, no Appendix B)."""
-    return dense.F_hat(factors, gamma)
-
-
-def dense_approximation(structure: str) -> Any:
-    """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of :data:`DENSE_STRUCTURES`):
-    the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
-    return get_structure(structure).dense
-
-
-def approximate_fisher(
-    mlp: MLP,
-    weights: Sequence[Any],
-    X: Any,
-    structure: str = "full",
-    gamma: float = 0.0,
-    factors: KroneckerFactors | None = None,
-    max_bytes: int | None = None,
-) -> Any:
-    """The dense matrix of a structure of :data:`kfac_ref.structures.STRUCTURES` built from
-    the factors: F̃ (``"full"``, §3), F̆ (``"block_diagonal"``, §4.2), F̂
-    (``"block_tridiagonal"``, §4.3).
-
-    The factors are exact expectations over the model's predictive distribution unless
-    ``factors`` is given; ``gamma`` > 0 applies factored Tikhonov damping (§6.3) to the diagonal
-    factors (the off-diagonal ones are never damped).
-    """
-    if structure not in DENSE_STRUCTURES:
-        raise ConfigError(
-            f"unknown structure {structure!r}; choose one of {', '.join(DENSE_STRUCTURES)}"
-        )
-    gamma = check_gamma(gamma)
-    _prepare(mlp, weights, X, max_bytes)
-    if factors is None:
-        factors = kronecker_factors(mlp, weights, X, method="exact")
-    build = dense_approximation(structure)
-    xp = get_array_module(factors.G[0][0])
-    try:
-        F = build(factors, gamma)
-        if not bool(xp.isfinite(F).all()):
-            raise NonFiniteError("a damped diagonal block F̃_{i,i} is singular")
-    except (NonFiniteError, numpy.linalg.LinAlgError, xp.linalg.LinAlgError) as exc:
-        raise NonFiniteError(
-            f"{get_structure(structure).symbol} with γ = {gamma:g} needs invertible damped factors: {exc} (raise γ)"
-        ) from None
-    return F
 
 
 # -------------------------------------------------------------- Fisher-vector products
@@ -191,7 +118,8 @@ def fisher_vector_product(
     Forward-mode R-operator for J v (:meth:`MLP.jvp`: R s_i = V_i ā_{i-1} + W_i R ā_{i-1}), the
     output Fisher F_R, then the ordinary backward pass for Jᵀ. ``V`` has the shapes of
     ``weights``; so has the result. Pass ``fwd`` (the forward pass on X) to reuse it.
-    ``validate`` checks weights, X (or ``fwd``'s inputs) and V (shapes, dtypes, finite values) first.
+    ``validate`` checks weights, X (or ``fwd``'s inputs) and V (shapes, dtypes, finite values)
+    first.
     """
     if len(V) != len(weights) or any(v.shape != W.shape for v, W in zip(V, weights, strict=True)):
         raise ShapeError("the direction V must have one matrix per layer, shaped like the weights")
@@ -205,3 +133,16 @@ def fisher_vector_product(
         fwd = mlp.forward(weights, X)
     u = mlp.output.fisher_vp(fwd.output, mlp.jvp(weights, fwd, V))
     return mlp.weight_gradients(fwd, mlp.backward(weights, fwd, u))
+
+
+_MOVED_TO_COMPARE = ("approximate_fisher", "damped_diagonal", "dense_F_tilde")
+
+
+def __getattr__(name: str) -> Any:
+    # re-exported for tests/test_optimizer.py and tests/test_factors_inverse.py until they import
+    # from kfac_ref.compare (looked up on use: kfac_ref.compare imports this module)
+    if name in _MOVED_TO_COMPARE:
+        from . import compare
+
+        return getattr(compare, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

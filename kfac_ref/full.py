@@ -10,35 +10,21 @@ must fit (:func:`kfac_ref.dense.check_dense_size`, else :class:`~kfac_ref.errors
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy
-
 from . import dense
-from .backend import get_array_module, to_numpy
+from .backend import get_array_module
 from .damping import damped_diagonal_factors
-from .inverse import CurvatureInverse, Shapes, spd_inverse
+from .dense_structures import DenseInverse
+from .inverse import spd_inverse
 from .statistics import upper_pairs
-from .vec import layer_offsets, theta_to_weights, weights_to_theta
-
-
-def apply_dense_inverse(M_inv: Any, V: Sequence[Any]) -> list[Any]:
-    """M⁻¹ v for a dense (P, P) M⁻¹ and v in list-of-matrices form (:mod:`kfac_ref.vec`)."""
-    return theta_to_weights(M_inv @ weights_to_theta(V), [v.shape for v in V])
-
-
-def n_params(sizes: Sequence[int]) -> int:
-    """P = Σ_i d_i (d_{i-1} + 1)."""
-    return sum(sizes[k + 1] * (sizes[k] + 1) for k in range(len(sizes) - 1))
+from .vec import layer_offsets
 
 
 @dataclass
-class FullInverse(CurvatureInverse):
+class FullInverse(DenseInverse):
     """F̃(γ)⁻¹ as a dense (P, P) matrix (§3, §6.3)."""
-
-    M_inv: Any
 
     name: ClassVar[str] = "full"
     method: ClassVar[str] = "kfac-full"
@@ -46,7 +32,6 @@ class FullInverse(CurvatureInverse):
     label: ClassVar[str] = "full F̃"
     matrix_name: ClassVar[str | None] = "F_tilde"
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "A_upper", "G_upper")
-    factored: ClassVar[bool] = False
 
     #: P×P arrays a step holds at its peak (measured with tracemalloc, tests/test_errors.py):
     #: F̃ assembled and factorized in float64 (4 float64 arrays at the peak of
@@ -54,21 +39,6 @@ class FullInverse(CurvatureInverse):
     #: state holds, the new one, its cast, and one for the statistics and vectors)
     COPIES: ClassVar[int] = 4
     FLOAT64_COPIES: ClassVar[int] = 4
-
-    @classmethod
-    def peak_bytes(cls, n_params: int, itemsize: int) -> int:
-        """Bytes of the P×P arrays a step holds at its peak, the state's included."""
-        return (cls.COPIES * itemsize + cls.FLOAT64_COPIES * 8) * n_params * n_params
-
-    @classmethod
-    def check_network(cls, mlp: Any, dtype: Any) -> None:
-        dense.check_dense_size(
-            mlp.n_params,
-            numpy.dtype(dtype).itemsize,
-            None,
-            copies=cls.COPIES,
-            float64_copies=cls.FLOAT64_COPIES,
-        )
 
     @classmethod
     def from_factors(cls, stats: Any, gamma: float, precision: Any = None) -> FullInverse:
@@ -86,24 +56,6 @@ class FullInverse(CurvatureInverse):
             F[sl[k], sl[l]] = xp.kron(A, G)
             F[sl[l], sl[k]] = F[sl[k], sl[l]].T
         return cls(spd_inverse(F, "F̃ (damped)"))
-
-    def apply(self, V: Sequence[Any]) -> list[Any]:
-        return apply_dense_inverse(self.M_inv, V)
-
-    def astype(self, dtype: Any) -> FullInverse:
-        return FullInverse(self.M_inv if self.M_inv.dtype == dtype else self.M_inv.astype(dtype))
-
-    def state_dict(self) -> dict[str, list[Any]]:
-        return {"M_inv": [to_numpy(self.M_inv)]}
-
-    @classmethod
-    def from_state_dict(cls, d: dict[str, Any], asarray: Callable[[Any], Any]) -> FullInverse:
-        return cls(asarray(d["M_inv"][0]))
-
-    @classmethod
-    def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
-        P = n_params(sizes)
-        return {"M_inv": [(P, P)]}
 
     @classmethod
     def dense(cls, factors: Any, gamma: float = 0.0) -> Any:

@@ -10,8 +10,6 @@ distribution's natural parameter, and the loss is computed from it.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,21 +17,10 @@ from typing import Any
 import numpy
 
 from .activations import Activation, get_activation
-from .backend import KNOWN_DTYPES, Backend, HostBatch, get_array_module, get_backend
-from .errors import ConfigError, NonFiniteError, ShapeError, TargetError
+from .backend import Backend, get_array_module, get_backend
+from .errors import ConfigError
+from .inputs import InputChecks
 from .outputs import OutputDistribution, get_output
-
-
-def check_eta(eta: Any) -> None:
-    """:class:`ConfigError` unless the ℓ2 weight cost η (§2.1) is a finite number ≥ 0."""
-    ok = (
-        isinstance(eta, numbers.Real)
-        and not isinstance(eta, bool)
-        and math.isfinite(eta)
-        and eta >= 0
-    )
-    if not ok:
-        raise ConfigError(f"η (eta, the ℓ2 weight cost) must be a finite number ≥ 0, got {eta!r}")
 
 
 @dataclass
@@ -62,7 +49,7 @@ def _append_one(a: Any) -> Any:
     return xp.concatenate([a, xp.ones((a.shape[0], 1), dtype=a.dtype)], axis=1)
 
 
-class MLP:
+class MLP(InputChecks):
     """A fully connected network in the paper's notation.
 
     Args:
@@ -71,7 +58,9 @@ class MLP:
             names from :data:`kfac_ref.activations.ACTIVATIONS`.
         output: ``"bernoulli"``, ``"gaussian"`` or ``"softmax"`` (sets φ_ℓ and the loss).
 
-    Weights are a plain list ``[W_1, …, W_ℓ]`` of arrays, W_i of shape (d_i, d_{i-1}+1).
+    Weights are a plain list ``[W_1, …, W_ℓ]`` of arrays, W_i of shape (d_i, d_{i-1}+1). The
+    checks of weights, inputs and targets (``check_weights``, ``check_inputs``, ``validate``, …)
+    are inherited from :class:`kfac_ref.inputs.InputChecks`.
     """
 
     def __init__(
@@ -91,7 +80,8 @@ class MLP:
         activations = list(activations)
         if len(activations) != n_hidden:
             raise ConfigError(
-                f"{len(sizes) - 1} layers need {n_hidden} hidden activations, got {len(activations)}"
+                f"{len(sizes) - 1} layers need {n_hidden} hidden activations, got "
+                f"{len(activations)}"
             )
         self.layer_sizes: tuple[int, ...] = tuple(sizes)
         self.activations: list[Activation] = [get_activation(a) for a in activations]
@@ -117,88 +107,6 @@ class MLP:
     def __repr__(self) -> str:
         acts = ",".join(a.name for a in self.activations)
         return f"MLP({list(self.layer_sizes)}, [{acts}], {self.output.name!r})"
-
-    def check_weights(self, weights: Sequence[Any]) -> None:
-        """Raise :class:`ShapeError` unless ``weights`` has this network's shapes."""
-        if len(weights) != self.n_layers:
-            raise ShapeError(f"expected {self.n_layers} weight matrices, got {len(weights)}")
-        for i, (W, shape) in enumerate(zip(weights, self.shapes, strict=True), start=1):
-            if tuple(W.shape) != shape:
-                raise ShapeError(
-                    f"W_{i} has shape {tuple(W.shape)}; expected {shape} = (d_{i}, d_{i - 1}+1)"
-                )
-
-    def check_input_shape(self, X: Any) -> None:
-        """Raise :class:`ShapeError` unless X is (n, d_0), :class:`ConfigError` unless float32/64.
-
-        Checks shapes and dtype only (no pass over the data, no GPU synchronization).
-        """
-        if X.ndim != 2 or X.shape[1] != self.layer_sizes[0]:
-            raise ShapeError(
-                f"X has shape {tuple(X.shape)}; expected (n_examples, {self.layer_sizes[0]})"
-            )
-        if numpy.dtype(X.dtype).name not in KNOWN_DTYPES:
-            raise ConfigError(
-                f"X has dtype {numpy.dtype(X.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
-            )
-
-    def check_finite_weights(self, weights: Sequence[Any]) -> None:
-        """:meth:`check_weights`, then :class:`NonFiniteError` naming W_i if it holds NaN or inf."""
-        self.check_weights(weights)
-        for i, W in enumerate(weights, start=1):
-            if numpy.dtype(W.dtype).name not in KNOWN_DTYPES:
-                raise ConfigError(
-                    f"W_{i} has dtype {numpy.dtype(W.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
-                )
-            if not bool(get_array_module(W).isfinite(W).all()):
-                raise NonFiniteError(f"W_{i} contains NaN or infinite values")
-
-    def check_target_shape(self, X: Any, Y: Any) -> None:
-        """Shapes and dtype of the targets only (no pass over the data, no GPU synchronization)."""
-        if Y.ndim != 2 or Y.shape != (X.shape[0], self.layer_sizes[-1]):
-            raise ShapeError(
-                f"targets have shape {tuple(Y.shape)}; expected ({X.shape[0]}, {self.layer_sizes[-1]})"
-            )
-        if numpy.dtype(Y.dtype).name not in KNOWN_DTYPES:
-            raise ConfigError(
-                f"targets have dtype {numpy.dtype(Y.dtype).name}; expected one of {', '.join(KNOWN_DTYPES)}"
-            )
-
-    def check_inputs(self, X: Any, Y: Any | None = None) -> None:
-        """Raise for malformed X (and targets Y): :class:`ShapeError` (shape, no rows),
-        :class:`ConfigError` (dtype), :class:`NonFiniteError` (NaN/inf), :class:`TargetError`
-        (targets the output distribution cannot have, e.g. Bernoulli targets outside [0, 1])."""
-        xp = get_array_module(X)
-        self.check_input_shape(X)
-        if X.shape[0] == 0:
-            raise ShapeError("X has no rows (an empty batch has no mean loss)")
-        if not bool(xp.isfinite(X).all()):
-            raise NonFiniteError("X contains NaN or infinite values")
-        if Y is not None:
-            self.check_target_shape(X, Y)
-            self._check_target_values(Y)
-
-    def _check_target_values(self, Y: Any) -> None:
-        if not bool(get_array_module(Y).isfinite(Y).all()):
-            raise NonFiniteError("targets contain NaN or infinite values")
-        self.output.check_targets(Y)
-
-    def validate(
-        self, weights: Sequence[Any], X: Any, Y: Any | None = None, eta: float = 0.0
-    ) -> None:
-        """Everything a public entry checks: weights (shapes, dtype, finite), X and Y
-        (:meth:`check_inputs`; Y's shape against the network's output) and η (finite, ≥ 0)."""
-        self.check_finite_weights(weights)
-        self.check_inputs(X)
-        if Y is not None:
-            out_shape = (X.shape[0], self.layer_sizes[-1])
-            if tuple(Y.shape) != out_shape:
-                raise ShapeError(
-                    f"targets have shape {tuple(Y.shape)} but outputs have shape {out_shape}"
-                )
-            self.check_target_shape(X, Y)
-            self._check_target_values(Y)
-        check_eta(eta)
 
     # ------------------------------------------------------------ initialization
     def init_sparse(
@@ -357,32 +265,5 @@ class MLP:
         return h, grads, fwd
 
 
-def check_step_inputs(
-    mlp: MLP,
-    k: int,
-    weights: Sequence[Any],
-    X: Any,
-    Y: Any,
-    batch: HostBatch,
-    validate: bool = True,
-) -> None:
-    """What a step receives; errors name iteration k. Shapes and dtypes are checked at once; the
-    weights' finiteness is queued on ``batch`` (no synchronization of its own). ``validate=True``
-    also checks X and Y (finite, targets valid for the output distribution) at once, which costs
-    a pass over the batch and, on a GPU, a few synchronizations; ``validate=False`` is for loops
-    whose data were checked once when loaded (:func:`kfac_ref.experiments.run_experiment`)."""
-    mlp.check_weights(weights)
-    mlp.check_input_shape(X)
-    mlp.check_target_shape(X, Y)
-    for name, A in (("X", X), ("the targets Y", Y)):
-        if A.dtype != weights[0].dtype:  # else NumPy would silently run the step in float64
-            raise ConfigError(
-                f"iteration {k}: {name} has dtype {A.dtype} but the weights θ are "
-                f"{weights[0].dtype}; cast the data to the run's dtype (Backend.asarray) first"
-            )
-    batch.require_finite(weights, f"iteration {k}: the weights θ is not finite")
-    if validate:
-        try:
-            mlp.check_inputs(X, Y)
-        except (NonFiniteError, TargetError) as exc:
-            raise type(exc)(f"iteration {k}: {exc}") from None
+# re-exported for optimizer.py until it imports from kfac_ref.inputs
+from .inputs import check_step_inputs as check_step_inputs  # noqa: E402

@@ -10,7 +10,7 @@ with F̆(γ) the block-diagonal approximation (§4.2) of the exact Kronecker fac
 γ (§6.3), F the exact Fisher of the batch reached through a Fisher-vector product (§2.2), and α
 the minimizer of the quadratic model M along Δ (§7 with μ = 0; λ + η = γ² as in K-FAC's
 γ = √(λ + η), §6.6). It is the small fast trainer of ``--trainer natgrad`` in the matrix-figure
-scripts (``paper_figures/_common.py``); ``tests/test_natgrad.py`` checks it against dense
+scripts (``paper_figures/_networks.py``); ``tests/test_natgrad.py`` checks it against dense
 matrices.
 """
 
@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .compare import damped_diagonal
 from .damping import check_gamma
 from .errors import ConfigError, NonFiniteError
 from .factors import kronecker_factors
-from .fisher import damped_diagonal, fisher_vector_product
+from .fisher import fisher_vector_product
 from .inverse import apply_block_diagonal_inverse, block_diagonal_inverse
 from .mlp import MLP
 

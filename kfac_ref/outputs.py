@@ -153,7 +153,8 @@ class Softmax(OutputDistribution):
         xp = get_array_module(y)
         if bool((y < 0).any()):
             raise TargetError(
-                f"softmax targets must be probability vectors (one-hot rows, or rows ≥ 0 summing to 1), "
+                "softmax targets must be probability vectors (one-hot rows, or rows ≥ 0 summing "
+                "to 1), "
                 f"got a negative entry {float(y.min()):g}"
             )
         tol = 1e3 * float(xp.finfo(y.dtype).eps) * max(1, y.shape[1])
@@ -161,7 +162,8 @@ class Softmax(OutputDistribution):
         if bool((worst > tol).any()):
             row = int(xp.argmax(worst))
             raise TargetError(
-                f"softmax targets must be probability vectors (one-hot rows, or rows ≥ 0 summing to 1); "
+                "softmax targets must be probability vectors (one-hot rows, or rows ≥ 0 summing "
+                "to 1); "
                 f"row {row} sums to {float(y[row].sum()):g}"
             )
 

@@ -33,9 +33,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import get_array_module, linalg_for
+from .backend import get_array_module
 from .errors import ConfigError, ShapeError
 from .factors import KroneckerFactors
+from .linalg import linalg_for
 from .mlp import MLP, Forward, _append_one
 
 
@@ -123,7 +124,8 @@ def _inv(Phi: Any) -> Any:
 def transform_weights(
     weights: Sequence[Any], omegas: Sequence[Any], phis: Sequence[Any] | None = None
 ) -> list[Any]:
-    """W†_i = Φ_i W_i Ω_{i-1}⁻¹ (§10): the transformed network's parameters for the same function."""
+    """W†_i = Φ_i W_i Ω_{i-1}⁻¹ (§10): the transformed network's parameters for the same
+    function."""
     out = []
     for W, Omega, Phi in zip(weights, omegas, _phi_list(omegas, phis), strict=True):
         la = linalg_for(W)
@@ -135,7 +137,8 @@ def transform_weights(
 def untransform_weights(
     weights_dagger: Sequence[Any], omegas: Sequence[Any], phis: Sequence[Any] | None = None
 ) -> list[Any]:
-    """W_i = Φ_i⁻¹ W†_i Ω_{i-1} (§10): back from the transformed parameters (inverse of the above)."""
+    """W_i = Φ_i⁻¹ W†_i Ω_{i-1} (§10): back from the transformed parameters (inverse of the
+    above)."""
     out = []
     for Wd, Omega, Phi in zip(weights_dagger, omegas, _phi_list(omegas, phis), strict=True):
         WO = Wd @ Omega
@@ -176,7 +179,8 @@ class ReparametrizedMLP(MLP):
     It computes the same function of x as ``mlp`` at W = Φ⁻¹ W† Ω (see
     :func:`transform_weights`). Its :class:`~kfac_ref.mlp.Forward` holds the transformed
     quantities — ``abar[k]`` = ā†_k, ``s[k]`` = s†_{k+1} — and ``dphi[k]`` = φ'(s_{k+1}) of the
-    original units; :meth:`backward` returns g† = Ds†. So :func:`~kfac_ref.factors.kronecker_factors`,
+    original units; :meth:`backward` returns g† = Ds†. So
+    :func:`~kfac_ref.factors.kronecker_factors`,
     :func:`~kfac_ref.fisher.exact_fisher`, :meth:`loss_and_grad` and
     :func:`~kfac_ref.fisher.fisher_vector_product` give the K-FAC quantities of the W†
     parametrization (the η ℓ2 term, if used, then penalizes ‖θ†‖², not ‖θ‖²).
@@ -219,7 +223,8 @@ class ReparametrizedMLP(MLP):
         return Forward(abar=abar, s=s, dphi=dphi)
 
     def backward(self, weights: Sequence[Any], fwd: Forward, ds_out: Any) -> list[Any]:
-        """g†_i = Φ_i⁻ᵀ (Da_i ⊙ φ'(s_i)), Da_i = (Ω_iᵀ W†_{i+1}ᵀ g†_{i+1}) without the last entry."""
+        """g†_i = Φ_i⁻ᵀ (Da_i ⊙ φ'(s_i)), Da_i = (Ω_iᵀ W†_{i+1}ᵀ g†_{i+1}) without the last
+        entry."""
         g = [None] * self.n_layers
         g[-1] = ds_out
         for k in range(self.n_layers - 1, 0, -1):

@@ -158,7 +158,8 @@ class RunGenerator:
 
     def state_dict(self) -> dict[str, Any]:
         """A small flat JSON-ready dict (strings and ints): ``{"kind": "numpy-per-iteration",
-        "seed"}``, or ``{"kind": "philox4x32-10", "seed", "key": [lo, hi], "counter": [lo, hi]}``."""
+        "seed"}``, or ``{"kind": "philox4x32-10", "seed", "key": [lo, hi], "counter": [lo,
+        hi]}``."""
         if self.device is None:
             return {"kind": "numpy-per-iteration", "seed": self.seed}
         state = self.device.state_dict()
@@ -170,8 +171,10 @@ class RunGenerator:
             return
         if d is None or d.get("kind") != PHILOX_NAME:
             raise ConfigError(
-                "the checkpoint holds no device generator state (written by a NumPy run or an older "
-                "version), so a CuPy run cannot resume it exactly; resume it on NumPy or start afresh"
+                "the checkpoint holds no device generator state (written by a NumPy run or an "
+                "older "
+                "version), so a CuPy run cannot resume it exactly; resume it on NumPy or start "
+                "afresh"
             )
         self.device = Philox.from_state(
             self.xp, {"bit_generator": d["kind"], "key": d["key"], "counter": d["counter"]}

@@ -148,7 +148,8 @@ def batch_factor_stats(
     tridiagonal: bool,
     method: str = "sample",
 ) -> FactorStats:
-    """Batch estimates of Ā_{i-1,i-1}, G_{i,i} (and Ā_{i-1,i}, G_{i,i+1}) on the cases of ``fwd`` (§5).
+    """Batch estimates of Ā_{i-1,i-1}, G_{i,i} (and Ā_{i-1,i}, G_{i,i+1}) on the cases of ``fwd``
+    (§5).
 
     ``method="sample"``: one backward pass from y ~ P(y | x, θ) drawn with ``rng`` (the paper);
     ``"exact"``: the expectation over y exactly, from the d_ℓ columns of a square root of F_R.

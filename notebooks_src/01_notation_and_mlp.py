@@ -123,7 +123,8 @@ print(f"h(θ) = {float(h):.6f}; hand-written g_i and DW_i match kfac_ref.mlp")
 # stacking two identities hold that the whole paper leans on:
 #
 # $$
-# \operatorname{vec}(u v^\top) = v \otimes u, \qquad (A \otimes B)\operatorname{vec}(X) = \operatorname{vec}(B X A^\top).
+# \operatorname{vec}(u v^\top) = v \otimes u, \qquad (A \otimes B)\operatorname{vec}(X) =
+# \operatorname{vec}(B X A^\top).
 # $$
 #
 # The first gives the per-case gradient of a layer as a Kronecker product,

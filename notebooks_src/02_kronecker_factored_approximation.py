@@ -24,15 +24,15 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kfac_ref.compare import block_mean_abs, block_relative_errors, compare_fisher, relative_error
-from kfac_ref.factors import exact_G_passes, kronecker_factors
-from kfac_ref.fisher import (
+from kfac_ref.compare import (
     approximate_fisher,
-    empirical_fisher,
-    exact_fisher,
-    monte_carlo_fisher,
-    per_case_gradients,
+    block_mean_abs,
+    block_relative_errors,
+    compare_fisher,
+    relative_error,
 )
+from kfac_ref.factors import exact_G_passes, kronecker_factors
+from kfac_ref.fisher import empirical_fisher, exact_fisher, monte_carlo_fisher, per_case_gradients
 from kfac_ref.mlp import MLP
 from kfac_ref.vec import layer_offsets, per_case_vec_grad
 
@@ -44,7 +44,8 @@ rng = np.random.default_rng(0)
 # The Fisher of §2.2 is
 #
 # $$
-# F = \mathbb{E}_{x}\, \mathbb{E}_{y \sim P(y \mid x, \theta)}\big[\mathcal{D}\theta\, \mathcal{D}\theta^\top\big],
+# F = \mathbb{E}_{x}\, \mathbb{E}_{y \sim P(y \mid x, \theta)}\big[\mathcal{D}\theta\,
+# \mathcal{D}\theta^\top\big],
 # $$
 #
 # where the inner expectation is over targets **drawn from the network's own predictive
@@ -90,7 +91,8 @@ plt.show()
 # $F$ for layers $i$ and $j$ is
 #
 # $$
-# F_{i,j} = \mathbb{E}\big[\operatorname{vec}(\mathcal{D}W_i) \operatorname{vec}(\mathcal{D}W_j)^\top\big]
+# F_{i,j} = \mathbb{E}\big[\operatorname{vec}(\mathcal{D}W_i)
+# \operatorname{vec}(\mathcal{D}W_j)^\top\big]
 #         = \mathbb{E}\big[\bar a_{i-1} \bar a_{j-1}^\top \otimes g_i g_j^\top\big].
 # $$
 #
@@ -120,7 +122,8 @@ print("F_{1,2} =", F12.shape, "rebuilt from E[ā_0 ā_1ᵀ ⊗ g_1 g_2ᵀ]")
 # K-FAC assumes the expectation of the Kronecker product factorizes:
 #
 # $$
-# F_{i,j} \approx \tilde F_{i,j} = \mathbb{E}[\bar a_{i-1} \bar a_{j-1}^\top] \otimes \mathbb{E}[g_i g_j^\top]
+# F_{i,j} \approx \tilde F_{i,j} = \mathbb{E}[\bar a_{i-1} \bar a_{j-1}^\top] \otimes
+# \mathbb{E}[g_i g_j^\top]
 #        = \bar A_{i-1,j-1} \otimes G_{i,j}.
 # $$
 #
@@ -256,7 +259,8 @@ assert r_inv < r_F
 # ## Per-block errors
 #
 # `compare_fisher` also reports $\|\tilde F_{i,j} - F_{i,j}\|_F / \|F_{i,j}\|_F$ for every pair of
-# layers, here for all six layers of the network. No block is exact here; on this seeded, untrained network the errors are largest in the
+# layers, here for all six layers of the network. No block is exact here; on this seeded, untrained
+# network the errors are largest in the
 # blocks of the first two layers and smallest towards the output layer. The table below gives the
 # whole-matrix errors of the whole network; there the approximations carry the damping γ on
 # their diagonal blocks and F does not, as `compare_fisher` documents.

@@ -28,9 +28,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import scipy.linalg
 
-from kfac_ref.compare import compare_fisher, relative_error
+from kfac_ref.compare import (
+    compare_fisher,
+    damped_diagonal,
+    dense_F_hat,
+    dense_F_tilde,
+    relative_error,
+)
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import damped_diagonal, dense_F_hat, dense_F_tilde
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,
@@ -123,7 +128,8 @@ print("F̆⁻¹ v from the factors equals the dense solve")
 # $$
 #
 # The precision matrix of this chain is $\hat F^{-1} = \Xi^\top \Lambda \Xi$ with
-# $\Lambda = \operatorname{diag}(\Sigma_{1|2}^{-1}, \dots, \Sigma_{\ell-1|\ell}^{-1}, \Sigma_\ell^{-1})$
+# $\Lambda = \operatorname{diag}(\Sigma_{1|2}^{-1}, \dots, \Sigma_{\ell-1|\ell}^{-1},
+# \Sigma_\ell^{-1})$
 # and $\Xi$ the identity with $-\Psi_{i,i+1}$ on its first block super-diagonal. Ψ is a
 # Kronecker product, so it is stored as its two small factors; check it against the dense
 # blocks of $\tilde F$.
@@ -159,7 +165,8 @@ print("F̂ agrees with F̃ on the tridiagonal blocks, F̂⁻¹ is block-tridiago
 # $B^{-1/2} D B^{-1/2} = E_2 S_2 E_2^\top$ and $K_1 = A^{-1/2} E_1$, $K_2 = B^{-1/2} E_2$,
 #
 # $$
-# (A \otimes B \pm C \otimes D)^{-1} = (K_1 \otimes K_2)\,(I \pm S_1 \otimes S_2)^{-1}\,(K_1 \otimes K_2)^\top ,
+# (A \otimes B \pm C \otimes D)^{-1} = (K_1 \otimes K_2)\,(I \pm S_1 \otimes S_2)^{-1}\,(K_1
+# \otimes K_2)^\top ,
 # $$
 #
 # whose middle factor is diagonal; applied to $\operatorname{vec}(X)$ this is
@@ -175,7 +182,8 @@ def spd(m, seed):
 
 
 def psd_below(A, seed):
-    """C = A^{1/2} Q diag(s) Qᵀ A^{1/2} with s in [0, 0.9): A^{-1/2} C A^{-1/2} has eigenvalues s."""
+    """C = A^{1/2} Q diag(s) Qᵀ A^{1/2} with s in [0, 0.9): A^{-1/2} C A^{-1/2} has eigenvalues
+    s."""
     m = A.shape[0]
     Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((m, m)))
     R = np.real(scipy.linalg.sqrtm(A))
@@ -190,7 +198,8 @@ for sign in (-1, +1):
     dense = np.linalg.inv(np.kron(A, B) + sign * np.kron(C, D)) @ vec(Xv)
     fast = vec(apply_kron_sum_inverse(kron_sum_inverse(A, B, C, D, sign), Xv))
     print(
-        f"sign {sign:+d}: relative difference to the dense inverse {relative_error(fast, dense):.1e}"
+        f"sign {sign:+d}: relative difference to the dense inverse "
+        f"{relative_error(fast, dense):.1e}"
     )
     assert relative_error(fast, dense) < 1e-10
 
@@ -234,7 +243,8 @@ for m in (10, 20, 40):
     t_fast = best_time(lambda: kron_sum_inverse(A, B, C, D, -1))  # noqa: B023 (called at once)
     t_dense = best_time(lambda: np.linalg.inv(np.kron(A, B) - np.kron(C, D)))  # noqa: B023
     print(
-        f"m = n = {m:2d}: Appendix B {t_fast:7.2f} ms, dense ({m * m}×{m * m}) inverse {t_dense:8.2f} ms"
+        f"m = n = {m:2d}: Appendix B {t_fast:7.2f} ms, dense ({m * m}×{m * m}) inverse "
+        f"{t_dense:8.2f} ms"
     )
 
 # %% [markdown]

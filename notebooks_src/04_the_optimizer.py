@@ -241,8 +241,10 @@ assert np.isclose(w2, 0.95**10) and start[2] == 1.0 < start[1]
 # $$
 # \begin{bmatrix} \alpha \\ \mu \end{bmatrix} = -
 # \begin{bmatrix}
-#   \Delta^\top F \Delta + (\lambda+\eta)\|\Delta\|^2 & \Delta^\top F \delta_0 + (\lambda+\eta)\Delta^\top\delta_0 \\
-#   \delta_0^\top F \Delta + (\lambda+\eta)\delta_0^\top\Delta & \delta_0^\top F \delta_0 + (\lambda+\eta)\|\delta_0\|^2
+#   \Delta^\top F \Delta + (\lambda+\eta)\|\Delta\|^2 & \Delta^\top F \delta_0 +
+# (\lambda+\eta)\Delta^\top\delta_0 \\
+#   \delta_0^\top F \Delta + (\lambda+\eta)\delta_0^\top\Delta & \delta_0^\top F \delta_0 +
+# (\lambda+\eta)\|\delta_0\|^2
 # \end{bmatrix}^{-1}
 # \begin{bmatrix} \nabla h^\top \Delta \\ \nabla h^\top \delta_0 \end{bmatrix},
 # \qquad
@@ -327,7 +329,8 @@ rows = [
 ]
 for name, d in rows:
     print(
-        f"{name:22s} M(δ) − M(0) = {model_change(d):10.5f}  ({model_change(d) / model_change(delta_star):6.1%} of the optimum)"
+        f"{name:22s} M(δ) − M(0) = {model_change(d):10.5f}  "
+        f"({model_change(d) / model_change(delta_star):6.1%} of the optimum)"
     )
 assert model_change(delta_star) <= model_change(delta) <= model_change(alpha_only * Delta) < 0
 
@@ -380,7 +383,8 @@ print(
     f"model ½∇hᵀδ = {0.5 * grad @ delta:.5f}"
 )
 print(
-    f"curvature along δ: δᵀFδ = {curv_F:.5f}, (λ+η)‖δ‖² = {curv_lam:.5f}, true δᵀ∇²hδ = {curv_true:.5f}"
+    f"curvature along δ: δᵀFδ = {curv_F:.5f}, (λ+η)‖δ‖² = {curv_lam:.5f}, true δᵀ∇²hδ = "
+    f"{curv_true:.5f}"
 )
 assert curv_lam > curv_F > curv_true > 0 and info["rho"] > 1.5
 
@@ -403,7 +407,8 @@ ITERS, EVAL_EVERY, N = 150, 10, X.shape[0]
 
 
 def train(opt, batch_size):
-    """ITERS steps from W0: the info dicts, the full training loss every EVAL_EVERY, the last state."""
+    """ITERS steps from W0: the info dicts, the full training loss every EVAL_EVERY, the last
+    state."""
     W, state, infos, curve = W0, opt.init_state(W0), [], [(0, float(mlp.loss(W0, X, X)))]
     for k in range(1, ITERS + 1):
         idx = draw_minibatch(N, batch_size(k), 0, k)
@@ -485,8 +490,10 @@ plt.show()
 for structure, (infos, curve, _) in runs.items():
     rhos = np.array([i["rho"] for i in infos if np.isfinite(i["rho"])])
     print(
-        f"{labels[structure]:28s} final loss {curve[-1, 1]:6.2f}; λ {infos[0]['lam']:.0f} → {infos[-1]['lam']:.2e}; "
-        f"γ → {infos[-1]['gamma']:.3f}; ρ in [{rhos.min():.2f}, {rhos.max():.2f}] over {rhos.size} checks"
+        f"{labels[structure]:28s} final loss {curve[-1, 1]:6.2f}; λ {infos[0]['lam']:.0f} → "
+        f"{infos[-1]['lam']:.2e}; "
+        f"γ → {infos[-1]['gamma']:.3f}; ρ in [{rhos.min():.2f}, {rhos.max():.2f}] over {rhos.size} "
+        "checks"
     )
 print(f"{'best SGD':28s} final loss {sgd_curve[-1, 1]:6.2f}")
 final = {s: curve[-1, 1] for s, (_, curve, _) in runs.items()}
@@ -505,7 +512,8 @@ for infos, _, _ in runs.values():
 # λ0 = 150 — but then stalls on the plateau where the network outputs roughly the mean image,
 # while K-FAC, its damping relaxed, keeps descending and ends far below it. The tridiagonal
 # variant finishes a little ahead of the block-diagonal one, in line with what the paper
-# reports for the full-size autoencoders (§13). The full experiments, with iterate averaging and the paper's
+# reports for the full-size autoencoders (§13). The full experiments, with iterate averaging and
+# the paper's
 # architectures, are run by `python -m kfac_ref` (see `kfac_ref.experiments`).
 
 # %%

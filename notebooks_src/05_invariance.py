@@ -17,7 +17,8 @@
 # layer's units, or mix them linearly, and the same function gets a different gradient step.
 # The exact natural gradient $F^{-1}\nabla h$ does not change under any invertible linear
 # re-parametrization of θ (and under smooth ones to first order): it is defined by the
-# network's function and output distribution, not by its coordinates. §10 of the paper proves that K-FAC keeps a large part
+# network's function and output distribution, not by its coordinates. §10 of the paper proves that
+# K-FAC keeps a large part
 # of this property: with no factored damping (γ = 0) and exact factors, the block-diagonal and
 # the block-tridiagonal updates are **invariant to any invertible affine transformation of the
 # activities** $\bar a_i$ and of the pre-activations $s_i$. Centering the activities — a trick
@@ -34,9 +35,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kfac_ref.backend import get_backend
+from kfac_ref.compare import damped_diagonal
 from kfac_ref.config import KFACConfig
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import damped_diagonal
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,
@@ -192,7 +193,8 @@ assert max(err_A, err_G, err_g) < 1e-12
 
 # %%
 def kfac_update(net, weights, structure, gamma=0.0):
-    """U = F̆⁻¹∇h (block_diagonal) or F̂⁻¹∇h (block_tridiagonal), exact factors, damping γ (§4, §6.3)."""
+    """U = F̆⁻¹∇h (block_diagonal) or F̂⁻¹∇h (block_tridiagonal), exact factors, damping γ (§4,
+    §6.3)."""
     f = kronecker_factors(net, weights, X, method="exact")
     _, g, _ = net.loss_and_grad(weights, X, Y)
     A_diag, G_diag = damped_diagonal(f, gamma)
@@ -257,7 +259,8 @@ for tname, (om, ph) in transforms.items():
     for mname, update in methods.items():
         gaps[tname, mname] = step_gap(update, om, ph)
         print(
-            f"{tname:15s} {mname:17s}: max |Δoutput| = {gaps[tname, mname][0]:.1e}   (change {gaps[tname, mname][1]:.2f})"
+            f"{tname:15s} {mname:17s}: max |Δoutput| = {gaps[tname, mname][0]:.1e}   (change "
+            f"{gaps[tname, mname][1]:.2f})"
         )
 
 # %%
@@ -323,7 +326,8 @@ plt.show()
 for structure, g in gap_gamma.items():
     slope = np.polyfit(np.log10(gammas[:5]), np.log10(g[:5]), 1)[0]
     print(
-        f"{structure:17s}: gap at γ = 1e-9: {g[0]:.1e}, at γ = 1e-1: {g[-1]:.2f}; log-log slope for small γ {slope:.2f}"
+        f"{structure:17s}: gap at γ = 1e-9: {g[0]:.1e}, at γ = 1e-1: {g[-1]:.2f}; log-log slope "
+        f"for small γ {slope:.2f}"
     )
     assert abs(slope - 1) < 0.1 and g[-1] > 1e-2
 
@@ -343,12 +347,14 @@ for tname, (om, ph) in transforms.items():
         gap, change = step_gap(update, om, ph)
         ratios[tname, mname] = gap / change
         print(
-            f"{tname:15s} {mname:17s}: max |Δoutput| = {gap:.3f}, change {change:.2f}, ratio {gap / change:.2f}"
+            f"{tname:15s} {mname:17s}: max |Δoutput| = {gap:.3f}, change {change:.2f}, ratio "
+            f"{gap / change:.2f}"
         )
     gap, change = gaps[tname, "gradient descent"]
     ratios[tname, "gradient descent"] = gap / change
     print(
-        f"{tname:15s} {'gradient descent':17s}: max |Δoutput| = {gap:.3f}, change {change:.2f}, ratio {gap / change:.2f}"
+        f"{tname:15s} {'gradient descent':17s}: max |Δoutput| = {gap:.3f}, change {change:.2f}, "
+        f"ratio {gap / change:.2f}"
     )
     assert (
         max(ratios[tname, m] for m in ("K-FAC F̆, γ = 0.1", "K-FAC F̂, γ = 0.1"))
@@ -394,7 +400,8 @@ for damping in (1e-2, 1e-4, 1e-6, 1e-8):
     full_gap[damping] = np.abs(mlp.forward(Wa, X).output - rmlp.forward(Wb, X).output).max()
     print(
         f"λ0 = γ0 = {damping:.0e}: max |Δoutput| after 3 steps = {full_gap[damping]:.1e}; "
-        f"α = {info['alpha']:.6f} vs {info_dag['alpha']:.6f}, μ = {info['mu']:.6f} vs {info_dag['mu']:.6f}"
+        f"α = {info['alpha']:.6f} vs {info_dag['alpha']:.6f}, μ = {info['mu']:.6f} vs "
+        f"{info_dag['mu']:.6f}"
     )
 assert 50 < full_gap[1e-6] / full_gap[1e-8] < 200 and full_gap[1e-8] < 1e-3 and full_gap[1e-2] > 0.1
 

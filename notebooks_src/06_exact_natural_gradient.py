@@ -26,8 +26,8 @@
 #
 # | `KFACConfig(structure=...)` | matrix inverted | paper |
 # |---|---|---|
-# | `"block_diagonal"` | $\breve F(\gamma)$: diagonal blocks of $\tilde F$, factored damping | §4.2, §6.3 |
-# | `"block_tridiagonal"` | $\hat F(\gamma)$: built from the diagonal and first off-diagonal blocks of $\tilde F$, with a block-tridiagonal inverse | §4.3, §6.3 |
+# | `"block_diagonal"` | $\breve F(\gamma)$: diagonal blocks of $\tilde F$ | §4.2, §6.3 |
+# | `"block_tridiagonal"` | $\hat F(\gamma)$ from $\tilde F_{i,i}$, $\tilde F_{i,i+1}$ | §4.3, §6.3|
 # | `"full"` | $\tilde F(\gamma)$, every block, dense | §3, §6.3 |
 # | `"exact"` | $F + D_\gamma$: the exact Fisher, dense (natural gradient) | §2.2, §6.3 |
 #
@@ -47,11 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kfac_ref.backend import get_backend
-from kfac_ref.config import KFACConfig
-from kfac_ref.experiments import autoencoder, reconstruction_error
-from kfac_ref.experiments.data import downscale_images, make_curves
-from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
-from kfac_ref.optimizer import KFAC
+from kfac_ref.experiments import structures_compare
 from kfac_ref.statistics import FactorStats, batch_statistics
 from kfac_ref.structures import STRUCTURES
 from kfac_ref.vec import weights_to_theta
@@ -62,6 +58,8 @@ backend = get_backend("numpy", "float64")
 # %% [markdown]
 # ## The problem: a 16-8-3-8-16 CURVES autoencoder
 #
+# (The problem and the training loop are `kfac_ref.experiments.structures_compare`'s, which
+# `paper_figures/structures_compare.py` draws to files.)
 # Synthetic CURVES images (§13's first data set, `make_curves`) pooled from 28×28 to 4×4, and
 # a deep autoencoder of the paper's kind with a 3-unit linear code: logistic hidden units,
 # logistic outputs, Bernoulli cross-entropy. Four layers, $P = 339$ parameters — small enough
@@ -70,8 +68,7 @@ backend = get_backend("numpy", "float64")
 
 # %%
 N = 1000
-X = downscale_images(make_curves(N, np.random.default_rng(0), version=1), 28, 4)
-mlp = autoencoder("curves", [16, 8, 3, 8, 16])
+mlp, X = structures_compare.problem(N)
 print(mlp, "—", mlp.n_params, "parameters;", N, "training cases of", X.shape[1], "pixels")
 assert mlp.n_params == 339
 
@@ -170,18 +167,10 @@ ITERS, EVAL_EVERY, SEEDS, LAM0S = 80, 5, (0, 1, 2), (150.0, 0.01)
 
 
 def train(structure, lam0, seed):
-    """(errors at 0, EVAL_EVERY, …, ITERS; the seconds of each step; final γ)."""
-    opt = KFAC(mlp, KFACConfig(structure=structure, lam0=lam0), backend)
-    W = mlp.init_sparse(seed=seed, backend=backend)
-    state, errors, seconds = opt.init_state(W), [reconstruction_error(mlp, W, X)], []
-    for k in range(1, ITERS + 1):
-        idx = draw_minibatch(N, minibatch_size(k, 100, N, k_full=40), seed, 0, k)
-        t0 = time.perf_counter()
-        W, state, info = opt.step(W, state, X[idx], X[idx], np.random.default_rng([seed, 1, k]))
-        seconds.append(time.perf_counter() - t0)
-        if k % EVAL_EVERY == 0:
-            errors.append(reconstruction_error(mlp, W, X))
-    return np.array(errors), np.array(seconds), info["gamma"]
+    """(errors at 0, EVAL_EVERY, …, ITERS; the seconds of each step; final γ): one run of
+    :func:`kfac_ref.experiments.structures_compare.train`, the loop the figure script runs."""
+    r = structures_compare.train(mlp, X, structure, lam0, seed, ITERS, EVAL_EVERY)
+    return np.array(r["errors"]), np.array(r["step_seconds"]), r["gamma"]
 
 
 t0 = time.perf_counter()

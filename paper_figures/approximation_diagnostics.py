@@ -38,7 +38,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _common as common
+import _networks as networks
+import _options as options
+import _output as output
 import numpy as np
 
 from kfac_ref.backend import get_backend
@@ -73,8 +75,8 @@ AE_LAYERS = {4: (16, 8, 4, 3, 4, 8, 16), 7: (49, 12, 8, 4, 8, 12, 49)}
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
-    p = ArgumentParser(description=common.description_of(__doc__), formatter_class=HelpFormatter)
-    p.add_argument("--out", default=common.DEFAULT_OUT, help="directory for the PNG, PDF and JSON")
+    p = ArgumentParser(description=options.description_of(__doc__), formatter_class=HelpFormatter)
+    p.add_argument("--out", default=options.DEFAULT_OUT, help="directory for the PNG, PDF and JSON")
     p.add_argument(
         "--overwrite", action="store_true", help="replace the files of an earlier run in --out"
     )
@@ -161,11 +163,13 @@ def resolve(args: Any) -> Any:
         )
     if args.ae_layers[0] != args.ae_side**2 or args.ae_layers[-1] != args.ae_side**2:
         raise ConfigError(
-            f"--ae-layers must start and end with {args.ae_side**2} (= --ae-side²), got {args.ae_layers}"
+            f"--ae-layers must start and end with {args.ae_side**2} (= --ae-side²), got "
+            f"{args.ae_layers}"
         )
     if args.clf_cases > args.clf_train_cases:
         raise ConfigError(
-            f"--clf-cases ({args.clf_cases}) must not exceed --clf-train-cases ({args.clf_train_cases})"
+            f"--clf-cases ({args.clf_cases}) must not exceed --clf-train-cases "
+            f"({args.clf_train_cases})"
         )
     if not (np.isfinite(args.ae_lam0) and args.ae_lam0 > 0):
         raise ConfigError(f"--ae-lam0 must be a number > 0, got {args.ae_lam0}")
@@ -199,18 +203,19 @@ def autoencoder_problem(args: Any) -> dict[str, Any]:
         "error": lambda W: reconstruction_error(mlp, W, X),
         "error_name": "squared reconstruction error per case",
         "label": f"{'-'.join(map(str, args.ae_layers))} autoencoder (P = {mlp.n_params}), "
-        f"{args.ae_cases} CURVES stand-in images pooled to {side}×{side}, sparse init, λ0 = {args.ae_lam0:g}",
+        f"{args.ae_cases} CURVES stand-in images pooled to {side}×{side}, sparse init, λ0 = "
+        f"{args.ae_lam0:g}",
     }
 
 
 def classifier_problem(args: Any) -> dict[str, Any]:
     """The Figure 2 classifier, data as ``fisher_blocks.py`` loads them, middle layers diagnosed."""
-    images = common.load_images(args.clf_train_cases, args.seed, _data_dir(args))
-    X, Y = images.X, common.one_hot(images.labels)
-    widths = (common.PAPER_WIDTHS[0], *(args.clf_hidden,) * 5, common.PAPER_WIDTHS[-1])
+    images = networks.load_images(args.clf_train_cases, args.seed, _data_dir(args))
+    X, Y = images.X, networks.one_hot(images.labels)
+    widths = (options.PAPER_WIDTHS[0], *(args.clf_hidden,) * 5, options.PAPER_WIDTHS[-1])
     mlp = MLP(widths, "tanh", "softmax")
-    first = common.MIDDLE_FIRST
-    layers = list(range(first, first + common.MIDDLE_COUNT))
+    first = options.MIDDLE_FIRST
+    layers = list(range(first, first + options.MIDDLE_COUNT))
     return {
         "name": "classifier",
         "mlp": mlp,
@@ -219,14 +224,14 @@ def classifier_problem(args: Any) -> dict[str, Any]:
         "Y": Y,
         "X_diag": X[: args.clf_cases],
         "Y_diag": Y[: args.clf_cases],
-        "lam0": common.KFAC_LAM0,
+        "lam0": options.KFAC_LAM0,
         "iters": args.clf_iters,
         "every": args.clf_every,
         "layers": layers,
-        "error": lambda W: common.classification_error(mlp, W, X, Y),
+        "error": lambda W: networks.classification_error(mlp, W, X, Y),
         "error_name": "training classification error",
         "label": f"Figure 2's {'-'.join(map(str, widths))} tanh classifier, {images.label}; "
-        f"W_2..W_5 diagnosed on the first {args.clf_cases:,} cases, λ0 = {common.KFAC_LAM0:g}",
+        f"W_2..W_5 diagnosed on the first {args.clf_cases:,} cases, λ0 = {options.KFAC_LAM0:g}",
         "data_origin": images.origin,
     }
 
@@ -235,7 +240,7 @@ def _data_dir(args: Any) -> Path | None:
     return Path(args.data_dir).expanduser() if args.data_dir else None
 
 
-def train_and_diagnose(problem: dict[str, Any], args: Any, stages: common.Stages) -> dict[str, Any]:
+def train_and_diagnose(problem: dict[str, Any], args: Any, stages: output.Stages) -> dict[str, Any]:
     """K-FAC in batch mode; :func:`diagnose_kfac` after every ``every``-th step (and the last)."""
     mlp, W = problem["mlp"], problem["weights"]
     X, Y = problem["X"], problem["Y"]
@@ -247,7 +252,7 @@ def train_and_diagnose(problem: dict[str, Any], args: Any, stages: common.Stages
     with stages.bar(problem["iters"], problem["name"]) as bar:
         for k in range(1, problem["iters"] + 1):
             t0 = time.perf_counter()
-            rng = np.random.default_rng(common._step_seed(args.seed, k))  # as fisher_blocks.py
+            rng = np.random.default_rng(networks._step_seed(args.seed, k))  # as fisher_blocks.py
             W, state, info = opt.step(W, state, X, Y, rng)
             t_train += time.perf_counter() - t0
             if k % problem["every"] == 0 or k == problem["iters"]:
@@ -358,7 +363,7 @@ def draw(results: dict[str, Any], args: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train and diagnose each problem, draw, write JSON; returns the JSON's content."""
     args = parse_args(argv)
-    common.use_agg()
+    output.use_agg()
     out = Path(args.out)
     names = [f"{STEM}.{ext}" for ext in (*args.formats, "json")]
     if not args.overwrite and (existing := [n for n in names if (out / n).exists()]):
@@ -367,17 +372,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "to replace them or choose another --out"
         )
     require_writable_dir(out, "--out")
-    stages = common.Stages(STEM, not args.no_progress)
+    stages = output.Stages(STEM, not args.no_progress)
     builders = {"autoencoder": autoencoder_problem, "classifier": classifier_problem}
     problems = [builders[name](args) for name in args.problems]
     for p in problems:  # refuse a net too large for the dense matrices before training
         check_diagnose_size(p["mlp"], p["X_diag"].shape[0], p["layers"])
     results = {p["name"]: train_and_diagnose(p, args, stages) for p in problems}
     stages(f"figure: drawing into {out}/")
-    files = common.save_figure(draw(results, args), out, STEM, args.dpi, args.formats)
+    files = output.save_figure(draw(results, args), out, STEM, args.dpi, args.formats)
     settings = {k: v for k, v in vars(args).items() if k not in ("debug", "no_progress")}
     result = {"settings": settings, "problems": results, "seconds": stages.elapsed}
-    files.append(common.save_json(out / f"{STEM}.json", result))
+    files.append(output.save_json(out / f"{STEM}.json", result))
     stages("wrote " + ", ".join(str(f) for f in files))
     return result
 

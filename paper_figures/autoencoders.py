@@ -24,9 +24,9 @@ is resumed (both are said, and listed at the end); a directory holding any other
 unless ``--overwrite``. The figure is drawn only from the runs' logs.
 
     python paper_figures/autoencoders.py --quick                    # CURVES, 2000 cases, minutes
-    python paper_figures/autoencoders.py                            # CURVES, 20,000 cases (hours on a CPU)
-    python paper_figures/autoencoders.py --datasets mnist --data-dir DIR   # MNIST (60k, or the 10k test split)
-    python paper_figures/autoencoders.py --datasets curves mnist faces --backend cupy   # all, on a GPU
+    python paper_figures/autoencoders.py         # CURVES, 20,000 cases (hours on a CPU)
+    python paper_figures/autoencoders.py --datasets mnist --data-dir DIR   # MNIST (60k or 10k)
+    python paper_figures/autoencoders.py --datasets curves mnist faces --backend cupy  # on a GPU
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from _common import save_figure  # noqa: E402
+from _output import save_figure  # noqa: E402
 
+from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES  # noqa: E402
 from kfac_ref.errors import ConfigError, KFACError, NonFiniteError  # noqa: E402
 from kfac_ref.experiments import (  # noqa: E402
     METHODS,
@@ -198,22 +199,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--backend",
-        choices=["numpy", "cupy"],
+        choices=KNOWN_BACKENDS,
         default=None,
         help="array backend (default: $KFAC_REF_BACKEND or numpy)",
     )
-    p.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="training precision"
-    )
+    p.add_argument("--dtype", choices=KNOWN_DTYPES, default="float32", help="training precision")
     p.add_argument(
         "--data-dir", default=None, help="data directory (default: $KFAC_REF_DATA_DIR or the cache)"
     )
     p.add_argument(
         "--runs",
         default="runs",
-        help="directory of the training runs (default: runs). A finished run with the same settings "
-        "and data is reused, an unfinished one resumed; one with other settings is an error "
-        "unless --overwrite",
+        help="directory of the training runs (default: runs). A finished run with the same "
+        "settings and data is reused, an unfinished one resumed; one with other settings is an "
+        "error unless --overwrite",
     )
     p.add_argument(
         "--overwrite",
@@ -585,7 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ours = ", ".join(f"{m} {row[m + '_raw']:.4g}" for m in LABELS if m + "_raw" in row)
             theirs = "—" if row["authors_raw"] is None else f"{row['authors_raw']:.4g}"
             print(
-                f"{dataset:7s} k = {row['iteration']:4d}: raw-iterate training error, ours: {ours}; "
+                f"{dataset:7s} k = {row['iteration']:4d}: raw-iterate training error, ours: "
+                f"{ours}; "
                 f"authors' published run (original data): {theirs}"
             )
     for action in ("reused", "resumed", "trained", "replaced"):

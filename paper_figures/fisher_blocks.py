@@ -12,7 +12,7 @@ Writes to ``--out`` (default ``figures_out/``): ``fig2_fisher_vs_ftilde.{png,pdf
 data used, the training history), ``fisher_blocks_weights.npz`` (weights and cases, for
 ``inverse_quality.py --weights``) and ``fisher_blocks_further_weights.npz`` (the network trained
 further). Without any MNIST file a labelled stand-in is used (see
-``_common.py``).
+``_networks.py``).
 
 What the paper shows (arXiv:1503.05671, §3). Checked: "F̃ captures the coarse
 structure of F" and "the inverse of F̃ is approximately block-tridiagonal whereas F̃ is not"
@@ -41,7 +41,7 @@ only it is on disk (the JSON and footer say which data were used); 20 iterations
 the paper's γ came from, first runs at iteration 20).
 
 Matrices: the 1680 parameters of W_2..W_5 (how, and why that equals slicing the full network's
-matrices: ``_common.py``). F and F̃ come from the same ``--cases`` training cases
+matrices: ``_matrices.py``). F and F̃ come from the same ``--cases`` training cases
 (``kfac_ref.fisher.exact_fisher`` and the exact Kronecker factors), so their difference is the
 Kronecker approximation alone, not sampling noise.
 
@@ -80,12 +80,17 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-import _common as common
+import _matrices as matrices
+import _networks as networks
+import _options as options
+import _output as output
 import numpy as np
 
 from kfac_ref.backend import to_numpy
 from kfac_ref.compare import block_mean_abs, block_relative_errors, relative_error
 from kfac_ref.cumulants import kronecker_cumulants
+from kfac_ref.errors import ConfigError
+from kfac_ref.experiments import checks
 from kfac_ref.experiments.cli import run_script
 from kfac_ref.inverse import spd_inverse
 
@@ -107,7 +112,7 @@ def add_options(p: argparse.ArgumentParser) -> list[str]:
     """Options of this script only."""
     p.add_argument(
         "--further-iters",
-        type=common.checks.int_arg(0),
+        type=checks.int_arg(0),
         default=None,
         help="after the figures' network, train this many more iterations and report "
         "Figure 3's block means for that network too (default 80, quick 20; 0: skip)",
@@ -115,7 +120,7 @@ def add_options(p: argparse.ArgumentParser) -> list[str]:
     return ["further_iters"]
 
 
-def figure2_numbers(M: common.MiddleMatrices, quantile: float) -> dict[str, Any]:
+def figure2_numbers(M: matrices.MiddleMatrices, quantile: float) -> dict[str, Any]:
     """‖F̃ − F‖/‖F‖ overall and per block, the white level, and the block means of |F|, |F̃|."""
     F, Ft = M.undamped["F"], M.undamped["F_tilde"]
     return {
@@ -123,14 +128,14 @@ def figure2_numbers(M: common.MiddleMatrices, quantile: float) -> dict[str, Any]
         "block_relative_errors_F_tilde_vs_F": block_relative_errors(Ft, F, M.shapes),
         "block_mean_abs_F": block_mean_abs(F, M.shapes),
         "block_mean_abs_F_tilde": block_mean_abs(Ft, M.shapes),
-        "white_level": common.white_level(F, quantile),
+        "white_level": output.white_level(F, quantile),
     }
 
 
-def section_3_1_numbers(net: common.TrainedNet) -> dict[str, Any]:
+def section_3_1_numbers(net: networks.TrainedNet) -> dict[str, Any]:
     """§3.1: Σ_{p,q} |F − F̃|_pq over the ordered pairs of the middle layers' weights and the
     cumulant bound, F a mean over the cases (:func:`kfac_ref.cumulants.kronecker_cumulants`)."""
-    layers = range(common.MIDDLE_FIRST, common.MIDDLE_FIRST + common.MIDDLE_COUNT)
+    layers = range(options.MIDDLE_FIRST, options.MIDDLE_FIRST + options.MIDDLE_COUNT)
     res = kronecker_cumulants(net.mlp, net.weights, net.X_cases, layers)
     return {
         **res.summary(),
@@ -157,13 +162,13 @@ def condition_number(M: np.ndarray) -> float:
     return float(w[-1] / w[0]) if w[0] > 0 else math.inf
 
 
-def smallest_invertible_gamma(M: common.MiddleMatrices) -> tuple[float, float]:
+def smallest_invertible_gamma(M: matrices.MiddleMatrices) -> tuple[float, float]:
     """The first γ of :data:`GAMMA_GRID` (0 first) for which F̃(γ) has condition ≤ COND_MAX."""
     for g in GAMMA_GRID:
         cond = condition_number(M.F_tilde_at(g))
         if cond <= COND_MAX:
             return g, cond
-    raise common.ConfigError(f"F̃ is not invertible (condition > {COND_MAX:g}) for any γ ≤ 1")
+    raise ConfigError(f"F̃ is not invertible (condition > {COND_MAX:g}) for any γ ≤ 1")
 
 
 def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
@@ -172,7 +177,8 @@ def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
     first, diag = r["first_off_over_farther"], r["diagonal_over_first_off"]
     if first >= TRIDIAGONAL_MIN_RATIO:
         return (
-            f"is close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther ones)",
+            f"is close to block-tridiagonal (first off-diagonal blocks {first:.1f}× the farther "
+            "ones)",
             True,
         )
     if diag >= BLOCK_DIAGONAL_MIN_RATIO:
@@ -182,7 +188,8 @@ def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
         ), False
     if first >= 2.0:
         return (
-            f"has a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the farther "
+            f"has a weak block-tridiagonal band (first off-diagonal blocks {first:.1f}× the "
+            "farther "
             f"ones, diagonal blocks {diag:.1f}× the first off-diagonal)"
         ), False
     return (
@@ -193,8 +200,8 @@ def what_is_seen(r: dict[str, float]) -> tuple[str, bool]:
 
 def inverse_setting(
     name: str,
-    net: common.TrainedNet,
-    M: common.MiddleMatrices,
+    net: networks.TrainedNet,
+    M: matrices.MiddleMatrices,
     gamma: float,
     cond: float | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
@@ -208,7 +215,7 @@ def inverse_setting(
     F = M.damped["F"] if gamma == M.gamma else M.F_at(gamma)
     cond_F = condition_number(F)
     means = block_mean_abs(inv, M.shapes)
-    ratios = common.band_ratios(means)
+    ratios = matrices.band_ratios(means)
     seen, reproduces = what_is_seen(ratios)
     entry: dict[str, Any] = {
         "setting": name,
@@ -226,7 +233,7 @@ def inverse_setting(
     if cond_F <= COND_MAX:
         F_inv = to_numpy(spd_inverse(F, "F(γ)"))
         F_means = block_mean_abs(F_inv, M.shapes)
-        F_ratios = common.band_ratios(F_means)
+        F_ratios = matrices.band_ratios(F_means)
         F_seen, F_close = what_is_seen(F_ratios)
         entry.update(
             block_mean_abs_F_inverse=F_means,
@@ -265,12 +272,12 @@ def is_F_tilde_the_reason(entry: dict[str, Any]) -> str:
 
 
 def figure3_numbers(
-    net: common.TrainedNet,
-    M: common.MiddleMatrices,
+    net: networks.TrainedNet,
+    M: matrices.MiddleMatrices,
     quantile: float,
-    further: common.TrainedNet | None,
-    M_further: common.MiddleMatrices | None,
-    stages: common.Stages,
+    further: networks.TrainedNet | None,
+    M_further: matrices.MiddleMatrices | None,
+    stages: output.Stages,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
     """Figure 3's numbers (the paper's setting, γ of K-FAC, and the other settings tried), and
     F̃(γ)⁻¹ and F(γ)⁻¹ of the paper's setting."""
@@ -312,11 +319,11 @@ def figure3_numbers(
     nums = {
         "gamma": M.gamma,
         "block_mean_abs_F_tilde": F_tilde_means,
-        "band_ratios_F_tilde": common.band_ratios(F_tilde_means),
+        "band_ratios_F_tilde": matrices.band_ratios(F_tilde_means),
         "block_mean_abs_F_tilde_inverse": main["block_mean_abs_F_tilde_inverse"],
         "band_ratios_F_tilde_inverse": main["band_ratios_F_tilde_inverse"],
         "block_mean_abs_F": F_means,
-        "band_ratios_F": common.band_ratios(F_means),
+        "band_ratios_F": matrices.band_ratios(F_means),
         "block_mean_abs_F_inverse": main.get("block_mean_abs_F_inverse"),
         "band_ratios_F_inverse": main.get("band_ratios_F_inverse"),
         "F_inverse_seen": main.get("F_inverse_seen"),
@@ -325,10 +332,10 @@ def figure3_numbers(
         "seen": main["seen"],
         "close_to_block_tridiagonal": main["close_to_block_tridiagonal"],
         "settings": settings,
-        "white_level_F_tilde": common.white_level(M.undamped["F_tilde"], quantile),
-        "white_level_F_tilde_inverse": common.white_level(inv, quantile),
-        "white_level_F": common.white_level(M.undamped["F"], quantile),
-        "white_level_F_inverse": None if F_inv is None else common.white_level(F_inv, quantile),
+        "white_level_F_tilde": output.white_level(M.undamped["F_tilde"], quantile),
+        "white_level_F_tilde_inverse": output.white_level(inv, quantile),
+        "white_level_F": output.white_level(M.undamped["F"], quantile),
+        "white_level_F_inverse": None if F_inv is None else output.white_level(F_inv, quantile),
         "thresholds": {
             "close_to_block_tridiagonal": f"first_off_over_farther ≥ {TRIDIAGONAL_MIN_RATIO:g}",
             "close_to_block_diagonal": f"diagonal_over_first_off ≥ {BLOCK_DIAGONAL_MIN_RATIO:g}",
@@ -339,7 +346,7 @@ def figure3_numbers(
 
 
 def draw_figure2(
-    M: common.MiddleMatrices, nums: dict[str, Any], s: common.Settings, net: common.TrainedNet
+    M: matrices.MiddleMatrices, nums: dict[str, Any], s: options.Settings, net: networks.TrainedNet
 ) -> Any:
     """|F|, |F̃|, |F − F̃| side by side at one white level, a colour bar each."""
     import matplotlib.pyplot as plt
@@ -352,13 +359,13 @@ def draw_figure2(
         (F - Ft, f"|F − F̃|   (‖F − F̃‖/‖F‖ = {nums['relative_error_F_tilde_vs_F']:.3f})"),
     ]
     for ax, (mat, title) in zip(axes, panels, strict=True):
-        common.show_abs(ax, mat, v, M.boundaries, title, s.scale, s.decades)
+        output.show_abs(ax, mat, v, M.boundaries, title, s.scale, s.decades)
     fig.suptitle(
         "Figure 2: exact Fisher F vs its Kronecker-factored approximation F̃, middle 4 layers "
         "(W_2..W_5) of the 256-20-20-20-20-20-10 tanh net; |entries|, one white level",
         fontsize=10,
     )
-    footer = common.footer(net)
+    footer = output.footer(net)
     if "section_3_1" in nums:
         footer += "\n" + section_3_1_line(nums["section_3_1"])
     fig.supxlabel(footer, fontsize=8)
@@ -381,7 +388,7 @@ def draw_block_means(ax: Any, means: np.ndarray, title: str) -> None:
                 fontsize=7,
                 color="white" if dark else "black",
             )
-    labels = [f"W_{common.MIDDLE_FIRST + 1 + k}" for k in range(L)]
+    labels = [f"W_{options.MIDDLE_FIRST + 1 + k}" for k in range(L)]
     ax.set_xticks(range(L), labels, fontsize=8)
     ax.set_yticks(range(L), labels, fontsize=8)
     ax.set_title(title, fontsize=8)
@@ -397,18 +404,19 @@ def setting_title(entry: dict[str, Any]) -> str:
         else "\nF(γ) not invertible at this γ"
     )
     return (
-        f"{entry['setting']}\n(γ = {entry['gamma']:.3g}, training error {entry['train_error']:.1%})\n"
+        f"{entry['setting']}\n(γ = {entry['gamma']:.3g}, training error "
+        f"{entry['train_error']:.1%})\n"
         f"first off-diag / farther = {r['first_off_over_farther']:.2f}, "
         f"diag / first off-diag = {r['diagonal_over_first_off']:.1f}{exact}"
     )
 
 
 def draw_figure3(
-    M: common.MiddleMatrices,
+    M: matrices.MiddleMatrices,
     inv: np.ndarray,
     nums: dict[str, Any],
-    s: common.Settings,
-    net: common.TrainedNet,
+    s: options.Settings,
+    net: networks.TrainedNet,
     F_inv: np.ndarray | None = None,
 ) -> Any:
     """Top: |F̃|, |F̃⁻¹| (K-FAC's γ) and the block means of |F̃⁻¹| (the paper's three panels).
@@ -423,7 +431,7 @@ def draw_figure3(
         layout="constrained",
         gridspec_kw={"height_ratios": [1.15, 1.15, 1]},
     )
-    common.show_abs(
+    output.show_abs(
         axes[0, 0],
         M.undamped["F_tilde"],
         nums["white_level_F_tilde"],
@@ -433,7 +441,7 @@ def draw_figure3(
         s.scale,
         s.decades,
     )
-    common.show_abs(
+    output.show_abs(
         axes[0, 1],
         inv,
         nums["white_level_F_tilde_inverse"],
@@ -465,15 +473,15 @@ def draw_figure3(
         "Bottom row: block means of |F̃⁻¹| in the other settings tried.",
         fontsize=10,
     )
-    fig.supxlabel(common.footer(net), fontsize=8)
+    fig.supxlabel(output.footer(net), fontsize=8)
     return fig
 
 
 def draw_exact_row(
-    axes: Any, M: common.MiddleMatrices, F_inv: np.ndarray | None, nums: dict[str, Any], s: Any
+    axes: Any, M: matrices.MiddleMatrices, F_inv: np.ndarray | None, nums: dict[str, Any], s: Any
 ) -> None:
     """|F|, |F(γ)⁻¹| and the block means of |F(γ)⁻¹| (F(γ): F plus F̃'s damping term, §6.3)."""
-    common.show_abs(
+    output.show_abs(
         axes[0],
         M.undamped["F"],
         nums["white_level_F"],
@@ -488,7 +496,7 @@ def draw_exact_row(
             ax.axis("off")
         axes[1].set_title(f"F(γ) is not invertible at γ = {M.gamma:.3g}", fontsize=9)
         return
-    common.show_abs(
+    output.show_abs(
         axes[1],
         F_inv,
         nums["white_level_F_inverse"],
@@ -509,7 +517,7 @@ def draw_exact_row(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train (or load) the network, compute F, F̃, F̃⁻¹, draw Figures 2–3, write JSON and NPZ."""
     figure_files = [f"{stem}.{ext}" for stem in (FIG2, FIG3) for ext in ("png", "pdf")]
-    s, net, gamma, stages = common.prepare(
+    s, net, gamma, stages = networks.prepare(
         __doc__,
         argv,
         "fisher_blocks",
@@ -519,16 +527,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     further_iters = s.extra["further_iters"]
     further_iters = (20 if s.quick else 80) if further_iters is None else int(further_iters)
     if further_iters < 0:
-        raise common.ConfigError(f"--further-iters must be ≥ 0, got {further_iters}")
-    M = common.middle_matrices(net, gamma, names=("F_tilde",), stages=stages)
+        raise ConfigError(f"--further-iters must be ≥ 0, got {further_iters}")
+    M = matrices.middle_matrices(net, gamma, names=("F_tilde",), stages=stages)
     further = M_further = None
     if further_iters and net.resume is not None:
         stages(
-            f"training further: {further_iters} more iterations (Figure 3's 'trained further' setting)"
+            f"training further: {further_iters} more iterations (Figure 3's 'trained further' "
+            "setting)"
         )
         further = net.resume(further_iters)
         g_further = s.gamma if s.gamma is not None else further.gamma
-        M_further = common.middle_matrices(further, g_further, names=("F_tilde",), stages=stages)
+        M_further = matrices.middle_matrices(further, g_further, names=("F_tilde",), stages=stages)
     elif further_iters:
         stages("training further: skipped (loaded weights carry no optimizer state)")
     nums2 = figure2_numbers(M, s.vmax_quantile)
@@ -536,15 +545,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     nums2["section_3_1"] = section_3_1_numbers(net)
     nums3, inv, F_inv = figure3_numbers(net, M, s.vmax_quantile, further, M_further, stages)
     stages(f"figures: drawing Figures 2 and 3 ({', '.join(s.formats)}) into {s.out}/")
-    files = common.save_figure(draw_figure2(M, nums2, s, net), s.out, FIG2, s.dpi, s.formats)
-    files += common.save_figure(
+    files = output.save_figure(draw_figure2(M, nums2, s, net), s.out, FIG2, s.dpi, s.formats)
+    files += output.save_figure(
         draw_figure3(M, inv, nums3, s, net, F_inv), s.out, FIG3, s.dpi, s.formats
     )
-    files.append(common.save_network(s.out / WEIGHTS_NAME, net))
+    files.append(output.save_network(s.out / WEIGHTS_NAME, net))
     if further is not None:
-        files.append(common.save_network(s.out / FURTHER_WEIGHTS_NAME, further))
+        files.append(output.save_network(s.out / FURTHER_WEIGHTS_NAME, further))
     result = {
-        **common.run_summary(s, net, gamma),
+        **output.run_summary(s, net, gamma),
         "figure2": nums2,
         "figure3": nums3,
         "further_training": None
@@ -559,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "files": [f.name for f in files],
         "seconds": stages.elapsed,
     }
-    common.save_json(s.out / JSON_NAME, result)
+    output.save_json(s.out / JSON_NAME, result)
     stages(
         f"done: ‖F̃−F‖/‖F‖ = {nums2['relative_error_F_tilde_vs_F']:.4f}; F̃⁻¹ (γ = {gamma:.3g}) "
         f"{nums3['seen']}; training error {result['train_error']:.2%} after {net.iterations} "

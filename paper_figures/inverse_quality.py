@@ -37,8 +37,8 @@ the difference panels are nearly black and the point of the figures shows only i
 ``--scale linear`` gives the paper's scale. Added: a colour bar on every panel, the relative
 Frobenius errors in the panel titles (vs F̃, resp. F̃⁻¹, and for the inverses also vs the exact
 F⁻¹ of F + the same damping), and a footer line naming the data and the training. The matrices
-are those of the 1680 parameters of W_2..W_5 on ``--cases`` training cases (see ``_common.py``;
-F̆, F̂ via ``kfac_ref.fisher.dense_F_tilde`` / ``dense_F_hat``, inverses via
+are those of the 1680 parameters of W_2..W_5 on ``--cases`` training cases (see ``_matrices.py``;
+F̆, F̂ via ``kfac_ref.compare.dense_F_tilde`` / ``dense_F_hat``, inverses via
 ``kfac_ref.inverse.spd_inverse``).
 """
 
@@ -48,7 +48,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import _common as common
+import _matrices as matrices
+import _networks as networks
+import _options as options
+import _output as output
 import numpy as np
 
 from kfac_ref.backend import to_numpy
@@ -85,8 +88,8 @@ def draw_comparison(
     vmax: float,
     inverse: bool,
     title: str,
-    s: common.Settings,
-    net: common.TrainedNet,
+    s: options.Settings,
+    net: networks.TrainedNet,
 ) -> Any:
     """Two rows (F̆, F̂) of |reference|, |approximation|, |approximation − reference|, one grey
     scale (``s.scale``) shared by the six panels, a colour bar on each."""
@@ -99,9 +102,9 @@ def draw_comparison(
         a, r = SYMBOL[name] + sup, "F̃" + sup
         e = nums[name]
         extra = f"\n‖{a} − F{sup}‖/‖F{sup}‖ = {e['vs_F']:.3f}" if inverse else ""
-        common.show_abs(axes[row, 0], mats[ref_key], vmax, boundaries, f"|{r}|", s.scale, s.decades)
-        common.show_abs(axes[row, 1], mats[name], vmax, boundaries, f"|{a}|", s.scale, s.decades)
-        common.show_abs(
+        output.show_abs(axes[row, 0], mats[ref_key], vmax, boundaries, f"|{r}|", s.scale, s.decades)
+        output.show_abs(axes[row, 1], mats[name], vmax, boundaries, f"|{a}|", s.scale, s.decades)
+        output.show_abs(
             axes[row, 2],
             mats[name] - mats[ref_key],
             vmax,
@@ -116,27 +119,27 @@ def draw_comparison(
         else "|entry|, linear up to a shared white level"
     )
     fig.suptitle(f"{title}\n({how})", fontsize=10)
-    fig.supxlabel(common.footer(net), fontsize=8)
+    fig.supxlabel(output.footer(net), fontsize=8)
     return fig
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train (or load) the network, compute F, F̃, F̆, F̂ and inverses, draw Figures 5–6."""
     figure_files = [f"{stem}.{ext}" for stem in (FIG5, FIG6) for ext in ("png", "pdf")]
-    s, net, gamma, stages = common.prepare(
+    s, net, gamma, stages = networks.prepare(
         __doc__,
         argv,
         "inverse_quality",
         [*figure_files, JSON_NAME, WEIGHTS_NAME],
         default_scale="log",
     )
-    M = common.middle_matrices(net, gamma, stages=stages)
+    M = matrices.middle_matrices(net, gamma, stages=stages)
     stages(f"inverses: F̃⁻¹, F̆⁻¹, F̂⁻¹ and F⁻¹ with factored Tikhonov damping γ = {gamma:.3g}")
     inverses = {name: to_numpy(spd_inverse(mat, name)) for name, mat in M.damped.items()}
     nums5 = comparison_numbers(M.undamped, M.shapes, "F_tilde", "F")
     nums6 = comparison_numbers(inverses, M.shapes, "F_tilde", "F")
-    v5 = common.white_level(M.undamped["F_tilde"], s.vmax_quantile)
-    v6 = common.white_level(inverses["F_tilde"], s.vmax_quantile)
+    v5 = output.white_level(M.undamped["F_tilde"], s.vmax_quantile)
+    v6 = output.white_level(inverses["F_tilde"], s.vmax_quantile)
     stages(f"figures: drawing Figures 5 and 6 ({', '.join(s.formats)}) into {s.out}/")
     fig5 = draw_comparison(
         M.undamped,
@@ -160,22 +163,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         s,
         net,
     )
-    files = common.save_figure(fig5, s.out, FIG5, s.dpi, s.formats)
-    files += common.save_figure(fig6, s.out, FIG6, s.dpi, s.formats)
-    files.append(common.save_network(s.out / WEIGHTS_NAME, net))
+    files = output.save_figure(fig5, s.out, FIG5, s.dpi, s.formats)
+    files += output.save_figure(fig6, s.out, FIG6, s.dpi, s.formats)
+    files.append(output.save_network(s.out / WEIGHTS_NAME, net))
     result = {
-        **common.run_summary(s, net, gamma),
+        **output.run_summary(s, net, gamma),
         "figure5": {**nums5, "white_level": v5, "scale": s.scale, "decades": s.decades},
         "figure6": {**nums6, "white_level": v6, "scale": s.scale, "decades": s.decades},
         "files": [f.name for f in files],
         "seconds": stages.elapsed,
     }
-    common.save_json(s.out / JSON_NAME, result)
+    output.save_json(s.out / JSON_NAME, result)
     stages(
         f"done: vs F̃: ‖F̆−F̃‖ {nums5['F_breve']['vs_F_tilde']:.4f}, ‖F̂−F̃‖ "
         f"{nums5['F_hat']['vs_F_tilde']:.4f}; vs F̃⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F_tilde']:.4f}, "
         f"F̂⁻¹ {nums6['F_hat']['vs_F_tilde']:.4f}; vs F⁻¹: F̆⁻¹ {nums6['F_breve']['vs_F']:.4f}, "
-        f"F̂⁻¹ {nums6['F_hat']['vs_F']:.4f}, F̃⁻¹ {nums6['F_tilde']['vs_F']:.4f} (relative Frobenius; "
+        f"F̂⁻¹ {nums6['F_hat']['vs_F']:.4f}, F̃⁻¹ {nums6['F_tilde']['vs_F']:.4f} (relative "
+        "Frobenius; "
         f"γ = {gamma:.3g}) → {s.out}/"
     )
     return result

@@ -45,10 +45,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import save_figure  # noqa: E402
+from _output import save_figure  # noqa: E402
 from autoencoders import LABELS, curve, get_log  # noqa: E402
 from autoencoders import QUICK as FIGS_10_11_QUICK  # noqa: E402
 
+from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES  # noqa: E402
 from kfac_ref.experiments import RunConfig, io, run_data_info  # noqa: E402
 from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
 
@@ -78,10 +79,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sgd-lr", type=float, default=SGD_LR, help="SGD's learning rate at every m")
     p.add_argument("--seed", type=int, default=0, help="seed of θ₀, mini-batches and targets")
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None, help="array backend")
-    p.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="training precision"
-    )
+    p.add_argument("--backend", choices=KNOWN_BACKENDS, default=None, help="array backend")
+    p.add_argument("--dtype", choices=KNOWN_DTYPES, default="float32", help="training precision")
     p.add_argument("--data-dir", default=None, help="data directory holding the MNIST files")
     p.add_argument("--runs", default="runs", help="directory of the training runs")
     p.add_argument(

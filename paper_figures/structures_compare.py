@@ -19,7 +19,7 @@ Writes to ``--out`` (default ``figures_out/``) ``structures_compare.png``, ``.pd
 ``.json`` (every plotted number, the per-step times and the settings); files of an earlier run
 there are not replaced without ``--overwrite``.
 
-    python paper_figures/structures_compare.py            # 80 iterations × 4 structures × 2 λ0 × 3 seeds, ~20 s
+    python paper_figures/structures_compare.py   # 80 iterations, 4 structures, 2 λ0, 3 seeds: ~20 s
     python paper_figures/structures_compare.py --quick    # 30 iterations, one seed, a few seconds
 """
 
@@ -31,22 +31,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _common as common
+import _output as output
 import numpy as np
 
-from kfac_ref.backend import get_backend
-from kfac_ref.config import KFACConfig
 from kfac_ref.errors import ConfigError
-from kfac_ref.experiments import autoencoder, checks, reconstruction_error
+from kfac_ref.experiments import checks
+from kfac_ref.experiments import structures_compare as experiment
 from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter, run_script
-from kfac_ref.experiments.data import downscale_images, make_curves
-from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
-from kfac_ref.optimizer import KFAC
+from kfac_ref.experiments.structures_compare import FIRST_BATCH, LAYERS
 from kfac_ref.structures import STRUCTURES
 
 STEM = "structures_compare"
-LAYERS = (16, 8, 3, 8, 16)
-FIRST_BATCH = 100
 CASE_BYTES = 8 * 3 * 28 * 28  # a case's 28×28 CURVES image and the pooling's work arrays
 COLORS = {
     "full": "tab:green",
@@ -131,69 +126,12 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     return args
 
 
-def train(
-    mlp: Any, X: np.ndarray, structure: str, lam0: float, seed: int, iters: int, eval_every: int
-) -> dict[str, Any]:
-    """One run: the training error at 0, eval_every, …, the wall time of each step, the last γ and λ."""
-    backend = get_backend("numpy", "float64")
-    n = X.shape[0]
-    opt = KFAC(mlp, KFACConfig(structure=structure, lam0=lam0), backend)
-    W = mlp.init_sparse(seed=seed, backend=backend)
-    state, errors, seconds = opt.init_state(W), [reconstruction_error(mlp, W, X)], []
-    for k in range(1, iters + 1):
-        size = minibatch_size(k, FIRST_BATCH, n, k_full=max(1, iters // 2))
-        idx = draw_minibatch(n, size, seed, 0, k)
-        t0 = time.perf_counter()
-        W, state, info = opt.step(W, state, X[idx], X[idx], np.random.default_rng([seed, 1, k]))
-        seconds.append(time.perf_counter() - t0)
-        if k % eval_every == 0 or k == iters:
-            errors.append(reconstruction_error(mlp, W, X))
-    return {"errors": errors, "step_seconds": seconds, "gamma": info["gamma"], "lam": info["lam"]}
-
-
-def evaluated_iterations(iters: int, eval_every: int) -> list[int]:
-    its = [0, *range(eval_every, iters + 1, eval_every)]
-    return its if its[-1] == iters else [*its, iters]
-
-
 def compare(args: Any) -> dict[str, Any]:
-    """Every run, the median and range of the errors, and the cost per iteration of each structure."""
-    X = downscale_images(make_curves(args.cases, np.random.default_rng(0), version=1), 28, 4)
-    mlp = autoencoder("curves", list(LAYERS))
-    runs = {
-        lam0: {
-            s: {n: train(mlp, X, n, lam0, s, args.iters, args.eval_every) for n in args.structures}
-            for s in args.seeds
-        }
-        for lam0 in args.lam0
-    }
-    cost = {
-        n: float(
-            np.min(
-                [runs[lam0][s][n]["step_seconds"] for lam0 in args.lam0 for s in args.seeds], axis=0
-            ).mean()
-        )
-        for n in args.structures
-    }
-    curves = {}
-    for lam0 in args.lam0:
-        curves[lam0] = {}
-        for n in args.structures:
-            E = np.array([runs[lam0][s][n]["errors"] for s in args.seeds])
-            curves[lam0][n] = {
-                "median": np.median(E, axis=0),
-                "min": E.min(axis=0),
-                "max": E.max(axis=0),
-            }
-    return {
-        "iterations": evaluated_iterations(args.iters, args.eval_every),
-        "runs": runs,
-        "curves": curves,
-        "seconds_per_iteration": cost,
-        "n_params": mlp.n_params,
-        "layers": list(LAYERS),
-        "data": f"{args.cases} CURVES images (make_curves v1, seed 0), 28×28 pooled to 4×4",
-    }
+    """Every run, the median and range of the errors, and the cost per iteration of each
+    structure (:func:`kfac_ref.experiments.structures_compare.compare`)."""
+    return experiment.compare(
+        args.cases, args.structures, args.seeds, args.lam0, args.iters, args.eval_every
+    )
 
 
 def draw(args: Any, result: dict[str, Any]) -> list[Path]:
@@ -227,12 +165,12 @@ def draw(args: Any, result: dict[str, Any]) -> list[Path]:
         f"seeds {' '.join(map(str, args.seeds))}; float64, NumPy",
         fontsize=8,
     )
-    return common.save_figure(fig, Path(args.out), STEM, args.dpi, args.formats)
+    return output.save_figure(fig, Path(args.out), STEM, args.dpi, args.formats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    common.use_agg()
+    output.use_agg()
     out = Path(args.out)
     names = [f"{STEM}.{ext}" for ext in (*args.formats, "json")]
     if not args.overwrite and (existing := [n for n in names if (out / n).exists()]):
@@ -257,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "curves": {str(lam0): c for lam0, c in result["curves"].items()},
     }
-    paths.append(common.save_json(out / f"{STEM}.json", json_obj))
+    paths.append(output.save_json(out / f"{STEM}.json", json_obj))
     for lam0 in args.lam0:
         for n in args.structures:
             print(
@@ -266,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     for n in args.structures:
         print(
-            f"{STRUCTURES[n].symbol} {n:18s} {1e3 * result['seconds_per_iteration'][n]:.2f} ms per iteration"
+            f"{STRUCTURES[n].symbol} {n:18s} {1e3 * result['seconds_per_iteration'][n]:.2f} ms per "
+            "iteration"
         )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

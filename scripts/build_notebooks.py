@@ -44,12 +44,14 @@ def _require(module: str) -> object:
         return __import__(module)
     except ImportError as exc:
         raise SetupError(
-            f"{module} is not installed; install the notebook tools with `pip install -e '.[notebooks]'`"
+            f"{module} is not installed; install the notebook tools with `pip install -e "
+            "'.[notebooks]'`"
         ) from exc
 
 
 def sources(src: Path, only: Sequence[str] = ()) -> list[Path]:
-    """The jupytext sources ``src/*.py`` in name order, filtered to names containing any of ``only``."""
+    """The jupytext sources ``src/*.py`` in name order, filtered to names containing any of
+    ``only``."""
     files = sorted(p for p in src.glob("*.py") if not p.name.startswith("_"))
     if only:
         files = [p for p in files if any(key in p.stem for key in only)]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kfac_ref.backend import KNOWN_DTYPES
 from kfac_ref.experiments import RunConfig, io, run_experiment
 
 
@@ -31,7 +32,7 @@ def settings() -> list[tuple[str, str, str, dict[str, Any]]]:
     """(method, dtype, constants, K-FAC overrides) of each run."""
     out = []
     for method in ("kfac-blockdiag", "kfac-tridiag", "sgd-momentum"):
-        for dtype in ("float32", "float64"):
+        for dtype in KNOWN_DTYPES:
             for consts in ("code", "paper"):
                 if method == "sgd-momentum" and consts == "paper":
                     continue

@@ -76,7 +76,8 @@ def describe_device(stand_in: bool) -> list[str]:
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     return [
-        f"- GPU: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB (of {cupy.cuda.runtime.getDeviceCount()} devices)",
+        f"- GPU: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB (of "
+        f"{cupy.cuda.runtime.getDeviceCount()} devices)",
         f"- CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, "
         f"driver {cupy.cuda.runtime.driverGetVersion()}",
     ]
@@ -131,7 +132,8 @@ def parity(
     datasets: list[str], iters: int, batch: int, dtypes: list[str]
 ) -> tuple[bool, list[str]]:
     lines = [
-        f"| data set | structure | dtype | max rel. loss diff ({iters} it.) | final θ rel. diff | ok |",
+        f"| data set | structure | dtype | max rel. loss diff ({iters} it.) | final θ rel. diff | "
+        "ok |",
         "|---|---|---|---|---|---|",
     ]
     ok_all = True
@@ -201,14 +203,17 @@ def main(argv: list[str] | None = None) -> int:
             args.skip_tests = args.skip_bench = True
         elif not cupy_available():
             print(
-                "CuPy with a usable GPU was not found (kfac_ref.backend.cupy_available() is False):\n"
-                "install it with `pip install -e '.[gpu]'` (cupy-cuda12x[ctk]) on a machine with an NVIDIA GPU."
+                "CuPy with a usable GPU was not found (kfac_ref.backend.cupy_available() is "
+                "False):\n"
+                "install it with `pip install -e '.[gpu]'` (cupy-cuda12x[ctk]) on a machine with "
+                "an NVIDIA GPU."
             )
             return 2
         report = [
             "## kfac_ref CuPy verification",
             "",
-            f"- commit {_git_commit()}, Python {platform.python_version()}, NumPy {numpy.__version__}",
+            f"- commit {_git_commit()}, Python {platform.python_version()}, NumPy "
+            f"{numpy.__version__}",
             *describe_device(args.stand_in),
         ]
         verdicts = {}

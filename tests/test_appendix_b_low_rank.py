@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from kfac_ref import dense, inverse
+from kfac_ref.compare import damped_diagonal
 from kfac_ref.config import KFACConfig
 from kfac_ref.errors import ConfigError
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import damped_diagonal
 from kfac_ref.inverse import (
     BlockTridiagonalInverse,
     KronSumInverse,

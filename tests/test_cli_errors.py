@@ -95,7 +95,8 @@ def test_cli_mistakes_end_with_one_error_line(tmp_path, capsys, fake_curves, ext
 def test_cli_compare_gamma_names_gamma(capsys):
     status, err = _cli(["compare", "--gamma", "-0.5"], capsys)
     assert status == 2 and err.strip() == (
-        "error: γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got -0.5"
+        "error: γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got "
+        "-0.5"
     )
 
 
@@ -136,6 +137,19 @@ def test_every_option_states_its_default(command):
             continue
         text = formatter._get_help_string(action)
         assert text and "default" in text, (action.option_strings, text)
+
+
+def test_train_defaults_are_the_run_configs():
+    """``train``'s defaults are RunConfig's (taken from its fields, so they cannot drift)."""
+    import dataclasses
+
+    from kfac_ref.experiments import RunConfig
+
+    args = build_parser().parse_args(["train", "--out", "x"])
+    fields = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    shared = sorted(set(vars(args)) & set(fields) - {"kfac"})
+    assert len(shared) == 20, shared
+    assert {n: getattr(args, n) for n in shared} == {n: fields[n] for n in shared}
 
 
 # -------------------------------------------------------------------------- compare

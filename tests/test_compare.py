@@ -16,13 +16,14 @@ import pytest
 
 from kfac_ref.compare import (
     APPROXIMATIONS,
+    approximate_fisher,
     block_mean_abs,
     block_relative_errors,
     compare_fisher,
     relative_error,
 )
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import approximate_fisher, exact_fisher
+from kfac_ref.fisher import exact_fisher
 from kfac_ref.vec import layer_offsets
 
 

@@ -24,20 +24,19 @@ import pytest
 
 from kfac_ref.backend import (
     BACKEND_ENV_VAR,
-    HostBatch,
     cupy_available,
     get_array_module,
     get_backend,
-    linalg_for,
     to_numpy,
 )
-from kfac_ref.compare import compare_fisher
+from kfac_ref.compare import approximate_fisher, compare_fisher, damped_diagonal
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import BackendError, ConfigError, NonFiniteError
 from kfac_ref.experiments import RunConfig, run_experiment
 from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import approximate_fisher, damped_diagonal, exact_fisher, fisher_vector_product
+from kfac_ref.fisher import exact_fisher, fisher_vector_product
+from kfac_ref.host import HostBatch
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,
@@ -47,6 +46,7 @@ from kfac_ref.inverse import (
     spd_cholesky,
     spd_inverse,
 )
+from kfac_ref.linalg import linalg_for
 from kfac_ref.mlp import MLP
 from kfac_ref.optimizer import KFAC
 from kfac_ref.rng import Philox, RunGenerator, philox_blocks
@@ -574,7 +574,7 @@ def test_stand_in_api_list_comes_from_the_real_package():
         assert name in api["modules"][module]
 
 
-# ------------------------------------------------------------------ backend selection (no GPU needed)
+# ----------------------------------------------------------- backend selection (no GPU needed)
 def test_cupy_available_needs_the_cuda_libraries(monkeypatch):
     with fakecupy.installed():
         assert cupy_available()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 FIGURES = Path(__file__).resolve().parents[1] / "paper_figures"
-sys.path.insert(0, str(FIGURES))  # the script imports its sibling ``_common``
+sys.path.insert(0, str(FIGURES))  # the script imports its siblings ``_networks``, …
 try:
     import approximation_diagnostics as script
 finally:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kfac_ref.backend import get_backend
-from kfac_ref.compare import compare_fisher
+from kfac_ref.compare import approximate_fisher, compare_fisher, dense_F_tilde
 from kfac_ref.errors import (
     BackendError,
     ConfigError,
@@ -20,9 +20,7 @@ from kfac_ref.errors import (
 )
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import (
-    approximate_fisher,
     check_dense_size,
-    dense_F_tilde,
     empirical_fisher,
     exact_fisher,
     fisher_vector_product,
@@ -111,7 +109,8 @@ def test_unknown_activation_output_backend_structure(net):
         get_backend("torch")
     with pytest.raises(
         ConfigError,
-        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal",
+        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, "
+        r"block_tridiagonal",
     ):
         approximate_fisher(net.mlp, net.weights, net.X, "kronecker")
     f = kronecker_factors(net.mlp, net.weights, net.X)
@@ -213,7 +212,7 @@ def test_dense_size_limit_is_configurable():
         check_dense_size(101, 8, max_bytes=3 * 100 * 100 * 8)
 
 
-# ------------------------------------------------------------------ singular and non-finite matrices
+# ------------------------------------------------------------- singular and non-finite matrices
 def test_kron_sum_inverse_on_exactly_singular_sigma():
     rng = np.random.default_rng(0)
     M = rng.standard_normal((3, 5))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kfac_ref.backend import get_backend
-from kfac_ref.compare import compare_fisher
+from kfac_ref.compare import approximate_fisher, compare_fisher
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import (
     ConfigError,
@@ -23,7 +23,7 @@ from kfac_ref.errors import (
 )
 from kfac_ref.experiments import RunConfig, io, run_experiment
 from kfac_ref.experiments.sgd import SGDMomentum
-from kfac_ref.fisher import approximate_fisher, exact_fisher, fisher_vector_product
+from kfac_ref.fisher import exact_fisher, fisher_vector_product
 from kfac_ref.mlp import MLP
 from kfac_ref.natgrad import natgrad_step
 from kfac_ref.optimizer import KFAC

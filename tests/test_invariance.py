@@ -17,9 +17,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from kfac_ref.compare import approximate_fisher, damped_diagonal
 from kfac_ref.errors import ConfigError, ShapeError
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import approximate_fisher, damped_diagonal, exact_fisher, fisher_vector_product
+from kfac_ref.fisher import exact_fisher, fisher_vector_product
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,
@@ -136,7 +137,8 @@ def test_centering_omega_layout():
 
 @pytest.mark.parametrize("kind", ["centering", "general"])
 def test_factors_of_transformed_network_are_congruent(inv_net, kind):
-    """Ā†_{k,l} = Ω_k Ā_{k,l} Ω_lᵀ, G†_{k,l} = Φ_{k+1}⁻ᵀ G_{k,l} Φ_{l+1}⁻¹, from the transformed passes."""
+    """Ā†_{k,l} = Ω_k Ā_{k,l} Ω_lᵀ, G†_{k,l} = Φ_{k+1}⁻ᵀ G_{k,l} Φ_{l+1}⁻¹, from the transformed
+    passes."""
     omegas, phis = _transforms(kind, inv_net)
     rmlp = ReparametrizedMLP(inv_net.mlp, omegas, phis)
     direct = kronecker_factors(rmlp, transform_weights(inv_net.weights, omegas, phis), inv_net.X)

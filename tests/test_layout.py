@@ -54,7 +54,10 @@ def test_math_modules_import_nothing_from_the_experiments() -> None:
 
 def test_importing_every_math_module_loads_no_experiment_module() -> None:
     names = ", ".join(f"kfac_ref.{n}" for n in math_modules())
-    code = f"import sys, {names}; print(sorted(m for m in sys.modules if m.startswith({EXPERIMENTS!r})))"
+    code = (
+        f"import sys, {names}; "
+        f"print(sorted(m for m in sys.modules if m.startswith({EXPERIMENTS!r})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -87,9 +90,26 @@ def test_the_optimizer_module_holds_algorithm_2_and_the_state_its_checkpoints() 
 
 def test_the_figure_helpers_take_their_math_from_the_package() -> None:
     """``--trainer natgrad``'s step is :mod:`kfac_ref.natgrad` (math side, no figure code)."""
-    common = PACKAGE.parent / "paper_figures" / "_common.py"
-    tree = ast.parse(common.read_text(), str(common))
+    networks = PACKAGE.parent / "paper_figures" / "_networks.py"
+    tree = ast.parse(networks.read_text(), str(networks))
     defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert "natgrad_step" not in defined
-    assert "kfac_ref.natgrad.natgrad_step" in imported_modules(common, "paper_figures")
+    assert "kfac_ref.natgrad.natgrad_step" in imported_modules(networks, "paper_figures")
     assert "natgrad" in math_modules()
+
+
+def test_the_fisher_of_section_2_2_sits_below_the_structures():
+    """§2.2 (``fisher``) imports nothing of §3–§4 at module level: the dense F̃, F̆, F̂ built
+    through the structure table live in :mod:`kfac_ref.compare`."""
+    path = PACKAGE / "fisher.py"
+    top = ast.parse(path.read_text(), str(path)).body
+    imported = {
+        node.module or alias.name
+        for node in top
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+    }
+    assert imported <= {"backend", "dense", "errors", "mlp", "vec"}, imported
+    from kfac_ref import compare, fisher
+
+    assert not hasattr(fisher, "DENSE_STRUCTURES") and hasattr(compare, "approximate_fisher")

@@ -22,17 +22,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kfac_ref.compare import relative_error
+from kfac_ref.compare import approximate_fisher, relative_error
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import data
-from kfac_ref.fisher import approximate_fisher, exact_fisher
+from kfac_ref.fisher import exact_fisher
 from kfac_ref.inverse import spd_inverse
 from kfac_ref.mlp import MLP
 
 FIGURES = Path(__file__).resolve().parents[1] / "paper_figures"
-sys.path.insert(0, str(FIGURES))  # the scripts import their sibling ``_common``
+sys.path.insert(0, str(FIGURES))  # the scripts import their siblings ``_networks``, …
 try:
-    import _common as common
+    import _matrices as matrices
+    import _networks as networks
+    import _options as options
+    import _output as output
     import fisher_blocks
     import inverse_quality
 finally:
@@ -78,7 +81,7 @@ def block_means(M: np.ndarray, sizes: list[int]) -> np.ndarray:
 def middle_sizes(mlp: MLP) -> list[int]:
     return [
         o * i
-        for o, i in mlp.shapes[common.MIDDLE_FIRST : common.MIDDLE_FIRST + common.MIDDLE_COUNT]
+        for o, i in mlp.shapes[options.MIDDLE_FIRST : options.MIDDLE_FIRST + options.MIDDLE_COUNT]
     ]
 
 
@@ -154,7 +157,7 @@ def test_figure2_error_recomputed_from_saved_weights(blocks_run: tuple[Path, dic
     """‖F̃ − F‖/‖F‖ of the middle layers, from the whole network's dense F and F̃."""
     out, result = blocks_run
     mlp, weights, X, _ = load_saved(out / "fisher_blocks_weights.npz")
-    sl = common.middle_slice(mlp)
+    sl = matrices.middle_slice(mlp)
     F = exact_fisher(mlp, weights, X)[sl, sl]
     F_tilde = approximate_fisher(mlp, weights, X, "full")[sl, sl]
     nums = result["figure2"]
@@ -162,7 +165,7 @@ def test_figure2_error_recomputed_from_saved_weights(blocks_run: tuple[Path, dic
         relative_error(F_tilde, F), rel=1e-8
     )
     assert 0.0 < nums["relative_error_F_tilde_vs_F"] < 1.5  # not exact, and not unrelated
-    shapes = mlp.shapes[common.MIDDLE_FIRST : common.MIDDLE_FIRST + common.MIDDLE_COUNT]
+    shapes = mlp.shapes[options.MIDDLE_FIRST : options.MIDDLE_FIRST + options.MIDDLE_COUNT]
     np.testing.assert_allclose(
         nums["block_mean_abs_F"], block_means(F, middle_sizes(mlp)), rtol=1e-8
     )
@@ -170,7 +173,8 @@ def test_figure2_error_recomputed_from_saved_weights(blocks_run: tuple[Path, dic
 
 
 def expected_ratios(means: np.ndarray) -> tuple[float, float]:
-    """(mean first off-diagonal block / mean farther block, mean diagonal / mean first off-diagonal)."""
+    """(mean first off-diagonal block / mean farther block, mean diagonal / mean first
+    off-diagonal)."""
     first = np.mean([means[k, k + 1] for k in range(3)] + [means[k + 1, k] for k in range(3)])
     far = np.mean([means[k, l] for k in range(4) for l in range(4) if abs(k - l) >= 2])
     return first / far, np.mean(np.diag(means)) / first
@@ -183,7 +187,7 @@ def test_figure3_block_means_recomputed(blocks_run: tuple[Path, dict]) -> None:
     mlp, weights, X, gamma = load_saved(out / "fisher_blocks_weights.npz")
     fig3 = result["figure3"]
     assert fig3["gamma"] == pytest.approx(gamma)
-    sl = common.middle_slice(mlp)
+    sl = matrices.middle_slice(mlp)
     F_tilde = approximate_fisher(mlp, weights, X, "full", gamma)[sl, sl]
     means = block_means(np.linalg.inv(F_tilde), middle_sizes(mlp))
     np.testing.assert_allclose(fig3["block_mean_abs_F_tilde_inverse"], means, rtol=1e-6)
@@ -218,7 +222,7 @@ def test_figure3_other_settings_recomputed(blocks_run: tuple[Path, dict]) -> Non
         mlp, weights, X, trained_gamma = load_saved(out / npz)
         g = entry["gamma"] if entry is not settings[2] else trained_gamma
         assert entry["gamma"] == pytest.approx(g)
-        sl = common.middle_slice(mlp)
+        sl = matrices.middle_slice(mlp)
         F_tilde = approximate_fisher(mlp, weights, X, "full", g)[sl, sl]
         eig = np.linalg.eigvalsh(F_tilde)
         assert eig[0] > 0 and eig[-1] / eig[0] <= fisher_blocks.COND_MAX
@@ -246,7 +250,7 @@ def test_section_3_1_numbers_recomputed(blocks_run: tuple[Path, dict]) -> None:
         (result["further_training"]["section_3_1"], "fisher_blocks_further_weights.npz"),
     ):
         mlp, weights, X, _ = load_saved(out / npz)
-        sl = common.middle_slice(mlp)
+        sl = matrices.middle_slice(mlp)
         F = exact_fisher(mlp, weights, X)[sl, sl]
         F_tilde = approximate_fisher(mlp, weights, X, "full")[sl, sl]
         err = np.abs(F - F_tilde)
@@ -264,7 +268,7 @@ def test_figure3_exact_F_inverse_recomputed(blocks_run: tuple[Path, dict]) -> No
     out, result = blocks_run
     mlp, weights, X, gamma = load_saved(out / "fisher_blocks_weights.npz")
     fig3 = result["figure3"]
-    sl = common.middle_slice(mlp)
+    sl = matrices.middle_slice(mlp)
     F = exact_fisher(mlp, weights, X)[sl, sl]
     D = (
         approximate_fisher(mlp, weights, X, "full", gamma)[sl, sl]
@@ -302,13 +306,13 @@ def test_is_F_tilde_the_reason_covers_each_case() -> None:
 
 def test_band_ratios_and_verdict_on_known_matrices() -> None:
     tri = np.array([[4.0, 1, 0.1, 0.1], [1, 4, 1, 0.1], [0.1, 1, 4, 1], [0.1, 0.1, 1, 4]])
-    r = common.band_ratios(tri)
+    r = matrices.band_ratios(tri)
     assert r["first_off_over_farther"] == pytest.approx(10.0) and r[
         "diagonal_over_first_off"
     ] == pytest.approx(4.0)
     assert fisher_blocks.what_is_seen(r)[1] is True
     diag = np.full((4, 4), 0.05) + np.diag([1.0] * 4)
-    phrase, ok = fisher_blocks.what_is_seen(common.band_ratios(diag))
+    phrase, ok = fisher_blocks.what_is_seen(matrices.band_ratios(diag))
     assert not ok and phrase.startswith("is close to block-diagonal")
 
 
@@ -340,7 +344,7 @@ def test_inverse_errors_recomputed_from_saved_weights(quality_run: tuple[Path, d
     """‖F̆⁻¹ − F̃⁻¹‖/‖F̃⁻¹‖ and ‖F̂⁻¹ − F̃⁻¹‖/‖F̃⁻¹‖ from the whole network's damped dense matrices."""
     out, result = quality_run
     mlp, weights, X, gamma = load_saved(out / "inverse_quality_weights.npz")
-    sl = common.middle_slice(mlp)
+    sl = matrices.middle_slice(mlp)
     dense = {
         name: approximate_fisher(mlp, weights, X, structure, gamma)[sl, sl]
         for name, structure in (
@@ -356,13 +360,13 @@ def test_inverse_errors_recomputed_from_saved_weights(quality_run: tuple[Path, d
 
 
 def test_subnetwork_fisher_equals_slice_of_whole_network() -> None:
-    """The shortcut of ``_common.middle_matrices``: F of W_2..W_5 from the sub-network a_1 → …"""
+    """The shortcut of ``_matrices.middle_matrices``: F of W_2..W_5 from the sub-network a_1 → …"""
     mlp = MLP((12, 5, 5, 5, 5, 5, 3), "tanh", "softmax")
     weights = mlp.init_gaussian(1)
     X = np.random.default_rng(0).random((40, 12))
-    net = common.TrainedNet(mlp, weights, X, None, X, "test", 0.1)
-    M = common.middle_matrices(net, 0.1)
-    sl = common.middle_slice(mlp)
+    net = networks.TrainedNet(mlp, weights, X, None, X, "test", 0.1)
+    M = matrices.middle_matrices(net, 0.1)
+    sl = matrices.middle_slice(mlp)
     np.testing.assert_allclose(
         M.undamped["F"], exact_fisher(mlp, weights, X)[sl, sl], rtol=0, atol=1e-13
     )
@@ -377,8 +381,8 @@ def test_subnetwork_fisher_equals_slice_of_whole_network() -> None:
 
 def test_natgrad_trainer_and_resume(no_mnist: Path) -> None:
     args = [*TINY, "--iters", "2", "--trainer", "natgrad", "--data-dir", str(no_mnist)]
-    s = common.resolve(common.base_parser("t").parse_args(args))
-    net = common.partially_trained_network(s)
+    s = options.resolve(options.base_parser("t").parse_args(args))
+    net = networks.partially_trained_network(s)
     assert net.trainer.startswith("natgrad") and net.gamma == 0.01
     more = net.resume(2)
     assert [h["iteration"] for h in more.history] == [1, 2, 3, 4]
@@ -387,20 +391,20 @@ def test_natgrad_trainer_and_resume(no_mnist: Path) -> None:
 
 
 def test_fallback_labels_are_deterministic_and_use_all_classes(no_mnist: Path) -> None:
-    a, b = common.load_images(200, 5, no_mnist), common.load_images(200, 5, no_mnist)
+    a, b = networks.load_images(200, 5, no_mnist), networks.load_images(200, 5, no_mnist)
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_array_equal(a.labels, b.labels)
-    assert a.X.shape == (200, 256) and len(np.unique(a.labels)) == common.N_CLASSES
+    assert a.X.shape == (200, 256) and len(np.unique(a.labels)) == options.N_CLASSES
 
 
 def test_bad_options_are_refused() -> None:
     from kfac_ref.errors import ConfigError
 
-    parser = common.base_parser("t")
+    parser = options.base_parser("t")
     with pytest.raises(ConfigError):
-        common.resolve(parser.parse_args(["--cases", "500", "--train-cases", "100"]))
+        options.resolve(parser.parse_args(["--cases", "500", "--train-cases", "100"]))
     with pytest.raises(ConfigError):
-        common.resolve(parser.parse_args(["--vmax-quantile", "0"]))
+        options.resolve(parser.parse_args(["--vmax-quantile", "0"]))
 
 
 # ------------------------------------------------------------------------ data-source labels
@@ -433,7 +437,7 @@ def mnist_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pat
 
 def test_data_source_label_for_each_source(mnist_dirs: dict, capsys: pytest.CaptureFixture) -> None:
     arrays = mnist_dirs["arrays"]
-    full = common.load_images(50, 0, mnist_dirs["full"])
+    full = networks.load_images(50, 0, mnist_dirs["full"])
     assert full.origin == "original"
     assert full.label == "MNIST (original), 60 training cases, first 50 used, down-scaled to 16×16"
     expected = data.downscale_images(
@@ -442,17 +446,17 @@ def test_data_source_label_for_each_source(mnist_dirs: dict, capsys: pytest.Capt
     np.testing.assert_allclose(full.X, expected)
     np.testing.assert_array_equal(full.labels, arrays["train-labels-idx1-ubyte.gz"][:50])
 
-    sub = common.load_images(20, 0, mnist_dirs["t10k"])
+    sub = networks.load_images(20, 0, mnist_dirs["t10k"])
     assert (
         sub.origin == "subset"
         and sub.label == "MNIST test split only, 20 cases, down-scaled to 16×16"
     )
     np.testing.assert_array_equal(sub.labels, arrays["t10k-labels-idx1-ubyte.gz"])
     with pytest.raises(ConfigError, match="exceeds the 20 cases"):
-        common.load_images(21, 0, mnist_dirs["t10k"])
+        networks.load_images(21, 0, mnist_dirs["t10k"])
 
     capsys.readouterr()
-    none = common.load_images(30, 0, mnist_dirs["none"])
+    none = networks.load_images(30, 0, mnist_dirs["none"])
     assert (
         none.origin == "stand-in" and none.label.startswith("stand-in") and "30 cases" in none.label
     )
@@ -463,7 +467,7 @@ def test_damaged_mnist_is_an_error_not_a_stand_in(mnist_dirs: dict) -> None:
     damaged = mnist_dirs["t10k"] / "t10k-images-idx3-ubyte.gz"
     damaged.write_bytes(damaged.read_bytes()[:100])
     with pytest.raises(data.DataError, match="damaged"):
-        common.load_images(10, 0, mnist_dirs["t10k"])
+        networks.load_images(10, 0, mnist_dirs["t10k"])
 
 
 def test_figures_and_json_name_the_data(mnist_dirs: dict, tmp_path: Path) -> None:
@@ -483,15 +487,15 @@ def test_figures_and_json_name_the_data(mnist_dirs: dict, tmp_path: Path) -> Non
         "--data-dir",
         str(mnist_dirs["t10k"]),
     ]
-    s = common.resolve(common.base_parser("t").parse_args(args))
-    net = common.partially_trained_network(s)
-    M = common.middle_matrices(net, net.gamma, names=("F_tilde",))
+    s = options.resolve(options.base_parser("t").parse_args(args))
+    net = networks.partially_trained_network(s)
+    M = matrices.middle_matrices(net, net.gamma, names=("F_tilde",))
     fig = fisher_blocks.draw_figure2(M, fisher_blocks.figure2_numbers(M, 0.99), s, net)
     footer = fig.get_supxlabel()
     plt.close(fig)
     assert "MNIST test split only, 20 cases" in footer and "trained on 20 cases" in footer
     assert "2 iterations" in footer and f"{net.train_error():.1%}" in footer
-    summary = common.run_summary(s, net, net.gamma)
+    summary = output.run_summary(s, net, net.gamma)
     assert summary["data"]["label"] == net.data_label and summary["data"]["origin"] == "subset"
 
 

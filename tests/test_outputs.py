@@ -1,6 +1,7 @@
 """Predictive distributions and their matching losses (§2.1, §2.2).
 
-For each output: Ds_ℓ = ∂L/∂s_ℓ (finite differences, ≤ 1e-8 rel. + 1e-9 abs.); F_R = C Cᵀ = Cov(y) = the
+For each output: Ds_ℓ = ∂L/∂s_ℓ (finite differences, ≤ 1e-8 rel. + 1e-9 abs.); F_R = C Cᵀ =
+Cov(y) = the
 Hessian of L in s_ℓ (finite-difference Hessian, ≤ 1e-6; Cov(y) by exact enumeration of the
 outcomes, ≤ 1e-13); F_R v; sampling (mean and covariance within 5 standard errors over 40 000
 seeded draws); finite losses at s = ±1000.

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from kfac_ref import MLP, get_backend
-from kfac_ref.backend import linalg_for
 from kfac_ref.config import KFACConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
 from kfac_ref.inverse import (
@@ -25,6 +24,7 @@ from kfac_ref.inverse import (
     kron_sum_inverses,
     spd_inverses,
 )
+from kfac_ref.linalg import linalg_for
 from kfac_ref.optimizer import KFAC
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -252,7 +252,7 @@ def test_lapack_threads_scopes_scipys_own_pool_and_restores_it():
     NumPy's pool is never touched."""
     from threadpoolctl import ThreadpoolController
 
-    from kfac_ref.backend import lapack_threads, scipy_lapack_pool
+    from kfac_ref.linalg import lapack_threads, scipy_lapack_pool
 
     pool = scipy_lapack_pool()
     if pool is None:

@@ -10,6 +10,8 @@ the math modules of :mod:`kfac_ref` and none of them uses anything here
   and its checks, the data fingerprint, a finished run's log)
 * :mod:`~kfac_ref.experiments.schedules`: mini-batch sizes, momentum schedule, iterate averaging
 * :mod:`~kfac_ref.experiments.sgd`: the SGD-momentum baseline
+* :mod:`~kfac_ref.experiments.structures_compare`: every curvature structure in one optimizer on
+  a small autoencoder (the figure ``paper_figures/structures_compare.py``, notebook 06)
 * :mod:`~kfac_ref.experiments.data`: the data sets (MNIST, CURVES, FACES)
 * :mod:`~kfac_ref.experiments.io`: checkpoints and atomic files
 * :mod:`~kfac_ref.experiments.cli`: the command line (``python -m kfac_ref``)

@@ -14,6 +14,7 @@ program killed by SIGPIPE does.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..backend import KNOWN_BACKENDS, KNOWN_DTYPES
 from ..errors import ConfigError, Interrupted, KFACError
 from . import checks
 
@@ -129,7 +131,10 @@ _positive_int = checks.int_arg(1)
 
 
 def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from .run_config import AUTOENCODERS, METHODS
+    from .run_config import AUTOENCODERS, METHODS, RunConfig
+
+    # each option's default is its RunConfig field's, so the two cannot drift apart
+    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
     p = sub.add_parser(
         "train",
@@ -139,109 +144,119 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Train a deep autoencoder of §13 and write its run directory (--out).",
     )
     p.add_argument(
-        "--dataset", choices=sorted(AUTOENCODERS), default="curves", help="data set of §13"
+        "--dataset",
+        choices=sorted(AUTOENCODERS),
+        default=default["dataset"],
+        help="data set of §13",
     )
     p.add_argument(
         "--method",
         choices=METHODS,
-        default="kfac-tridiag",
+        default=default["method"],
         help="optimizer: K-FAC with F̆ (block-diagonal) or F̂ (block-tridiagonal), K-FAC with F̆ "
         "and without momentum (§7 off: δ = αΔ), or SGD with momentum",
     )
-    p.add_argument("--iters", type=_positive_int, default=1000, help="number of iterations")
+    p.add_argument(
+        "--iters", type=_positive_int, default=default["iters"], help="number of iterations"
+    )
     p.add_argument(
         "--seed",
         type=checks.seed_arg,
-        default=0,
+        default=default["seed"],
         help="seed of θ₀, mini-batches and sampled targets (≥ 0)",
     )
     p.add_argument(
         "--backend",
-        choices=["numpy", "cupy"],
-        default=None,
+        choices=KNOWN_BACKENDS,
+        default=default["backend"],
         help="array backend (default: $KFAC_REF_BACKEND, else numpy)",
     )
     p.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="training precision"
+        "--dtype", choices=KNOWN_DTYPES, default=default["dtype"], help="training precision"
     )
     p.add_argument(
         "--eval-every",
         type=_positive_int,
-        default=25,
+        default=default["eval_every"],
         help="evaluate the training error every N iterations",
     )
     p.add_argument(
         "--layers",
         type=int,
         nargs="+",
-        default=None,
+        default=default["layers"],
         help="custom widths d_0 … d_ℓ (default: the paper's architecture for --dataset)",
     )
     p.add_argument(
         "--n-train",
         type=_positive_int,
-        default=None,
+        default=default["n_train"],
         help="use only the first N training cases, at most the set's size (default: all)",
     )
     p.add_argument(
         "--n-test",
         type=_positive_int,
-        default=None,
+        default=default["n_test"],
         help="use only the first N test cases, at most the set's size (default: all)",
     )
     p.add_argument(
-        "--m1", type=_positive_int, default=1000, help="K-FAC's first mini-batch size m₁ (§13)"
+        "--m1",
+        type=_positive_int,
+        default=default["m1"],
+        help="K-FAC's first mini-batch size m₁ (§13)",
     )
     p.add_argument(
         "--k-full",
         type=_positive_int,
-        default=500,
+        default=default["k_full"],
         help="iteration at which K-FAC's mini-batch is the whole training set (§13)",
     )
     p.add_argument(
         "--kfac-batch",
         type=_positive_int,
-        default=None,
+        default=default["kfac_batch"],
         help="a fixed K-FAC mini-batch size m instead of the exponential schedule "
         "(the paper's K-FAC without momentum; default: the schedule)",
     )
-    p.add_argument("--sgd-lr", type=float, default=0.05, help="SGD learning rate (> 0)")
+    p.add_argument(
+        "--sgd-lr", type=float, default=default["sgd_lr"], help="SGD learning rate (> 0)"
+    )
     p.add_argument(
         "--sgd-batch",
         type=_positive_int,
-        default=None,
+        default=default["sgd_batch"],
         help="SGD mini-batch size (default: 250 for CURVES, 500 for MNIST and FACES)",
     )
     p.add_argument(
         "--constants",
         choices=["code", "paper"],
-        default="code",
+        default=default["constants"],
         help="where the paper's text and the authors' released code differ (τ2), whose "
         "values to use: 'code' (τ2 = 1, as the published curves) or 'paper' (τ2 = 1/4)",
     )
     p.add_argument(
         "--max-seconds",
         type=float,
-        default=None,
+        default=default["max_seconds"],
         help="stop once the optimizer time reaches this many seconds (default: no limit)",
     )
     p.add_argument(
         "--checkpoint-every",
         type=_positive_int,
-        default=50,
+        default=default["checkpoint_every"],
         help="write checkpoint.npz and log.jsonl every N iterations",
     )
     p.add_argument(
         "--diagnose-every",
         type=_positive_int,
-        default=None,
+        default=default["diagnose_every"],
         help="every N iterations, log K-FAC against the exact Fisher on the mini-batch "
         "(kfac_ref.diagnostics: ‖F − F̃‖ per layer pair, the §3.1 error and bound, the inverses' "
         "errors, the cosine with the exact natural-gradient step; small nets only; default: off)",
     )
     p.add_argument(
         "--data-dir",
-        default=None,
+        default=default["data_dir"],
         help="data directory (default: $KFAC_REF_DATA_DIR, else ~/.cache/kfac_ref)",
     )
     p.add_argument(
@@ -274,7 +289,8 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run --out holds (without it, a directory holding any run file is refused)",
+        help="replace the run --out holds (without it, a directory holding any run file is "
+        "refused)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -345,7 +361,8 @@ def _add_compare(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         help="errors of F̃, F̆, F̂ vs the exact Fisher on a small random net",
         parents=[common],
         formatter_class=HelpFormatter,
-        description="Errors of F̃, F̆, F̂ and their inverses vs the exact Fisher on a small random net.",
+        description="Errors of F̃, F̆, F̂ and their inverses vs the exact Fisher on a small random "
+        "net.",
     )
     p.add_argument(
         "--layers", type=_positive_int, nargs="+", default=[8, 6, 6, 6, 4], help="widths d_0 … d_ℓ"

@@ -81,7 +81,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
                 os.unlink(tmp)
         if isinstance(exc, OSError):
             raise DataError(
-                f"cannot write {path}: {exc.strerror or exc} (is the disk full or the directory read-only?)"
+                f"cannot write {path}: {exc.strerror or exc} (is the disk full or the directory "
+                "read-only?)"
             ) from exc
         raise
 
@@ -294,12 +295,14 @@ def _read_meta(
         ) from None
     if _json_depth(meta) > META_MAX_DEPTH:
         raise DataError(
-            f"checkpoint {path}: member {META_MEMBER} is nested deeper than {META_MAX_DEPTH} levels "
+            f"checkpoint {path}: member {META_MEMBER} is nested deeper than {META_MAX_DEPTH} "
+            "levels "
             "(not a kfac_ref checkpoint?)"
         )
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise DataError(
-            f"checkpoint {path} is not a kfac_ref checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
+            f"checkpoint {path} is not a kfac_ref checkpoint (format {CHECKPOINT_FORMAT!r} "
+            "expected)"
         )
     if meta.get("version") != CHECKPOINT_VERSION:
         raise DataError(

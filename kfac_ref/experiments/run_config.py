@@ -218,7 +218,8 @@ class RunConfig:
             )
         if L[0] != L[-1]:
             raise ConfigError(
-                f"an autoencoder's first and last widths must be equal (its input is its target), got {L!r}"
+                "an autoencoder's first and last widths must be equal (its input is its target), "
+                f"got {L!r}"
             )
 
     def kfac_config(self) -> KFACConfig:
@@ -235,7 +236,8 @@ class RunConfig:
             if name == "structure":
                 pairs = ", ".join(f"{cls.method}: {cls.name}" for cls in STRUCTURES.values())
                 raise ConfigError(
-                    f"--kfac structure=… conflicts with --method, which chooses the structure ({pairs}); drop --kfac structure"
+                    "--kfac structure=… conflicts with --method, which chooses the structure "
+                    f"({pairs}); drop --kfac structure"
                 )
             if name == "constants":
                 raise ConfigError(
@@ -245,7 +247,8 @@ class RunConfig:
                 close = difflib.get_close_matches(name, KFAC_OVERRIDABLE, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigError(
-                    f"unknown K-FAC option {name!r} in --kfac; {hint}valid names: {', '.join(KFAC_OVERRIDABLE)}"
+                    f"unknown K-FAC option {name!r} in --kfac; {hint}valid names: "
+                    f"{', '.join(KFAC_OVERRIDABLE)}"
                 )
         # SGD runs check their overrides against the default method's structure
         structure = (structure_of_method(base) or structure_of_method(RunConfig.method)).name

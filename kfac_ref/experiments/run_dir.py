@@ -80,7 +80,8 @@ def _saved_number(
     if not (ok and (value > low if positive else value >= low)):
         kind = "an integer" if integer else "a finite number"
         raise DataError(
-            f"checkpoint {where}: {what} is {value!r}, not {kind} {'>' if positive else '≥'} {low:g}"
+            f"checkpoint {where}: {what} is {value!r}, not {kind} {'>' if positive else '≥'} "
+            f"{low:g}"
         )
 
 
@@ -112,8 +113,10 @@ def restore(
     diff = RunConfig.from_json(payload["config"], f"checkpoint {where}").differences(cfg)
     if diff:
         raise ConfigError(
-            f"cannot resume {where.parent}: this run differs from its checkpoint's settings in {'; '.join(diff)}; "
-            f"only {', '.join(MAY_CHANGE_ON_RESUME)} may change on --resume. Use the original options, "
+            f"cannot resume {where.parent}: this run differs from its checkpoint's settings in "
+            f"{'; '.join(diff)}; "
+            f"only {', '.join(MAY_CHANGE_ON_RESUME)} may change on --resume. Use the original "
+            "options, "
             "or --overwrite to start afresh"
         )
     k, elapsed, records = payload["k"], payload["elapsed"], payload["records"]
@@ -205,7 +208,8 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
     if resume and not (out / io.CHECKPOINT_NAME).is_file():
         held = f"it holds {', '.join(existing)} but" if existing else "it"
         raise ConfigError(
-            f"cannot resume {out}: {held} has no {io.CHECKPOINT_NAME} (none written yet, or not a run "
+            f"cannot resume {out}: {held} has no {io.CHECKPOINT_NAME} (none written yet, or not a "
+            "run "
             "directory); run without --resume to start the run"
         )
     if existing and not (resume or overwrite):
@@ -218,7 +222,8 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
 
 
 def finished_log(cfg: RunConfig, out_dir: str | Path) -> list[dict[str, Any]] | None:
-    """The log of a finished run of ``cfg`` in ``out_dir``, or None (absent, unfinished, other config)."""
+    """The log of a finished run of ``cfg`` in ``out_dir``, or None (absent, unfinished, other
+    config)."""
     out = Path(out_dir)
     try:
         result = json.loads(io.read_text(out / "result.json", "result file"))

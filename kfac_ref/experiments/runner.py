@@ -99,7 +99,8 @@ def _first_rows(X: Any, n: int | None, option: str, what: str, label: str) -> An
         return X
     if n > X.shape[0]:
         raise ConfigError(
-            f"{option} {n} asks for more than the {X.shape[0]:,} {what} of {label}; use at most {X.shape[0]}"
+            f"{option} {n} asks for more than the {X.shape[0]:,} {what} of {label}; use at most "
+            f"{X.shape[0]}"
         )
     return X[:n]
 

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..backend import Backend, HostBatch, to_numpy
+from ..backend import Backend, to_numpy
 from ..config import SGDConfig
 from ..errors import ConfigError, ShapeError
-from ..mlp import MLP, check_step_inputs
+from ..host import HostBatch
+from ..inputs import check_step_inputs
+from ..mlp import MLP
 from ..rescale import inner
 from .schedules import sutskever_momentum
 

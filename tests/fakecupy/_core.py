@@ -82,7 +82,10 @@ def _is_plumbing(filename: str) -> bool:
     """Frames skipped when naming a sync's cause: the stand-in itself and the backend's transfer
     helpers (``to_numpy``, ``HostBatch.fetch``), so the log names the code that asked."""
     path = Path(filename).resolve()
-    return path.parent == HERE or path == REPO / "kfac_ref" / "backend.py"
+    return path.parent == HERE or path in {
+        REPO / "kfac_ref" / "backend.py",
+        REPO / "kfac_ref" / "host.py",
+    }
 
 
 SYNCS = SyncLog()
@@ -131,7 +134,8 @@ def check_call(where: str, spec: dict[str, Any] | None, args: tuple, kwargs: dic
         bad = set(kwargs) - UFUNC_KEYWORDS
         if bad or len(args) > spec["nin"] + spec["nout"]:
             raise TypeError(
-                f"{where}() got unexpected arguments {sorted(bad) or len(args)} (not in CuPy {API['cupy_version']})"
+                f"{where}() got unexpected arguments {sorted(bad) or len(args)} (not in CuPy "
+                f"{API['cupy_version']})"
             )
         return
     params = spec.get("params")
@@ -141,7 +145,8 @@ def check_call(where: str, spec: dict[str, Any] | None, args: tuple, kwargs: dic
         bad = sorted(set(kwargs) - set(params))
         if bad:
             raise TypeError(
-                f"{where}() got an unexpected keyword argument {bad[0]!r} (CuPy {API['cupy_version']} takes {params})"
+                f"{where}() got an unexpected keyword argument {bad[0]!r} (CuPy "
+                f"{API['cupy_version']} takes {params})"
             )
     if not spec.get("var_positional") and len(args) > len(params):
         raise TypeError(
@@ -306,7 +311,8 @@ class ndarray:
         spec = API["classes"]["cupy.ndarray"].get(name)
         if spec is None or name.startswith("_"):
             raise AttributeError(
-                f"'cupy.ndarray' object has no attribute {name!r} (not in CuPy {API['cupy_version']})"
+                f"'cupy.ndarray' object has no attribute {name!r} (not in CuPy "
+                f"{API['cupy_version']})"
             )
         value = getattr(self._a, name)
         if callable(value):
@@ -401,7 +407,8 @@ def get_array_module(*args: Any) -> types.ModuleType:
 def _linalg_failed(where: str) -> None:
     if _LINALG_MODE["linalg"] == "raise":
         raise numpy.linalg.LinAlgError(
-            f"Error reported by {where} in cuSOLVER. devInfo = 1. Please refer to the cuSOLVER documentation."
+            f"Error reported by {where} in cuSOLVER. devInfo = 1. Please refer to the cuSOLVER "
+            "documentation."
         )
 
 
@@ -573,7 +580,8 @@ class StandInModule(types.ModuleType):
         spec = self._names.get(attr)
         if spec is None:
             raise AttributeError(
-                f"module {self.__name__!r} has no attribute {attr!r} (not in CuPy {API['cupy_version']})"
+                f"module {self.__name__!r} has no attribute {attr!r} (not in CuPy "
+                f"{API['cupy_version']})"
             )
         if attr in self._specials:
             value = self._specials[attr]

@@ -149,7 +149,8 @@ def _min_sq_distance(C: np.ndarray, side: int) -> np.ndarray:
 
 
 def stroke_profile(d2: np.ndarray, style: CurvesStyle) -> np.ndarray:
-    """Intensity ``peak · f(d)`` from squared pixel–curve distances ``d2`` (see :class:`CurvesStyle`)."""
+    """Intensity ``peak · f(d)`` from squared pixel–curve distances ``d2`` (see
+    :class:`CurvesStyle`)."""
     w2 = np.float32(style.width**2)
     if style.profile == "poly":
         f = np.clip(1.0 - d2 / w2, 0.0, 1.0) ** 3
@@ -237,7 +238,8 @@ def _curves_cache_path(
 
 
 def _stand_in_label(version: int, n_train: int) -> str:
-    """The one-line name of generated CURVES, e.g. ``"CURVES stand-in (generated, v2), 20,000 training cases"``."""
+    """The one-line name of generated CURVES, e.g. ``"CURVES stand-in (generated, v2), 20,000
+    training cases"``."""
     return f"CURVES stand-in (generated, v{version}), {n_train:,} training cases"
 
 
@@ -319,7 +321,8 @@ def load_curves_mat(path: str | os.PathLike[str], strict: bool = False) -> Datas
             )
         if A.size and not (np.isfinite(A).all() and A.min() >= 0.0 and A.max() <= 1.0):
             raise DataError(
-                f"{path}: variable {key!r} has values outside [0, 1] (or NaN/inf); CURVES pixels are intensities in [0, 1]."
+                f"{path}: variable {key!r} has values outside [0, 1] (or NaN/inf); CURVES pixels "
+                "are intensities in [0, 1]."
             )
         parts[key] = A
     X_train, X_test = parts["bdata"], parts["bdatatest"]
@@ -387,7 +390,8 @@ def load_curves(
         if _check_recorded_md5(local):
             return load_curves_mat(local)
         log.warning(
-            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again",
+            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it "
+            "again",
             local,
         )
         local.unlink()

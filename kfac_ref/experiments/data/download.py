@@ -177,7 +177,8 @@ def _fetch_original(name: str, url: str, directory: Path, validate: Callable[[Pa
     os.replace(part, final)
     write_md5_record(final, digest, url)
     print(
-        f"kfac_ref: downloaded {url}: {final.stat().st_size:,} bytes, MD5 {digest} (recorded in {final.name}.md5)"
+        f"kfac_ref: downloaded {url}: {final.stat().st_size:,} bytes, MD5 {digest} (recorded in "
+        f"{final.name}.md5)"
     )
     return final
 

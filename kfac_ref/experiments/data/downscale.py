@@ -1,4 +1,5 @@
-"""Area-averaging down-scaling of square images (the 16×16 MNIST digits of the paper's Figs. 2–3)."""
+"""Area-averaging down-scaling of square images (the 16×16 MNIST digits of the paper's Figs.
+2–3)."""
 
 from __future__ import annotations
 

@@ -72,7 +72,8 @@ def _faces_matrix(file: Path, strict: bool = False) -> np.ndarray:
     if A.ndim != 2 or A.shape[0] != FACES_PIXELS or (strict and A.shape[1] != FACES_CASES):
         want = f"({FACES_PIXELS}, {FACES_CASES})" if strict else f"({FACES_PIXELS}, n)"
         raise DataError(
-            f"{file}: {FACES_VARIABLE!r} has shape {A.shape}; expected {want} with one case per column."
+            f"{file}: {FACES_VARIABLE!r} has shape {A.shape}; expected {want} with one case per "
+            "column."
         )
     if not np.isfinite(A).all():
         raise DataError(f"{file}: {FACES_VARIABLE!r} holds NaN or inf values.")
@@ -112,7 +113,8 @@ def load_faces_mat(path: str | os.PathLike[str]) -> Dataset:
         X_test,
         source=str(file),
         origin=origin,
-        label=f"FACES ({'original' if origin == 'original' else 'partial'} {FACES_MAT_NAME}), {len(X_train):,} training cases",
+        label=f"FACES ({'original' if origin == 'original' else 'partial'} {FACES_MAT_NAME}), "
+        f"{len(X_train):,} training cases",
     )
 
 
@@ -123,7 +125,8 @@ def _authors_faces(directory: Path, download: bool | None, url: str) -> tuple[Da
     file = directory / FACES_MAT_NAME
     if file.is_file() and not _check_recorded_md5(file):
         log.warning(
-            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again",
+            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it "
+            "again",
             file,
         )
         file.unlink()
@@ -147,7 +150,8 @@ def _authors_faces(directory: Path, download: bool | None, url: str) -> tuple[Da
 
 
 def _reconstruction_label(seed: int, images_per_face: int, n_train: int) -> str:
-    """E.g. ``"FACES reconstructed from the Olivetti faces (v1, seed 0), 103,500 training cases"``."""
+    """E.g. ``"FACES reconstructed from the Olivetti faces (v1, seed 0), 103,500 training
+    cases"``."""
     per = "" if images_per_face == olivetti.IMAGES_PER_FACE else f", {images_per_face} per face"
     version = olivetti.RECONSTRUCTION_VERSION
     return (
@@ -282,7 +286,8 @@ def _olivetti_faces(
     local = directory / olivetti.OLIVETTI_MAT_NAME
     if local.is_file() and not _check_recorded_md5(local):
         log.warning(
-            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it again",
+            "%s does not match the MD5 recorded when it was downloaded (damaged?); fetching it "
+            "again",
             local,
         )
         local.unlink()
@@ -334,7 +339,8 @@ def _no_faces(directory: Path, reasons: list[str]) -> DataError:
         f"{FACES_VARIABLE!r}: 25×25 = {FACES_PIXELS} pixels × {FACES_CASES} images, Olivetti faces "
         f"with rotations and scalings), from Martens' page {FACES_URL} (or pass path=); or "
         f"{olivetti.OLIVETTI_MAT_NAME}, the 400 Olivetti faces (variable "
-        f"{olivetti.OLIVETTI_VARIABLE!r}, 4096 × 400 uint8), from {olivetti.OLIVETTI_URL} (the copy "
+        f"{olivetti.OLIVETTI_VARIABLE!r}, 4096 × 400 uint8), from {olivetti.OLIVETTI_URL} (the "
+        "copy "
         f"scikit-learn downloads) or {olivetti.OLIVETTI_ORIGINAL_URL}, from which FACES is "
         "reconstructed here."
     )
