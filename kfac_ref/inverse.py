@@ -46,7 +46,7 @@ from .backend import HostBatch, cast, get_array_module, linalg_for, to_numpy
 from .damping import damped_diagonal_factors
 from .errors import ConfigError, NonFiniteError
 from .tikhonov import STATE_KEYS as EXACT_TIKHONOV_KEYS
-from .tikhonov import ExactTikhonovInverse, exact_tikhonov_inverse
+from .tikhonov import ExactTikhonovInverse, exact_tikhonov_inverses
 from .tikhonov import state_shapes as exact_tikhonov_shapes
 
 Shapes = dict[str, list[tuple[int, ...]]]
@@ -133,6 +133,26 @@ class CurvatureInverse:
             stats.astype(work) if work != dtype else stats, gamma, precision, **options
         )
         return inv.astype(dtype) if work != dtype else inv
+
+    @classmethod
+    def from_stats_gammas(
+        cls,
+        stats: Any,
+        gammas: Sequence[float],
+        linalg_dtype: Any = None,
+        precision: Precision | None = None,
+        pi: str = "trace",
+        tikhonov: str = "factored",
+    ) -> list[CurvatureInverse]:
+        """:meth:`from_stats` for each γ (the candidates of §6.6), an error naming its γ; a
+        structure may share work between them (F̆ with exact Tikhonov damping does)."""
+        out = []
+        for gamma in gammas:
+            try:
+                out.append(cls.from_stats(stats, gamma, linalg_dtype, precision, pi, tikhonov))
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"γ = {gamma:.6g}: {exc}") from None
+        return out
 
     @classmethod
     def from_factors(
@@ -332,11 +352,34 @@ class BlockDiagonalInverse(CurvatureInverse):
         ``tikhonov="exact"``, (F̆ + γ² I)⁻¹ (eqn. 6, :mod:`kfac_ref.tikhonov`; its
         eigendecompositions in ``precision.dtype`` where that is more precise)."""
         if tikhonov == "exact":
-            A0 = stats.A_diag[0]
-            high = precision.dtype if precision is not None and precision.applies_to(A0) else None
-            return exact_tikhonov_inverse(stats.A_diag, stats.G_diag, gamma * gamma, high)
+            return _exact_tikhonov(stats, [gamma], precision)[0]
         A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma, pi)
         return block_diagonal_inverse(A_diag, G_diag, precision)
+
+    @classmethod
+    def from_stats_gammas(
+        cls,
+        stats: Any,
+        gammas: Sequence[float],
+        linalg_dtype: Any = None,
+        precision: Precision | None = None,
+        pi: str = "trace",
+        tikhonov: str = "factored",
+    ) -> list[CurvatureInverse]:
+        """As :meth:`CurvatureInverse.from_stats_gammas`; with ``tikhonov="exact"`` one
+        eigendecomposition per factor serves every γ (:mod:`kfac_ref.tikhonov`)."""
+        if tikhonov != "exact":
+            return super().from_stats_gammas(stats, gammas, linalg_dtype, precision, pi, tikhonov)
+        cls.check_damping(pi, tikhonov)
+        dtype = stats.A_diag[0].dtype
+        work = linalg_dtype or dtype
+        try:
+            invs = _exact_tikhonov(
+                stats.astype(work) if work != dtype else stats, gammas, precision
+            )
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"γ = {', '.join(f'{g:.6g}' for g in gammas)}: {exc}") from None
+        return [inv.astype(dtype) for inv in invs] if work != dtype else invs
 
     def apply(self, V: Sequence[Any]) -> list[Any]:
         return apply_block_diagonal_inverse(self, V)
@@ -366,6 +409,16 @@ class BlockDiagonalInverse(CurvatureInverse):
     @classmethod
     def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
         return dense.F_breve(factors, gamma)
+
+
+def _exact_tikhonov(
+    stats: Any, gammas: Sequence[float], precision: Precision | None
+) -> list[ExactTikhonovInverse]:
+    """(F̆ + γ² I)⁻¹ for each γ (eqn. 6), the eigendecompositions in ``precision.dtype`` where
+    that is more precise than the statistics' dtype."""
+    A0 = stats.A_diag[0]
+    high = precision.dtype if precision is not None and precision.applies_to(A0) else None
+    return exact_tikhonov_inverses(stats.A_diag, stats.G_diag, [g * g for g in gammas], high)
 
 
 def block_diagonal_inverse(

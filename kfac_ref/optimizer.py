@@ -75,6 +75,21 @@ def curvature_inverse(
     return cls.from_stats(stats, gamma, linalg_dtype, precision, pi, tikhonov)
 
 
+def curvature_inverses(
+    stats: FactorStats,
+    gammas: Sequence[float],
+    structure: str | type[CurvatureInverse],
+    linalg_dtype: Any = None,
+    precision: Precision | None = None,
+    pi: str = "trace",
+    tikhonov: str = "factored",
+) -> list[CurvatureInverse]:
+    """:func:`curvature_inverse` for each γ (the candidates of §6.6), sharing what the
+    structure can share between them (exact Tikhonov: the factors' eigendecompositions)."""
+    cls = get_structure(structure) if isinstance(structure, str) else structure
+    return cls.from_stats_gammas(stats, gammas, linalg_dtype, precision, pi, tikhonov)
+
+
 def natural_gradient_direction(inverse: CurvatureInverse, grads: Sequence[Any]) -> list[Any]:
     """Δ = −F̆⁻¹∇h or −F̂⁻¹∇h (§8 step 4), in list-of-matrices form."""
     return [-v for v in inverse.apply(grads)]
@@ -155,10 +170,10 @@ class KFAC:
         self.mlp.check_weights(weights)
         return KFACState(k=0, lam=float(self.config.lam0), gamma=float(self.config.resolved.gamma0))
 
-    def _inverse(
-        self, k: int, stats: FactorStats, gamma: float, redone: list[str]
-    ) -> CurvatureInverse:
-        """The damped inverse for γ at iteration k, its factorizations in the precision of
+    def _inverses(
+        self, k: int, stats: FactorStats, gammas: Sequence[float], redone: list[str]
+    ) -> list[CurvatureInverse]:
+        """The damped inverse for each γ at iteration k, its factorizations in the precision of
         ``KFACConfig.linalg``; what was redone in float64 is appended to ``redone``."""
         cfg, f64 = self.config, self.backend.xp.float64
         mode = cfg.linalg
@@ -170,16 +185,14 @@ class KFAC:
         precision = Precision(f64) if mode == "auto" else None
         try:
             with lapack_threads(cfg.lapack_threads, self.backend.xp):
-                inverse = curvature_inverse(
-                    stats, gamma, self.structure, linalg_dtype, precision, cfg.pi, cfg.tikhonov
+                inverses = curvature_inverses(
+                    stats, gammas, self.structure, linalg_dtype, precision, cfg.pi, cfg.tikhonov
                 )
         except NonFiniteError as exc:
-            raise NonFiniteError(
-                f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}"
-            ) from None
+            raise NonFiniteError(f"iteration {k}: damped inverse with {exc}") from None
         if precision is not None:
             redone.extend(precision.redone)
-        return inverse
+        return inverses
 
     # ------------------------------------------------------------------ step
     def step(
@@ -255,9 +268,7 @@ class KFAC:
             batch.fetch()  # the inverses must not start from non-finite statistics
         redone: list[str] = []
         inverses = (
-            [self._inverse(k, stats, gamma, redone) for gamma in gammas]
-            if refresh
-            else [state.inverse] * len(gammas)
+            self._inverses(k, stats, gammas, redone) if refresh else [state.inverse] * len(gammas)
         )
         # 4. Δ = −F⁻¹∇h; α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
         idx_fisher = choose_subset(n, const.tau2, rng)

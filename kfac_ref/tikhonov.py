@@ -81,17 +81,22 @@ def state_shapes(sizes: Sequence[int]) -> dict[str, list[tuple[int, int]]]:
     }
 
 
-def exact_tikhonov_inverse(
-    A_diag: Sequence[Any], G_diag: Sequence[Any], c: float, dtype: Any = None
-) -> ExactTikhonovInverse:
-    """(F̆ + c I)⁻¹ from the undamped Ā_{i-1,i-1}, G_{i,i} (§6.3, eqn. 6), c > 0.
+@dataclass
+class FactorEigen:
+    """The eigendecompositions Ā_{i-1,i-1} = Q_A diag(a) Q_Aᵀ, G_{i,i} = Q_G diag(g) Q_Gᵀ of every
+    layer (eigenvalues clipped at 0): all that (F̆ + c I)⁻¹ needs besides c, so one
+    decomposition serves every c (the γ candidates of §6.6, a γ grid)."""
 
-    Each factor is symmetrized and eigendecomposed (in ``dtype`` when given, e.g. float64, the
-    result cast back); the factors' finiteness is checked first, with one device→host transfer.
-    Raises :class:`NonFiniteError` naming a non-finite factor or a failed eigendecomposition.
-    """
-    if not c > 0:
-        raise NonFiniteError(f"exact Tikhonov damping needs c = γ² > 0, got c = {c!r}")
+    a: list[Any]
+    Q_A: list[Any]
+    g: list[Any]
+    Q_G: list[Any]
+
+
+def factor_eigen(A_diag: Sequence[Any], G_diag: Sequence[Any], dtype: Any = None) -> FactorEigen:
+    """:class:`FactorEigen` of the undamped Ā_{i-1,i-1}, G_{i,i} (in ``dtype`` when given, e.g.
+    float64). Their finiteness is checked first, with one device→host transfer; raises
+    :class:`NonFiniteError` naming a non-finite factor or a failed eigendecomposition."""
     batch = HostBatch()
     for k, (A, G) in enumerate(zip(A_diag, G_diag, strict=True)):
         batch.require_finite([A], f"Ā_{{{k},{k}}} contains NaN or infinite entries")
@@ -100,14 +105,47 @@ def exact_tikhonov_inverse(
     work = dtype or A_diag[0].dtype
     parts = [_eigh(M.astype(work) if M.dtype != work else M) for M in (*A_diag, *G_diag)]
     L = len(A_diag)
-    inv = ExactTikhonovInverse(
+    return FactorEigen(
+        a=[w for w, _ in parts[:L]],
         Q_A=[Q for _, Q in parts[:L]],
+        g=[w for w, _ in parts[L:]],
         Q_G=[Q for _, Q in parts[L:]],
-        denom=[
-            g[:, None] * a[None, :] + c for (a, _), (g, _) in zip(parts[:L], parts[L:], strict=True)
-        ],
     )
-    return inv.astype(A_diag[0].dtype) if work != A_diag[0].dtype else inv
+
+
+def exact_tikhonov_from_eigen(
+    eig: FactorEigen, c: float, dtype: Any = None
+) -> ExactTikhonovInverse:
+    """(F̆ + c I)⁻¹ from the factors' :class:`FactorEigen` (§6.3, eqn. 6): denom = g aᵀ + c,
+    c > 0; cast to ``dtype`` when given."""
+    if not c > 0:
+        raise NonFiniteError(f"exact Tikhonov damping needs c = γ² > 0, got c = {c!r}")
+    inv = ExactTikhonovInverse(
+        Q_A=list(eig.Q_A),
+        Q_G=list(eig.Q_G),
+        denom=[g[:, None] * a[None, :] + c for a, g in zip(eig.a, eig.g, strict=True)],
+    )
+    return inv.astype(dtype) if dtype is not None and dtype != eig.a[0].dtype else inv
+
+
+def exact_tikhonov_inverses(
+    A_diag: Sequence[Any], G_diag: Sequence[Any], cs: Sequence[float], dtype: Any = None
+) -> list[ExactTikhonovInverse]:
+    """(F̆ + c I)⁻¹ for each c of ``cs`` from the undamped Ā_{i-1,i-1}, G_{i,i} (§6.3, eqn. 6),
+    with one eigendecomposition per factor for all of them (:func:`factor_eigen`, in ``dtype``
+    when given), in the factors' dtype."""
+    for c in cs:
+        if not c > 0:
+            raise NonFiniteError(f"exact Tikhonov damping needs c = γ² > 0, got c = {c!r}")
+    eig = factor_eigen(A_diag, G_diag, dtype)
+    return [exact_tikhonov_from_eigen(eig, c, A_diag[0].dtype) for c in cs]
+
+
+def exact_tikhonov_inverse(
+    A_diag: Sequence[Any], G_diag: Sequence[Any], c: float, dtype: Any = None
+) -> ExactTikhonovInverse:
+    """(F̆ + c I)⁻¹ for one c > 0 (:func:`exact_tikhonov_inverses`)."""
+    return exact_tikhonov_inverses(A_diag, G_diag, [c], dtype)[0]
 
 
 def _eigh(M: Any) -> tuple[Any, Any]:

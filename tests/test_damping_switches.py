@@ -514,3 +514,33 @@ def test_exact_tikhonov_float32_training_keeps_float32(small):
 def test_block_tridiagonal_has_no_exact_tikhonov():
     with pytest.raises(ConfigError, match="block_tridiagonal"):
         BlockTridiagonalInverse.check_damping("trace", "exact")
+
+
+def test_exact_tikhonov_shares_one_eigendecomposition_between_gammas(make_net, monkeypatch):
+    """The γ candidates of §6.6 with exact damping: one eigendecomposition per factor for all
+    three, and each inverse equal to the one built alone."""
+    import kfac_ref.tikhonov as tikhonov
+
+    net = make_net((5, 4, 3, 2), "tanh", "bernoulli", seed=4, n=30)
+    f = kronecker_factors(net.mlp, net.weights, net.X)
+    gammas = [0.05, 0.3, 2.0]
+    alone = [BlockDiagonalInverse.from_stats(_stats(f), g, tikhonov="exact") for g in gammas]
+    calls = []
+    eigh = tikhonov._eigh
+    monkeypatch.setattr(tikhonov, "_eigh", lambda M: calls.append(M.shape) or eigh(M))
+    shared = BlockDiagonalInverse.from_stats_gammas(_stats(f), gammas, tikhonov="exact")
+    assert len(calls) == 2 * f.n_layers
+    V = net.weights_of(np.random.default_rng(0).standard_normal(net.mlp.n_params))
+    for a, b in zip(alone, shared, strict=True):
+        for x, y in zip(a.apply(V), b.apply(V), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_gamma_list_errors_name_the_gamma(make_net):
+    net = make_net((5, 4, 3, 2), "tanh", "bernoulli", seed=4, n=30)
+    f = kronecker_factors(net.mlp, net.weights, net.X)
+    bad = _stats(f)
+    bad.G_diag[1] = bad.G_diag[1] * np.nan
+    for tikhonov in ("factored", "exact"):
+        with pytest.raises(NonFiniteError, match="γ = 0.5"):
+            BlockDiagonalInverse.from_stats_gammas(bad, [0.5], tikhonov=tikhonov)
