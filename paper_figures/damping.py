@@ -312,6 +312,7 @@ def judge(p: dict[str, Any], table_rows: list[dict[str, Any]]) -> dict[str, Any]
     g_run, g_tied = p["gamma_of_run"], p["gamma_tied"]
     raw_from = _first_gamma_from_which(g, [d < 0 for d in f["dh_raw"]])
     kfac_at_run = _at(g, f["dh_rescaled"], g_run)
+    g_best = g[int(np.argmin(f["dh_rescaled"]))]
     out: dict[str, Any] = {}
     out["rescaling"] = {
         "claim": "without re-scaling, the raw proposal gives no objective improvement unless "
@@ -323,14 +324,19 @@ def judge(p: dict[str, Any], table_rows: list[dict[str, Any]]) -> dict[str, Any]
         "raw_increases_h_at": [x for x, d in zip(g, f["dh_raw"], strict=True) if not d < 0],
         "rescaled_decreases_h_at": [x for x, d in zip(g, f["dh_rescaled"], strict=True) if d < 0],
         "best_dh_raw": min(f["dh_raw"]),
+        "best_gamma_raw": g[int(np.argmin(f["dh_raw"]))],
         "best_dh_rescaled": min(f["dh_rescaled"]),
+        "best_gamma_rescaled": g_best,
+        "dh_raw_at_best_gamma_rescaled": _at(g, f["dh_raw"], g_best),
         "error_defaults": err.get("defaults"),
         "error_no_rescaling": err.get("no-rescaling"),
         **_verdict(
             {
                 "raw_step_does_not_decrease_h_at_the_runs_gamma": _at(g, f["dh_raw"], g_run) >= 0,
-                "raw_decreases_h_only_from_10x_the_runs_gamma": raw_from is None
-                or raw_from >= 10 * g_run,
+                "raw_step_does_not_decrease_h_where_rescaled_is_best": _at(g, f["dh_raw"], g_best)
+                >= 0,
+                "raw_best_gains_less_than_half_of_rescaled_best": min(f["dh_raw"])
+                > 0.5 * min(f["dh_rescaled"]),
                 "rescaled_step_decreases_h_at_the_runs_gamma": kfac_at_run < 0,
                 "run_without_rescaling_is_worse": _lower(
                     err.get("defaults"), err.get("no-rescaling")
