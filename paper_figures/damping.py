@@ -25,6 +25,7 @@ trace-norm π_i beats π_i = 1), the numbers it is judged on and whether it repr
 
     python paper_figures/damping.py --quick                 # CURVES, 2000 cases, 150 iterations
     python paper_figures/damping.py                         # the same problem, 300 iterations
+                                                            # (resumes the --quick runs)
     python paper_figures/damping.py --scale mnist --data-dir DIR   # MNIST, first 10,000 cases
 """
 
