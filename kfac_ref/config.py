@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .damping import omega1, omega2
+from .damping import PI_CHOICES, omega1, omega2
 from .errors import ConfigError
 from .structures import STRUCTURES
 
@@ -25,6 +25,7 @@ CONSTANT_SETS = ("paper", "code")
 STATS_METHODS = ("sample", "exact")
 LINALG_MODES = ("auto", "float64", "training")
 MOMENTUM_SCHEDULES = ("sutskever", "constant")
+TIKHONOV_CHOICES = ("factored", "exact")  # §6.3; "exact" is the paper's eqn. 6
 
 TAU2_PAPER = 1.0 / 4.0  # spec §12: τ2 = 1/4 of the mini-batch for the exact-Fisher products
 TAU2_CODE = 1.0  # [code] ``ratio_BV = 1`` ("a value below 1 is dangerous")
@@ -77,7 +78,7 @@ class KFACConfig:
       bounds are the default; ``gamma_min=0`` / ``gamma_max=None`` switch them off.
     * π_i: the code uses the trace-norm choice of §6.3 (as here); a commented-out alternative in
       it, from the norms of the factors' eigenvalue vectors (Frobenius norms), is marked "used in
-      paper". Only the trace norm is implemented.
+      paper". The trace norm (default) and π_i = 1 (``pi="one"``) are implemented.
     * Subsets: the code takes the first ⌈τ m⌉ cases of the (random) mini-batch; here a random
       subset is drawn with the step's generator — the same distribution.
     * Resuming: the code restarts ε_k's counter and recomputes the inverses at the first
@@ -108,6 +109,34 @@ class KFACConfig:
         lam_min, lam_max: bounds of λ ([code] ``lambda_min = 0``, ``lambda_max = Inf``).
         use_momentum: re-scale with the previous update δ₀ (§7, [code] ``useMomentum = 1``);
             False gives μ = 0 always.
+        use_rescaling: re-scale the proposal by the exact-Fisher quadratic model (§6.4, §7):
+            True (default) takes α (and μ) minimizing M(αΔ + μδ₀). False takes the raw proposal
+            δ = Δ, i.e. α = 1 and μ = 0 (momentum needs the same model solve, so
+            ``use_momentum`` has no effect); M(δ) − M(0) = ½ΔᵀFΔ + ½(λ+η)‖Δ‖² + ∇hᵀΔ is then
+            evaluated at δ = Δ, and it is what ρ (§6.5) and the γ search (§6.6) use. A raw
+            proposal may go uphill in the model (M(Δ) > M(0)); ρ is then NaN and λ rises, as
+            for a failed step (:func:`kfac_ref.damping.reduction_ratio`).
+        tikhonov: ``"factored"`` (default): factored Tikhonov damping of the diagonal factors,
+            (Ā + π_i γ I) ⊗ (G + γ/π_i I) (§6.3). ``"exact"``: (F̆ + γ² I)⁻¹ computed exactly
+            per diagonal block from the eigendecompositions of Ā_{i-1,i-1} and G_{i,i}
+            (the paper's eqn. 6, :mod:`kfac_ref.tikhonov`). γ² is the Tikhonov part of the
+            factored damping, so the two are compared on one γ axis; the γ search (§6.6) then
+            chooses c = γ² among {ω2² c, c, c/ω2²}, and with ``adapt_gamma=False``
+            c = λ + η, eqn. 6 exactly. Only the block-diagonal structure: F̂ + cI (§4.3) has no
+            cheap inverse, and the dense structures (``"full"``, ``"exact"``) damp as F̆ does.
+            ``pi`` has no effect with exact damping and must be left at ``"trace"``.
+        pi: π_i of the factored damping (§6.3): ``"trace"`` (default), the trace-norm choice
+            √[(tr Ā/(d_{i-1}+1)) / (tr G/d_i)]; ``"one"``: π_i = 1, i.e. (Ā + γI) ⊗ (G + γI).
+            The block-diagonal and block-tridiagonal structures.
+        adapt_gamma: the γ search of §6.6 every T2 iterations (default). False: γ = √(λ + η) at
+            every iteration, following λ (§6.3, before §6.6 separates the two), unclamped
+            (``gamma_min``/``gamma_max`` bound the search's candidates only) and ``gamma0``
+            must be left unset. The inverses are recomputed whenever that γ differs from the
+            one they were computed with (an iteration after λ changed, at most every T1), as
+            well as at k ≤ ``inverse_recompute_first`` and every T3: the damping then always
+            follows λ, at the cost of up to T3/T1 more refreshes.
+        adapt_lambda: the Levenberg–Marquardt rule for λ every T1 iterations (§6.5, default).
+            False: λ stays at λ0; ρ is still computed every T1 iterations and logged.
         inverse_recompute_first: recompute the inverses at every k ≤ this (spec §12, [code]
             ``iter <= 3``).
         linalg: the precision of the damped inverses' factorizations (Cholesky, Appendix-B
@@ -155,6 +184,11 @@ class KFACConfig:
     lam_min: float = 0.0  # [code] lambda_min
     lam_max: float = math.inf  # [code] lambda_max
     use_momentum: bool = True  # §7, [code] useMomentum
+    use_rescaling: bool = True  # §6.4, §7: α (and μ) from the exact-Fisher model
+    tikhonov: str = "factored"  # §6.3; "exact" is the paper's eqn. 6
+    pi: str = "trace"  # §6.3, trace-norm π_i ([code]); "one": π_i = 1
+    adapt_gamma: bool = True  # §6.6; False: γ = √(λ + η) (§6.3)
+    adapt_lambda: bool = True  # §6.5
     inverse_recompute_first: int = 3  # spec §12, [code] iter <= 3
     linalg: str = "auto"  # see the docstring; [code] eig(single(mat))
     linalg_float64: bool | None = None  # older spelling of linalg
@@ -170,7 +204,9 @@ class KFACConfig:
         for name in ("gamma0", "tau2", "omega1", "omega2", "gamma_min", "gamma_max"):
             if getattr(self, name) is not None:
                 _real(name, getattr(self, name))
-        _flag("use_momentum", self.use_momentum)
+        for name in ("use_momentum", "use_rescaling", "adapt_gamma", "adapt_lambda"):
+            _flag(name, getattr(self, name))
+        self._check_damping()
         _choice("linalg", self.linalg, LINALG_MODES)
         if self.linalg_float64 is not None:
             _flag("linalg_float64", self.linalg_float64)
@@ -212,6 +248,23 @@ class KFACConfig:
         ):
             raise ConfigError(
                 f"inverse_recompute_first must be an integer ≥ 0, got {self.inverse_recompute_first!r}"
+            )
+
+    def _check_damping(self) -> None:
+        """The damping options (§6.3, §6.6): known values, implemented for the structure,
+        and no option that would be silently ignored."""
+        _choice("tikhonov", self.tikhonov, TIKHONOV_CHOICES)
+        _choice("pi", self.pi, PI_CHOICES)
+        if self.tikhonov == "exact" and self.pi != "trace":
+            raise ConfigError(
+                f"pi={self.pi!r} has no effect with tikhonov='exact' (no factored damping); "
+                "leave pi at 'trace'"
+            )
+        STRUCTURES[self.structure].check_damping(self.pi, self.tikhonov)
+        if not self.adapt_gamma and self.gamma0 is not None:
+            raise ConfigError(
+                f"gamma0={self.gamma0!r} is ignored with adapt_gamma=False (γ = √(λ + η)); "
+                "leave gamma0 unset"
             )
 
     @property

@@ -2,7 +2,10 @@
 Levenberg–Marquardt rule for λ (§6.5) and the γ candidates (§6.6).
 
 The damped diagonal block is (Ā_{i-1,i-1} + π_i γ I) ⊗ (G_{i,i} + (γ/π_i) I), with the
-trace-norm choice π_i = √[(tr(Ā_{i-1,i-1}) / (d_{i-1}+1)) / (tr(G_{i,i}) / d_i)].
+trace-norm choice π_i = √[(tr(Ā_{i-1,i-1}) / (d_{i-1}+1)) / (tr(G_{i,i}) / d_i)] (``pi="trace"``,
+the paper's recommendation) or π_i = 1 (``pi="one"``, "simple and can sometimes work well").
+The exact Tikhonov damping it approximates, F̆ + c I inverted exactly (the paper's eqn. 6), is
+:mod:`kfac_ref.tikhonov`.
 
 λ is the Tikhonov strength of the quadratic model M(δ) = ½ δᵀ(F + (λ+η) I)δ + ∇hᵀδ + h(θ); every
 T1 iterations it follows the reduction ratio ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)): λ ← ω1 λ if
@@ -49,6 +52,19 @@ def pi_trace_norm(A_ii: Any, G_ii: Any) -> Any:
     return xp.sqrt(xp.maximum(num, tiny) / xp.maximum(den, tiny))
 
 
+#: the choices of π_i (§6.3): the trace norm, or 1
+PI_CHOICES = ("trace", "one")
+
+
+def layer_pi(A_ii: Any, G_ii: Any, pi: str = "trace") -> Any:
+    """π_i of one layer (§6.3): :func:`pi_trace_norm` for ``"trace"``, 1.0 for ``"one"``."""
+    if pi == "trace":
+        return pi_trace_norm(A_ii, G_ii)
+    if pi == "one":
+        return 1.0
+    raise ConfigError(f"pi (the π_i of §6.3) must be one of {', '.join(PI_CHOICES)}; got {pi!r}")
+
+
 def add_diag(M: Any, c: Any) -> Any:
     """M + c I (a new array)."""
     xp = get_array_module(M)
@@ -68,10 +84,14 @@ def damped_factors(A_ii: Any, G_ii: Any, gamma: float, pi: Any = None) -> tuple[
 
 
 def damped_diagonal_factors(
-    A_diag: Sequence[Any], G_diag: Sequence[Any], gamma: float
+    A_diag: Sequence[Any], G_diag: Sequence[Any], gamma: float, pi: str = "trace"
 ) -> tuple[list[Any], list[Any]]:
-    """[Ā_{k,k} + π_k γ I], [G_{k+1,k+1} + (γ/π_k) I] for every layer (§6.3; γ = 0: unchanged)."""
-    pairs = [damped_factors(A, G, gamma) for A, G in zip(A_diag, G_diag, strict=True)]
+    """[Ā_{k,k} + π_k γ I], [G_{k+1,k+1} + (γ/π_k) I] for every layer (§6.3; γ = 0: unchanged);
+    π_k from :func:`layer_pi` (``pi`` = ``"trace"`` or ``"one"``)."""
+    pairs = [
+        damped_factors(A, G, gamma, None if pi == "trace" else layer_pi(A, G, pi))
+        for A, G in zip(A_diag, G_diag, strict=True)
+    ]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -95,11 +115,13 @@ def omega2(T2: int, base: float = LM_BASE) -> float:
 def reduction_ratio(h_new: float, h_old: float, model_change: float) -> float:
     """ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)) (§6.5), both on the current mini-batch.
 
-    ``model_change`` = M(δ) − M(0) ≤ 0 from :func:`kfac_ref.rescale.rescale`. When it is 0
-    (no predicted decrease, e.g. a zero gradient) ρ is NaN, which :func:`update_lambda` treats as
-    a failed step, as [code] does.
+    ``model_change`` = M(δ) − M(0), ≤ 0 for the re-scaled update of
+    :func:`kfac_ref.rescale.rescale`. When it is not negative (no predicted decrease: a zero
+    gradient, or a raw proposal δ = Δ that the model says goes uphill,
+    ``KFACConfig.use_rescaling = False``) ρ is NaN, which :func:`update_lambda` treats as a
+    failed step, as [code] does for 0: a ratio of two increases says nothing about the model.
     """
-    if model_change == 0.0 or not math.isfinite(model_change):
+    if model_change >= 0.0 or not math.isfinite(model_change):
         return math.nan
     return (h_new - h_old) / model_change
 
@@ -134,6 +156,13 @@ def adjust_lambda(
 
 
 # ------------------------------------------------------------------ §6.6 γ candidates
+def tied_gamma(lam: float, eta: float) -> float:
+    """γ = √(λ + η) (§6.3): the factored damping whose Tikhonov part γ² I is the (λ + η) I of
+    the quadratic model; the start of the γ search (§6.6), and every γ when it is off
+    (``KFACConfig.adapt_gamma = False``)."""
+    return math.sqrt(lam + eta)
+
+
 def gamma_candidates(
     gamma: float, omega2: float, gamma_min: float | None = None, gamma_max: float | None = None
 ) -> tuple[float, float, float]:

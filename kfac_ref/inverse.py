@@ -45,6 +45,9 @@ from . import dense
 from .backend import HostBatch, cast, get_array_module, linalg_for, to_numpy
 from .damping import damped_diagonal_factors
 from .errors import ConfigError, NonFiniteError
+from .tikhonov import STATE_KEYS as EXACT_TIKHONOV_KEYS
+from .tikhonov import ExactTikhonovInverse, exact_tikhonov_inverses
+from .tikhonov import state_shapes as exact_tikhonov_shapes
 
 Shapes = dict[str, list[tuple[int, ...]]]
 
@@ -59,6 +62,11 @@ class CurvatureInverse:
     (:meth:`from_factors`, §6.3), applies it (:meth:`apply`), converts its dtype
     (:meth:`astype`), saves and loads itself (:meth:`state_dict`, :meth:`from_state_dict`,
     :meth:`state_shapes`) and gives its dense matrix for the comparison tools (:meth:`dense`).
+
+    Damping options (``KFACConfig.pi``, ``KFACConfig.tikhonov``, §6.3): every structure damps
+    with the trace-norm π_i and factored Tikhonov damping; :attr:`pi_choices` and
+    :attr:`tikhonov_choices` list what else it implements, and only a choice other than those
+    defaults is passed on to its :meth:`from_factors` (as ``pi=…``, ``tikhonov=…``).
     """
 
     name: ClassVar[str]  # the registry key, KFACConfig.structure
@@ -70,6 +78,25 @@ class CurvatureInverse:
     ]  # key of its dense matrix in comparisons (kfac_ref.compare); None: none from factors
     statistics: ClassVar[tuple[str, ...]]  # the FactorStats fields it is built from (§5)
     factored: ClassVar[bool] = True  # Kronecker-factored: scales to the paper's networks
+    pi_choices: ClassVar[tuple[str, ...]] = ("trace",)  # π_i of the factored damping (§6.3)
+    tikhonov_choices: ClassVar[tuple[str, ...]] = ("factored",)  # §6.3; "exact": eqn. 6
+
+    @classmethod
+    def check_damping(cls, pi: str = "trace", tikhonov: str = "factored") -> None:
+        """:class:`ConfigError` unless this structure implements π_i = ``pi`` and Tikhonov
+        damping ``tikhonov`` (§6.3), naming the structures that do."""
+        from .structures import STRUCTURES  # the table imports this module
+
+        for option, value, attr in (
+            ("pi", pi, "pi_choices"),
+            ("tikhonov", tikhonov, "tikhonov_choices"),
+        ):
+            if value not in getattr(cls, attr):
+                able = [name for name, c in STRUCTURES.items() if value in getattr(c, attr)]
+                raise ConfigError(
+                    f"{option}={value!r} is not implemented for the {cls.label} structure "
+                    f"({cls.name}); it is for: {', '.join(able) or 'none'}"
+                )
 
     @classmethod
     def check_network(cls, mlp: Any, dtype: Any) -> None:
@@ -83,18 +110,49 @@ class CurvatureInverse:
         gamma: float,
         linalg_dtype: Any = None,
         precision: Precision | None = None,
+        pi: str = "trace",
+        tikhonov: str = "factored",
     ) -> CurvatureInverse:
-        """The damped inverse of the statistics with factored Tikhonov damping γ (§6.3), its
-        factorizations in ``linalg_dtype`` (e.g. float64; None: the statistics' dtype), cast
-        back to the statistics' dtype; ``precision``: redo untrustworthy ones in float64
-        (:class:`Precision`, ``KFACConfig.linalg = "auto"``)."""
+        """The damped inverse of the statistics with damping γ (§6.3), its factorizations in
+        ``linalg_dtype`` (e.g. float64; None: the statistics' dtype), cast back to the
+        statistics' dtype; ``precision``: redo untrustworthy ones in float64
+        (:class:`Precision`, ``KFACConfig.linalg = "auto"``). ``pi``, ``tikhonov``: the damping
+        options (:meth:`check_damping`; the defaults are the trace-norm π_i, factored damping)."""
+        cls.check_damping(pi, tikhonov)
         missing = [name for name in cls.statistics if getattr(stats, name) is None]
         if missing:
             raise ConfigError(f"the {cls.label} inverse needs the statistics {', '.join(missing)}")
+        options = {
+            name: value
+            for name, value, default in (("pi", pi, "trace"), ("tikhonov", tikhonov, "factored"))
+            if value != default
+        }
         dtype = stats.A_diag[0].dtype
         work = linalg_dtype or dtype
-        inv = cls.from_factors(stats.astype(work) if work != dtype else stats, gamma, precision)
+        inv = cls.from_factors(
+            stats.astype(work) if work != dtype else stats, gamma, precision, **options
+        )
         return inv.astype(dtype) if work != dtype else inv
+
+    @classmethod
+    def from_stats_gammas(
+        cls,
+        stats: Any,
+        gammas: Sequence[float],
+        linalg_dtype: Any = None,
+        precision: Precision | None = None,
+        pi: str = "trace",
+        tikhonov: str = "factored",
+    ) -> list[CurvatureInverse]:
+        """:meth:`from_stats` for each γ (the candidates of §6.6), an error naming its γ; a
+        structure may share work between them (F̆ with exact Tikhonov damping does)."""
+        out = []
+        for gamma in gammas:
+            try:
+                out.append(cls.from_stats(stats, gamma, linalg_dtype, precision, pi, tikhonov))
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"γ = {gamma:.6g}: {exc}") from None
+        return out
 
     @classmethod
     def from_factors(
@@ -278,14 +336,50 @@ class BlockDiagonalInverse(CurvatureInverse):
     label: ClassVar[str] = "block-diagonal F̆"
     matrix_name: ClassVar[str] = "F_breve"
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag")
+    pi_choices: ClassVar[tuple[str, ...]] = ("trace", "one")
+    tikhonov_choices: ClassVar[tuple[str, ...]] = ("factored", "exact")
 
     @classmethod
     def from_factors(
-        cls, stats: Any, gamma: float, precision: Precision | None = None
-    ) -> BlockDiagonalInverse:
-        """F̆⁻¹ of the damped diagonal factors (§4.2, §6.3)."""
-        A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma)
+        cls,
+        stats: Any,
+        gamma: float,
+        precision: Precision | None = None,
+        pi: str = "trace",
+        tikhonov: str = "factored",
+    ) -> BlockDiagonalInverse | ExactTikhonovInverse:
+        """F̆⁻¹ of the damped diagonal factors (§4.2, §6.3), π_i = ``pi``; or, with
+        ``tikhonov="exact"``, (F̆ + γ² I)⁻¹ (eqn. 6, :mod:`kfac_ref.tikhonov`; its
+        eigendecompositions in ``precision.dtype`` where that is more precise)."""
+        if tikhonov == "exact":
+            return _exact_tikhonov(stats, [gamma], precision)[0]
+        A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma, pi)
         return block_diagonal_inverse(A_diag, G_diag, precision)
+
+    @classmethod
+    def from_stats_gammas(
+        cls,
+        stats: Any,
+        gammas: Sequence[float],
+        linalg_dtype: Any = None,
+        precision: Precision | None = None,
+        pi: str = "trace",
+        tikhonov: str = "factored",
+    ) -> list[CurvatureInverse]:
+        """As :meth:`CurvatureInverse.from_stats_gammas`; with ``tikhonov="exact"`` one
+        eigendecomposition per factor serves every γ (:mod:`kfac_ref.tikhonov`)."""
+        if tikhonov != "exact":
+            return super().from_stats_gammas(stats, gammas, linalg_dtype, precision, pi, tikhonov)
+        cls.check_damping(pi, tikhonov)
+        dtype = stats.A_diag[0].dtype
+        work = linalg_dtype or dtype
+        try:
+            invs = _exact_tikhonov(
+                stats.astype(work) if work != dtype else stats, gammas, precision
+            )
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"γ = {', '.join(f'{g:.6g}' for g in gammas)}: {exc}") from None
+        return [inv.astype(dtype) for inv in invs] if work != dtype else invs
 
     def apply(self, V: Sequence[Any]) -> list[Any]:
         return apply_block_diagonal_inverse(self, V)
@@ -299,17 +393,32 @@ class BlockDiagonalInverse(CurvatureInverse):
     @classmethod
     def from_state_dict(
         cls, d: dict[str, Any], asarray: Callable[[Any], Any]
-    ) -> BlockDiagonalInverse:
+    ) -> BlockDiagonalInverse | ExactTikhonovInverse:
+        """The saved inverse: the factored form (``A_inv``, ``G_inv``) or the exact-Tikhonov
+        one (``Q_A``, ``Q_G``, ``denom``, :class:`~kfac_ref.tikhonov.ExactTikhonovInverse`)."""
+        if EXACT_TIKHONOV_KEYS[0] in d:
+            return ExactTikhonovInverse.from_state_dict(d, asarray)
         return cls([asarray(a) for a in d["A_inv"]], [asarray(g) for g in d["G_inv"]])
 
     @classmethod
     def state_shapes(cls, sizes: Sequence[int]) -> Shapes:
+        """The factored form's arrays, then the exact-Tikhonov form's (a state holds one)."""
         A, G = _factor_shapes(sizes)
-        return {"A_inv": A, "G_inv": G}
+        return {"A_inv": A, "G_inv": G, **exact_tikhonov_shapes(sizes)}
 
     @classmethod
     def dense(cls, factors: Any, gamma: float = 0.0) -> Any:
         return dense.F_breve(factors, gamma)
+
+
+def _exact_tikhonov(
+    stats: Any, gammas: Sequence[float], precision: Precision | None
+) -> list[ExactTikhonovInverse]:
+    """(F̆ + γ² I)⁻¹ for each γ (eqn. 6), the eigendecompositions in ``precision.dtype`` where
+    that is more precise than the statistics' dtype."""
+    A0 = stats.A_diag[0]
+    high = precision.dtype if precision is not None and precision.applies_to(A0) else None
+    return exact_tikhonov_inverses(stats.A_diag, stats.G_diag, [g * g for g in gammas], high)
 
 
 def block_diagonal_inverse(
@@ -577,13 +686,16 @@ class BlockTridiagonalInverse(CurvatureInverse):
     label: ClassVar[str] = "block-tridiagonal F̂"
     matrix_name: ClassVar[str] = "F_hat"
     statistics: ClassVar[tuple[str, ...]] = ("A_diag", "G_diag", "A_off", "G_off")
+    # F̂ + cI has no cheap exact inverse: F̂⁻¹ = Ξᵀ Λ Ξ (§4.3) does not survive adding cI
+    pi_choices: ClassVar[tuple[str, ...]] = ("trace", "one")
 
     @classmethod
     def from_factors(
-        cls, stats: Any, gamma: float, precision: Precision | None = None
+        cls, stats: Any, gamma: float, precision: Precision | None = None, pi: str = "trace"
     ) -> BlockTridiagonalInverse:
-        """F̂⁻¹ of the damped diagonal and the undamped off-diagonal factors (§4.3, §6.3, [code])."""
-        A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma)
+        """F̂⁻¹ of the damped diagonal and the undamped off-diagonal factors (§4.3, §6.3, [code]),
+        π_i = ``pi``."""
+        A_diag, G_diag = damped_diagonal_factors(stats.A_diag, stats.G_diag, gamma, pi)
         return block_tridiagonal_inverse(A_diag, G_diag, stats.A_off, stats.G_off, precision)
 
     def apply(self, V: Sequence[Any]) -> list[Any]:

@@ -13,6 +13,11 @@ Iteration k on the mini-batch S_k = (X, Y):
    θ ← θ + δ;
 5. when k ≡ 0 (mod T1): ρ from h(θ + δ) on S_k and the Levenberg–Marquardt rule for λ (§6.5).
 
+Each piece of the damping and re-scaling can be switched off alone, for the ablations of §6
+(``KFACConfig``): ``use_rescaling`` (δ = Δ), ``use_momentum`` (μ = 0), ``tikhonov="exact"``
+(F̆ + γ²I inverted exactly), ``pi="one"`` (π_i = 1), ``adapt_gamma`` (γ = √(λ + η), steps 3 and 5
+then refresh the inverses whenever λ moved γ) and ``adapt_lambda`` (λ = λ0, ρ still logged).
+
 The math lives in the modules named above; :meth:`KFAC.step` is Algorithm 2 as one named call
 per step, and checks that what it returns is finite. The curvature structure (F̆, F̂, …) is a
 class from :mod:`kfac_ref.structures`, chosen by ``KFACConfig.structure``. What is carried between
@@ -29,14 +34,21 @@ from typing import Any
 
 from .backend import Backend, HostBatch, lapack_threads
 from .config import KFACConfig
-from .damping import adjust_lambda, choose_gamma, gammas_to_try
-from .errors import NonFiniteError
+from .damping import adjust_lambda, choose_gamma, gammas_to_try, reduction_ratio, tied_gamma
+from .errors import ConfigError, NonFiniteError
 from .inverse import CurvatureInverse, Precision
 from .mlp import MLP, check_step_inputs
-from .rescale import Rescaling, inner, quadratic_model_on_span, rescaling_from_model
+from .rescale import (
+    Rescaling,
+    inner,
+    quadratic_model_on_span,
+    raw_proposal_from_model,
+    rescaling_from_model,
+)
 from .state import KFACState, check_state_scalars, load_state_dict, state_dict
 from .statistics import FactorStats, choose_subset, running_statistics, subset_forward
 from .structures import get_structure
+from .tikhonov import ExactTikhonovInverse
 
 
 # ------------------------------------------------------------- §8 steps 3 and 4, pure
@@ -46,17 +58,36 @@ def curvature_inverse(
     structure: str | type[CurvatureInverse],
     linalg_dtype: Any = None,
     precision: Precision | None = None,
+    pi: str = "trace",
+    tikhonov: str = "factored",
 ) -> CurvatureInverse:
     """The damped inverse (F̆⁻¹ of §4.2, F̂⁻¹ of §4.3, … :mod:`kfac_ref.structures`) of the
-    statistics with factored Tikhonov damping γ (§6.3).
+    statistics with damping γ (§6.3).
 
-    The diagonal factors are damped, (Ā + πγI, G + γ/π I); the off-diagonal ones are not
-    ([code]). ``linalg_dtype`` (e.g. float64) is the precision of the factorizations; the
-    result is cast back to the statistics' dtype. ``precision``: factorize in the statistics'
-    dtype and redo in float64 what cannot be trusted (:class:`~kfac_ref.inverse.Precision`).
+    Factored Tikhonov damping (default): the diagonal factors are damped, (Ā + π_i γI,
+    G + γ/π_i I), π_i = ``pi`` (``"trace"`` or ``"one"``); the off-diagonal ones are not
+    ([code]). ``tikhonov="exact"``: (F̆ + γ²I)⁻¹ exactly (eqn. 6, :mod:`kfac_ref.tikhonov`).
+    ``linalg_dtype`` (e.g. float64) is the precision of the factorizations; the result is cast
+    back to the statistics' dtype. ``precision``: factorize in the statistics' dtype and redo
+    in float64 what cannot be trusted (:class:`~kfac_ref.inverse.Precision`).
     """
     cls = get_structure(structure) if isinstance(structure, str) else structure
-    return cls.from_stats(stats, gamma, linalg_dtype, precision)
+    return cls.from_stats(stats, gamma, linalg_dtype, precision, pi, tikhonov)
+
+
+def curvature_inverses(
+    stats: FactorStats,
+    gammas: Sequence[float],
+    structure: str | type[CurvatureInverse],
+    linalg_dtype: Any = None,
+    precision: Precision | None = None,
+    pi: str = "trace",
+    tikhonov: str = "factored",
+) -> list[CurvatureInverse]:
+    """:func:`curvature_inverse` for each γ (the candidates of §6.6), sharing what the
+    structure can share between them (exact Tikhonov: the factors' eigendecompositions)."""
+    cls = get_structure(structure) if isinstance(structure, str) else structure
+    return cls.from_stats_gammas(stats, gammas, linalg_dtype, precision, pi, tikhonov)
 
 
 def natural_gradient_direction(inverse: CurvatureInverse, grads: Sequence[Any]) -> list[Any]:
@@ -139,10 +170,10 @@ class KFAC:
         self.mlp.check_weights(weights)
         return KFACState(k=0, lam=float(self.config.lam0), gamma=float(self.config.resolved.gamma0))
 
-    def _inverse(
-        self, k: int, stats: FactorStats, gamma: float, redone: list[str]
-    ) -> CurvatureInverse:
-        """The damped inverse for γ at iteration k, its factorizations in the precision of
+    def _inverses(
+        self, k: int, stats: FactorStats, gammas: Sequence[float], redone: list[str]
+    ) -> list[CurvatureInverse]:
+        """The damped inverse for each γ at iteration k, its factorizations in the precision of
         ``KFACConfig.linalg``; what was redone in float64 is appended to ``redone``."""
         cfg, f64 = self.config, self.backend.xp.float64
         mode = cfg.linalg
@@ -154,14 +185,14 @@ class KFAC:
         precision = Precision(f64) if mode == "auto" else None
         try:
             with lapack_threads(cfg.lapack_threads, self.backend.xp):
-                inverse = curvature_inverse(stats, gamma, self.structure, linalg_dtype, precision)
+                inverses = curvature_inverses(
+                    stats, gammas, self.structure, linalg_dtype, precision, cfg.pi, cfg.tikhonov
+                )
         except NonFiniteError as exc:
-            raise NonFiniteError(
-                f"iteration {k}: damped inverse with γ = {gamma:.6g}: {exc}"
-            ) from None
+            raise NonFiniteError(f"iteration {k}: damped inverse with {exc}") from None
         if precision is not None:
             redone.extend(precision.redone)
-        return inverse
+        return inverses
 
     # ------------------------------------------------------------------ step
     def step(
@@ -225,15 +256,19 @@ class KFAC:
         refresh = inverse_refresh_due(
             k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3
         )
-        search = k % cfg.T2 == 0
-        gammas = gammas_to_try(state.gamma, search, const.omega2, const.gamma_min, const.gamma_max)
+        search = cfg.adapt_gamma and k % cfg.T2 == 0
+        if cfg.adapt_gamma:
+            gammas = gammas_to_try(
+                state.gamma, search, const.omega2, const.gamma_min, const.gamma_max
+            )
+        else:  # γ = √(λ + η) (§6.3); a new γ needs new inverses
+            gammas = (tied_gamma(state.lam, cfg.eta),)
+            refresh = refresh or gammas[0] != state.gamma
         if refresh:
             batch.fetch()  # the inverses must not start from non-finite statistics
         redone: list[str] = []
         inverses = (
-            [self._inverse(k, stats, gamma, redone) for gamma in gammas]
-            if refresh
-            else [state.inverse] * len(gammas)
+            self._inverses(k, stats, gammas, redone) if refresh else [state.inverse] * len(gammas)
         )
         # 4. Δ = −F⁻¹∇h; α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
         idx_fisher = choose_subset(n, const.tau2, rng)
@@ -255,11 +290,14 @@ class KFAC:
             )
         host = batch.fetch()
         h, h_new, lam, rho, gamma = host["h"], math.nan, state.lam, math.nan, float(gammas[c])
-        if lam_due:
+        if lam_due and cfg.adapt_lambda:
             h_new = host["h_new"]
             lam, rho = adjust_lambda(
                 lam, h_new, h, best.model_change, const.omega1, cfg.lam_min, cfg.lam_max
             )
+        elif lam_due:  # λ fixed at λ0; ρ for the log
+            h_new = host["h_new"]
+            rho = reduction_ratio(h_new, h, best.model_change)
         new_state = KFACState(
             k=k, lam=lam, gamma=gamma, stats=stats, inverse=inverses[c], delta=best.delta
         )
@@ -293,10 +331,11 @@ class KFAC:
         state: KFACState,
         batch: HostBatch,
     ) -> list[Rescaling]:
-        """For each inverse: Δ = −F⁻¹∇h and the §7 solution δ = αΔ + μδ₀; the quadratic models
-        of all γ candidates come to the host together (one fetch of ``batch``)."""
+        """For each inverse: Δ = −F⁻¹∇h and the §7 solution δ = αΔ + μδ₀ (or δ = Δ without
+        re-scaling, §6.4); the quadratic models of all γ candidates come to the host together
+        (one fetch of ``batch``)."""
         cfg = self.config
-        delta0 = state.delta if cfg.use_momentum else None
+        delta0 = state.delta if cfg.use_momentum and cfg.use_rescaling else None
         Deltas = [natural_gradient_direction(inverse, grads) for inverse in inverses]
         lam_plus_eta = state.lam + cfg.eta  # the (λ + η)I of the quadratic model M (§6, §7)
         # J Δ for every candidate and J δ₀ in one forward-mode pass
@@ -317,6 +356,11 @@ class KFAC:
             batch.value(f"Q{c}", Q)
             batch.value(f"r{c}", r)
         host = batch.fetch()
+        if not cfg.use_rescaling:
+            return [
+                raw_proposal_from_model(host[f"Q{c}"], host[f"r{c}"], Delta)
+                for c, Delta in enumerate(Deltas)
+            ]
         return [
             rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0)
             for c, Delta in enumerate(Deltas)
@@ -351,5 +395,15 @@ class KFAC:
 
     def load_state_dict(self, d: dict[str, Any]) -> KFACState:
         """The :class:`KFACState` of :meth:`state_dict`'s output on this optimizer's backend,
-        checked against this network and structure first (:func:`kfac_ref.state.load_state_dict`)."""
-        return load_state_dict(d, self.mlp, self.config.structure, self.backend.asarray)
+        checked against this network and structure first (:func:`kfac_ref.state.load_state_dict`),
+        and its inverse against ``KFACConfig.tikhonov`` (the two forms of F̆'s inverse differ)."""
+        state = load_state_dict(d, self.mlp, self.config.structure, self.backend.asarray)
+        if state.inverse is not None:
+            exact = isinstance(state.inverse, ExactTikhonovInverse)
+            if exact != (self.config.tikhonov == "exact"):
+                saved = "exact" if exact else "factored"
+                raise ConfigError(
+                    f"the saved state's inverse has {saved} Tikhonov damping; this optimizer "
+                    f"is configured with tikhonov={self.config.tikhonov!r}"
+                )
+        return state

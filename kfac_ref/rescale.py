@@ -147,6 +147,17 @@ def rescaling_from_model(
     return Rescaling(alpha=alpha, mu=mu, model_change=change, delta=delta)
 
 
+def raw_proposal_from_model(Q: numpy.ndarray, r: numpy.ndarray, Delta: Sequence[Any]) -> Rescaling:
+    """δ = Δ, the proposal without re-scaling (§6.4; ``KFACConfig.use_rescaling = False``):
+    α = 1, μ = 0, and M(Δ) − M(0) = ½ ΔᵀQΔ + ∇hᵀΔ = ½ Q₁₁ + r₁ from the host model (Q, r) over
+    span{Δ}. Not clipped at 0: a raw proposal may go uphill in the model. NaN where Q or r
+    is not finite (the caller reports it)."""
+    q = float(numpy.asarray(Q, dtype=numpy.float64).reshape(-1)[0])
+    g = float(numpy.asarray(r, dtype=numpy.float64).reshape(-1)[0])
+    change = 0.5 * q + g if numpy.isfinite(q) and numpy.isfinite(g) else float("nan")
+    return Rescaling(alpha=1.0, mu=0.0, model_change=change, delta=list(Delta))
+
+
 def rescale(
     grads: Sequence[Any],
     Delta: Sequence[Any],

@@ -175,6 +175,7 @@ def test_reduction_ratio():
     assert reduction_ratio(9.0, 10.0, -2.0) == 0.5
     assert reduction_ratio(11.0, 10.0, -2.0) == -0.5
     assert math.isnan(reduction_ratio(10.0, 10.0, 0.0))
+    assert math.isnan(reduction_ratio(10.5, 10.0, 0.25))  # a predicted increase: no ratio
 
 
 def test_gamma_candidates_and_clamps():
@@ -293,6 +294,8 @@ def test_config_defaults_cite_the_paper():
     )
     assert KFACConfig(gamma_max=None).resolved.gamma_max == math.inf
     assert cfg.inverse_recompute_first == 3 and cfg.use_momentum
+    assert cfg.use_rescaling and cfg.adapt_gamma and cfg.adapt_lambda  # §6.4, §6.6, §6.5
+    assert (cfg.tikhonov, cfg.pi) == ("factored", "trace")  # §6.3
     assert cfg.linalg == "auto" and cfg.linalg_float64 is None  # [code] eig(single(mat))
 
 
@@ -310,6 +313,11 @@ def test_config_defaults_cite_the_paper():
         (dict(constants="matlab"), "constants"),
         (dict(stats_method="empirical"), "stats_method"),
         (dict(gamma0=0.0), "gamma0"),
+        (dict(use_rescaling="yes"), "use_rescaling"),
+        (dict(tikhonov="full"), "tikhonov"),
+        (dict(pi="frobenius"), "pi"),
+        (dict(adapt_gamma=0), "adapt_gamma"),
+        (dict(adapt_lambda=1.0), "adapt_lambda"),
     ],
 )
 def test_config_validation_names_the_field(kw, field):

@@ -185,18 +185,30 @@ def test_each_structure_applies_the_inverse_of_its_dense_matrix(
     assert _rel(weights_to_theta(inv.apply(V)), weights_to_theta(dense.apply(M_inv, V))) < INV_RTOL
 
 
-@pytest.mark.parametrize("name", list(STRUCTURES))
-def test_each_structure_saves_loads_casts_and_knows_its_shapes(make_net, name):
+#: every structure with the default damping, and each other Tikhonov form it implements
+SAVED_FORMS = [(name, "factored") for name in STRUCTURES] + [
+    (name, form)
+    for name, cls in STRUCTURES.items()
+    for form in cls.tikhonov_choices
+    if form != "factored"
+]
+
+
+@pytest.mark.parametrize("name, tikhonov", SAVED_FORMS)
+def test_each_structure_saves_loads_casts_and_knows_its_shapes(make_net, name, tikhonov):
+    """A state holds one form of the inverse; :meth:`state_shapes` lists every array any form
+    may save (F̆: the factored A_inv, G_inv, or the exact-Tikhonov Q_A, Q_G, denom)."""
     cls = get_structure(name)
     net = make_net((4, 5, 3, 2), "tanh", "bernoulli", seed=2, n=20)
     f = kronecker_factors(net.mlp, net.weights, net.X)
     stats = _stats(f, exact_fisher(net.mlp, net.weights, net.X))
-    inv = cls.from_stats(stats, 0.1)
+    inv = cls.from_stats(stats, 0.1, tikhonov=tikhonov)
     d = inv.state_dict()
     shapes = cls.state_shapes(net.mlp.layer_sizes)
-    assert list(d) == list(shapes)
-    assert {k: [a.shape for a in v] for k, v in d.items()} == shapes
+    assert list(d) == [k for k in shapes if k in d] and d
+    assert {k: [a.shape for a in v] for k, v in d.items()} == {k: shapes[k] for k in d}
     back = cls.from_state_dict(d, np.asarray)
+    assert type(back) is type(inv)
     V = net.weights_of(np.random.default_rng(1).standard_normal(net.mlp.n_params))
     for a, b in zip(inv.apply(V), back.apply(V), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -206,7 +218,7 @@ def test_each_structure_saves_loads_casts_and_knows_its_shapes(make_net, name):
     s32 = stats.astype(np.float32)
     assert all(
         a.dtype == np.float32
-        for v in cls.from_stats(s32, 0.1, np.float64).state_dict().values()
+        for v in cls.from_stats(s32, 0.1, np.float64, tikhonov=tikhonov).state_dict().values()
         for a in v
     )
 
