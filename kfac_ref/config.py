@@ -1,8 +1,7 @@
-"""Configuration of the optimizers: :class:`KFACConfig` (§5–§8) and :class:`SGDConfig` (spec §12).
+"""Configuration of the optimizers: :class:`KFACConfig` (§5–§8) and :class:`SGDConfig` (§13).
 
-Every default names its source: a section of the paper (arXiv:1503.05671, "§"), the spec's
-corrections ("spec §12"), or the authors' released MATLAB code ("[code]": ``nnet_train_2.m``,
-``KFAC_train_3``). Options left at ``None`` are derived from the others: ``cfg.resolved`` is the
+Every default names its source: a section of the paper (arXiv:1503.05671, "§"), or the
+authors' released MATLAB code ("[code]": ``nnet_train_2.m``, ``KFAC_train_3``). Options left at ``None`` are derived from the others: ``cfg.resolved`` is the
 :class:`ResolvedConstants` Algorithm 2 runs with (γ0, ω1, ω2, τ2 and the γ clamps, each ``None``
 replaced by its paper or code value, the rules listed there in one place). It is recomputed on
 every access, so ``dataclasses.replace(cfg, T1=10).resolved.omega1`` is the matching ω1; the
@@ -27,7 +26,7 @@ LINALG_MODES = ("auto", "float64", "training")
 MOMENTUM_SCHEDULES = ("sutskever", "constant")
 TIKHONOV_CHOICES = ("factored", "exact")  # §6.3; "exact" is the paper's eqn. 6
 
-TAU2_PAPER = 1.0 / 4.0  # spec §12: τ2 = 1/4 of the mini-batch for the exact-Fisher products
+TAU2_PAPER = 1.0 / 4.0  # §8: τ2 = 1/4 of the mini-batch for the exact-Fisher products
 TAU2_CODE = 1.0  # [code] ``ratio_BV = 1`` ("a value below 1 is dangerous")
 
 
@@ -72,7 +71,7 @@ class KFACConfig:
     differ in:
 
     * τ2, the share of the mini-batch for the exact-Fisher products of §6–§7: the paper's 1/4
-      (spec §12, default) vs the code's 1 (``constants="code"``, or set ``tau2``).
+      (§8, default) vs the code's 1 (``constants="code"``, or set ``tau2``).
     * γ bounds: the paper states none; the code clamps the two outer γ candidates to
       [√η, 1] (the upper bound "completely arbitrary"). The paper is silent, so the code's
       bounds are the default; ``gamma_min=0`` / ``gamma_max=None`` switch them off.
@@ -94,7 +93,7 @@ class KFACConfig:
         T1: iterations between λ adjustments (§6.5, [code] ``lambda_adj_interval = 5``).
         T2: iterations between γ searches (§6.6, [code] ``gamma_adj_interval = 20``).
         T3: iterations between inverse recomputations (§8, [code]
-            ``refreshInvApprox_interval = 20``); T2 must be a multiple of T3 (spec §12).
+            ``refreshInvApprox_interval = 20``); T2 must be a multiple of T3 (§8, [code]).
         omega1: λ factor; ``None`` → (19/20)^T1 (§6.5).
         omega2: γ factor; ``None`` → (√(19/20))^T2 (§6.6).
         constants: ``"paper"`` or ``"code"``: which source sets options left at ``None`` where
@@ -137,20 +136,20 @@ class KFACConfig:
             follows λ, at the cost of up to T3/T1 more refreshes.
         adapt_lambda: the Levenberg–Marquardt rule for λ every T1 iterations (§6.5, default).
             False: λ stays at λ0; ρ is still computed every T1 iterations and logged.
-        inverse_recompute_first: recompute the inverses at every k ≤ this (spec §12, [code]
+        inverse_recompute_first: recompute the inverses at every k ≤ this ([code]
             ``iter <= 3``).
         linalg: the precision of the damped inverses' factorizations (Cholesky, Appendix-B
             generalized eigendecompositions) when training in float32; no effect in float64.
             ``"auto"`` (default): the Appendix-B generalized eigendecompositions of F̂ (most of
             its refresh) in the training dtype, as the authors' code does (``eig(single(mat))``,
-            spec Appendix B), each block redone in float64 when its float32 result cannot be
+            Appendix B), each block redone in float64 when its float32 result cannot be
             trusted: the factorization failed, or κ̂ ε₃₂ / min(1 − s₁s₂) > 10⁻²
             (``kfac_ref.inverse.TRUST``), with κ̂ = λ̂_max(A) λ̂_max(A⁻¹) from 3 block power
             iterations (O(n²) beside the O(n³) eigendecomposition): nearly dependent layers,
             or factors whose spectra span more decades than the damping πγ, γ/π can cover. The
             Cholesky inverses (F̆, Ψ, Σ_ℓ) stay in float64: they cost about one matrix product,
             and float32 saves little there. ``"float64"``: every
-            factorization in float64 (cast back), the behaviour before issue 14.
+            factorization in float64 (cast back).
             ``"training"``: the training dtype throughout, no fallback.
         linalg_float64: the older spelling of ``linalg``: True → ``"float64"``, False →
             ``"training"``; None (default) leaves ``linalg`` as given.
@@ -158,7 +157,7 @@ class KFACConfig:
             SciPy's BLAS is not NumPy's (the PyPI wheels each bundle OpenBLAS): 1 (default)
             stops its idle threads busy-waiting on the cores NumPy's products need between
             factorizations, which made F̂'s γ-search iteration about 1.5× slower on 2 cores
-            (issue 14, :func:`kfac_ref.backend.scipy_lapack_pool`); the count is restored
+            (:func:`kfac_ref.linalg.scipy_lapack_pool`); the count is restored
             after each refresh. None leaves the thread pools alone. No effect on CuPy or where
             NumPy and SciPy share one BLAS library.
         stats_method: ``"sample"`` (one target per case drawn from the model, §5, the paper) or
@@ -177,7 +176,7 @@ class KFACConfig:
     omega2: float | None = None  # §6.6: (√(19/20))^T2
     constants: str = "paper"  # where paper and code differ, whose values fill the Nones
     tau1: float = 1.0 / 8.0  # §5, [code] ratio_sample
-    tau2: float | None = None  # spec §12: 1/4 (paper); [code] ratio_BV = 1
+    tau2: float | None = None  # §8: 1/4 (paper); [code] ratio_BV = 1
     max_stat_decay: float = 0.95  # §5, [code] maxfade_stats
     gamma_min: float | None = None  # [code] gamma_min = √η
     gamma_max: float | None = 1.0  # [code] gamma_max = 1 ("completely arbitrary")
@@ -189,10 +188,10 @@ class KFACConfig:
     pi: str = "trace"  # §6.3, trace-norm π_i ([code]); "one": π_i = 1
     adapt_gamma: bool = True  # §6.6; False: γ = √(λ + η) (§6.3)
     adapt_lambda: bool = True  # §6.5
-    inverse_recompute_first: int = 3  # spec §12, [code] iter <= 3
+    inverse_recompute_first: int = 3  # [code] iter <= 3
     linalg: str = "auto"  # see the docstring; [code] eig(single(mat))
     linalg_float64: bool | None = None  # older spelling of linalg
-    lapack_threads: int | None = 1  # SciPy's own OpenBLAS during refreshes (issue 14)
+    lapack_threads: int | None = 1  # SciPy's own OpenBLAS during refreshes
     stats_method: str = "sample"  # §5; "exact" is a test hook
 
     def __post_init__(self) -> None:
@@ -282,7 +281,7 @@ class ResolvedConstants:
     * ``gamma0``: γ0 = √(λ0 + η) (§6.6, [code] ``initgamma``).
     * ``omega1``: ω1 = (19/20)^T1 (§6.5, [code] ``drop^lambda_adj_interval``).
     * ``omega2``: ω2 = (√(19/20))^T2 (§6.6, [code] ``sqrt(drop)^gamma_adj_interval``).
-    * ``tau2``: 1/4 with ``constants="paper"`` (spec §12) or 1 with ``constants="code"``
+    * ``tau2``: 1/4 with ``constants="paper"`` (§8) or 1 with ``constants="code"``
       ([code] ``ratio_BV = 1``).
     * ``gamma_min``: √η ([code] ``gamma_min``; the paper states no bound); 0 disables it.
     * ``gamma_max``: ``inf``, no upper clamp (the option's default is the [code] bound 1, "completely
@@ -317,22 +316,22 @@ class ResolvedConstants:
 
 @dataclass
 class SGDConfig:
-    """SGD with Nesterov momentum, the paper's baseline (§13, spec §12).
+    """SGD with Nesterov momentum, the paper's baseline (§13).
 
     Attributes:
         lr: the fixed learning rate ε (tuned per problem in the paper).
         mu_max: cap of the momentum schedule (Sutskever et al. 2013 use up to 0.999).
         eta: ℓ2 weight cost η (§13).
-        nesterov: Nesterov's accelerated gradient (spec §12) or classical momentum.
+        nesterov: Nesterov's accelerated gradient (§13) or classical momentum.
         momentum_schedule: ``"sutskever"``: μ_t = min(1 − 2^{−1−log2(⌊t/250⌋+1)}, μ_max)
-            (spec §12); ``"constant"``: μ_t = μ_max.
+            (§13, Sutskever et al. 2013); ``"constant"``: μ_t = μ_max.
     """
 
     lr: float = 0.01
     mu_max: float = 0.99
     eta: float = 1e-5  # §13
-    nesterov: bool = True  # spec §12
-    momentum_schedule: str = "sutskever"  # spec §12 (Sutskever et al. 2013)
+    nesterov: bool = True  # §13
+    momentum_schedule: str = "sutskever"  # §13 (Sutskever et al. 2013)
 
     def __post_init__(self) -> None:
         for name in ("lr", "mu_max", "eta"):

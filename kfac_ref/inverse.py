@@ -276,7 +276,7 @@ def _factorize_all(
     with jitter (:func:`_with_jitter`), which warns. With a ``precision`` (``linalg="auto"``)
     the matrices are factorized in ``precision.dtype`` and the results cast back: a Cholesky
     inverse costs about one matrix product, so float64 is cheap here, while float32 would need
-    a condition estimate costing a fair part of that (issue 14; Appendix B is where float32 pays).
+    a condition estimate costing a fair part of that (Appendix B is where float32 pays).
     """
     if precision is not None and Ms and precision.applies_to(Ms[0]):
         dtype = Ms[0].dtype

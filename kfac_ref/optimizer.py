@@ -96,7 +96,7 @@ def natural_gradient_direction(inverse: CurvatureInverse, grads: Sequence[Any]) 
 
 
 def inverse_refresh_due(k: int, have_inverse: bool, first: int, T3: int) -> bool:
-    """Recompute the damped inverses at iteration k? At k ≤ ``first`` (spec §12, [code]
+    """Recompute the damped inverses at iteration k? At k ≤ ``first`` ([code]
     ``iter <= 3``), every T3 iterations (§8), and whenever there is none yet."""
     return not have_inverse or k <= first or k % T3 == 0
 

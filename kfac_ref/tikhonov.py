@@ -35,7 +35,8 @@ from .errors import NonFiniteError
 @dataclass
 class ExactTikhonovInverse:
     """(F̆ + c I)⁻¹ = diag((Ā_{i-1,i-1} ⊗ G_{i,i} + c I)⁻¹) (§6.3, eqn. 6), per layer the
-    eigenvectors Q_A: (d_{i-1}+1, d_{i-1}+1), Q_G: (d_i, d_i) and denom = g aᵀ + c: (d_i, d_{i-1}+1).
+    eigenvectors Q_A: (d_{i-1}+1, d_{i-1}+1), Q_G: (d_i, d_i) and
+    denom = g aᵀ + c: (d_i, d_{i-1}+1).
 
     Applied, cast and saved like the block-diagonal structure's inverse
     (:class:`kfac_ref.inverse.BlockDiagonalInverse`, which loads either form).

@@ -24,7 +24,7 @@ from ..structures import STRUCTURES, methods, structure_of_method
 from .schedules import minibatch_size
 from .sgd import SGDMomentum
 
-#: Architectures of §13 (spec §10): logistic hidden units, linear code layer.
+#: Architectures of §13: logistic hidden units, linear code layer.
 AUTOENCODERS: dict[str, dict[str, Any]] = {
     "curves": {
         "layers": [784, 400, 200, 100, 50, 25, 6, 25, 50, 100, 200, 400, 784],
@@ -42,7 +42,7 @@ AUTOENCODERS: dict[str, dict[str, Any]] = {
         "layers": [625, 2000, 1000, 500, 30, 500, 1000, 2000, 625],
         "output": "gaussian",
         "sgd_batch": 500,
-        "eta": 5e-6,  # [code] with the ½‖y − s‖² loss (spec §10: the paper's loss was scaled by 2)
+        "eta": 5e-6,  # [code] with the ½‖y − s‖² loss ([code]: the paper's loss was scaled by 2)
     },
 }
 #: K-FAC methods that are a structure's method with KFACConfig fields fixed. "K-FAC without
@@ -105,7 +105,7 @@ def autoencoder(name: str, layers: Sequence[int] | None = None) -> MLP:
 class RunConfig:
     """Everything that determines a run; saved beside its log as ``config.json``.
 
-    The defaults are the released code's (spec §12), which produced the published curves:
+    The defaults are the released code's ([code]), which produced the published curves:
     ``constants="code"`` (τ2 = 1: exact-Fisher products on the whole mini-batch) and the sparse
     initialization drawing its 15 indices with replacement. ``constants="paper"`` selects the
     paper text's τ2 = 1/4; ``sparse_init_replace=False`` draws 15 distinct indices.
@@ -126,7 +126,7 @@ class RunConfig:
     m1: int = 1000  # first mini-batch size of K-FAC's exponential schedule (§13 [code])
     k_full: int = 500  # iteration at which the mini-batch is the whole training set
     kfac_batch: int | None = None  # a fixed K-FAC mini-batch size instead of the schedule
-    sgd_batch: int | None = None  # None: 250 (CURVES) / 500 (MNIST, FACES) (spec §12)
+    sgd_batch: int | None = None  # None: 250 (CURVES) / 500 (MNIST, FACES) (§13)
     sgd_lr: float = 0.05
     sgd_mu_max: float = 0.99
     average_start: int = 200  # iterate averaging from this iteration ([code])
@@ -134,7 +134,7 @@ class RunConfig:
     checkpoint_every: int = 50
     data_dir: str | None = None
     kfac: dict[str, Any] = field(default_factory=dict)  # KFACConfig overrides
-    constants: str = "code"  # KFACConfig.constants: the released code's τ2 = 1 (spec §12)
+    constants: str = "code"  # KFACConfig.constants: the released code's τ2 = 1 ([code] ratio_BV)
     sparse_init_replace: bool = True  # [code]: 15 indices per unit drawn with replacement
     max_seconds: float | None = None  # stop when the optimizer time reaches this
     #: every N iterations log the exact-vs-approximate diagnostics on the mini-batch
@@ -308,7 +308,7 @@ class RunConfig:
 
 
 def make_optimizer(cfg: RunConfig, mlp: MLP, backend: Backend) -> KFAC | SGDMomentum:
-    """The optimizer object of ``cfg.method`` with the experiments' defaults (spec §10, §12)."""
+    """The optimizer object of ``cfg.method`` with the experiments' defaults (§13, [code])."""
     if cfg.method == "sgd-momentum":
         eta = AUTOENCODERS[cfg.dataset]["eta"]  # ℓ2 weight cost η of the data set
         return SGDMomentum(mlp, SGDConfig(lr=cfg.sgd_lr, mu_max=cfg.sgd_mu_max, eta=eta), backend)
