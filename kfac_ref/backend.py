@@ -147,10 +147,3 @@ def special_for(*arrays: Any) -> ModuleType:
     import cupyx.scipy.special
 
     return cupyx.scipy.special
-
-
-# re-exported for optimizer.py/inverse.py/rescale.py until they import from kfac_ref.host and
-# kfac_ref.linalg (imported last: both modules import this one)
-from .host import HostBatch as HostBatch  # noqa: E402
-from .linalg import lapack_threads as lapack_threads  # noqa: E402
-from .linalg import linalg_for as linalg_for  # noqa: E402

@@ -1,7 +1,8 @@
 """Configuration of the optimizers: :class:`KFACConfig` (§5–§8) and :class:`SGDConfig` (§13).
 
 Every default names its source: a section of the paper (arXiv:1503.05671, "§"), or the
-authors' released MATLAB code ("[code]": ``nnet_train_2.m``, ``KFAC_train_3``). Options left at ``None`` are derived from the others: ``cfg.resolved`` is the
+authors' released MATLAB code ("[code]": ``nnet_train_2.m``, ``KFAC_train_3``). Options left
+at ``None`` are derived from the others: ``cfg.resolved`` is the
 :class:`ResolvedConstants` Algorithm 2 runs with (γ0, ω1, ω2, τ2 and the γ clamps, each ``None``
 replaced by its paper or code value, the rules listed there in one place). It is recomputed on
 every access, so ``dataclasses.replace(cfg, T1=10).resolved.omega1`` is the matching ω1; the
@@ -218,7 +219,8 @@ class KFACConfig:
             _positive_int(name, getattr(self, name))
         if self.T2 % self.T3 != 0:
             raise ConfigError(
-                f"T2 must be a multiple of T3 (the γ search needs fresh inverses), got T2={self.T2}, T3={self.T3}"
+                "T2 must be a multiple of T3 (the γ search needs fresh inverses), "
+                f"got T2={self.T2}, T3={self.T3}"
             )
         _fraction("tau1", self.tau1)
         if self.tau2 is not None:
@@ -246,7 +248,8 @@ class KFACConfig:
             or self.inverse_recompute_first < 0
         ):
             raise ConfigError(
-                f"inverse_recompute_first must be an integer ≥ 0, got {self.inverse_recompute_first!r}"
+                "inverse_recompute_first must be an integer ≥ 0, "
+                f"got {self.inverse_recompute_first!r}"
             )
 
     def _check_damping(self) -> None:
@@ -284,8 +287,8 @@ class ResolvedConstants:
     * ``tau2``: 1/4 with ``constants="paper"`` (§8) or 1 with ``constants="code"``
       ([code] ``ratio_BV = 1``).
     * ``gamma_min``: √η ([code] ``gamma_min``; the paper states no bound); 0 disables it.
-    * ``gamma_max``: ``inf``, no upper clamp (the option's default is the [code] bound 1, "completely
-      arbitrary"; the paper states none).
+    * ``gamma_max``: ``inf``, no upper clamp (the option's default is the [code] bound 1,
+      "completely arbitrary"; the paper states none).
 
     A value given explicitly is used as it is.
     """

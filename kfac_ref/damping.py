@@ -35,7 +35,8 @@ def check_gamma(gamma: Any) -> float:
     )
     if not ok:
         raise ConfigError(
-            f"γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, got {gamma!r}"
+            "γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, "
+            f"got {gamma!r}"
         )
     return float(gamma)
 
@@ -187,7 +188,8 @@ def gammas_to_try(
     gamma_min: float | None = None,
     gamma_max: float | None = None,
 ) -> tuple[float, ...]:
-    """The γ values of this iteration (§6.6): the three :func:`gamma_candidates` when it searches, else (γ,)."""
+    """The γ values of this iteration (§6.6): the three :func:`gamma_candidates` when it
+    searches, else (γ,)."""
     return gamma_candidates(gamma, omega2, gamma_min, gamma_max) if search else (gamma,)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import dense
 from .backend import get_array_module
-from .dense import DEFAULT_MAX_BYTES, check_dense_size  # noqa: F401 (re-exported)
+from .dense import check_dense_size
 from .errors import ConfigError, NonFiniteError, ShapeError
 from .mlp import MLP
 from .vec import per_case_vec_grad
@@ -133,16 +133,3 @@ def fisher_vector_product(
         fwd = mlp.forward(weights, X)
     u = mlp.output.fisher_vp(fwd.output, mlp.jvp(weights, fwd, V))
     return mlp.weight_gradients(fwd, mlp.backward(weights, fwd, u))
-
-
-_MOVED_TO_COMPARE = ("approximate_fisher", "damped_diagonal", "dense_F_tilde")
-
-
-def __getattr__(name: str) -> Any:
-    # re-exported for tests/test_optimizer.py and tests/test_factors_inverse.py until they import
-    # from kfac_ref.compare (looked up on use: kfac_ref.compare imports this module)
-    if name in _MOVED_TO_COMPARE:
-        from . import compare
-
-        return getattr(compare, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

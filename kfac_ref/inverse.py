@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import dense
-from .backend import HostBatch, cast, get_array_module, linalg_for, to_numpy
+from .backend import cast, get_array_module, to_numpy
 from .damping import damped_diagonal_factors
 from .errors import ConfigError, NonFiniteError
+from .host import HostBatch
+from .linalg import linalg_for
 from .tikhonov import STATE_KEYS as EXACT_TIKHONOV_KEYS
 from .tikhonov import ExactTikhonovInverse, exact_tikhonov_inverses
 from .tikhonov import state_shapes as exact_tikhonov_shapes
@@ -497,7 +499,7 @@ def _queue_generalized_eighs(
 ) -> list[tuple[Any, Any, Any, Any]]:
     """Start (s, K) = eigh(C, A) for each (C, A, name), queueing the finiteness of A and C and
     each factorization's success on ``batch``. Returns (result, C sym, A sym, κ̂ or None) per
-    pair (κ̂ of A, :meth:`~kfac_ref.backend.Linalg.generalized_eigh`, with ``condition``)."""
+    pair (κ̂ of A, :meth:`~kfac_ref.linalg.Linalg.generalized_eigh`, with ``condition``)."""
     out = []
     for i, (C, A, name) in enumerate(pairs):
         batch.require_finite([A], _nonfinite_message(name))
@@ -515,7 +517,8 @@ def _queue_generalized_eighs(
 def _finish_generalized_eigh(
     host: dict[str, Any], i: int, started: tuple[Any, Any, Any, Any], name: str
 ) -> tuple[tuple[Any, Any], bool]:
-    """(s, K) of a started eigh(C, A), retried with jitter on A where it failed; and whether it was."""
+    """(s, K) of a started eigh(C, A), retried with jitter on A where it failed; and whether it
+    was."""
     result, Cs, As, _ = started
     if host[f"eigh_ok{i}"]:
         return result, False
@@ -565,7 +568,10 @@ def _kron_sum_factors(
     return KronSumInverse(K1=K1, K2=K2, denom=denom, A_inv=base[0], B_inv=base[1]), singular
 
 
-SINGULAR_SIGMA = "Σ_{i|i+1} is singular (1 − s₁s₂ = 0 in Appendix B): the factors are exactly dependent; use damping γ > 0"
+SINGULAR_SIGMA = (
+    "Σ_{i|i+1} is singular (1 − s₁s₂ = 0 in Appendix B): the factors are exactly dependent; "
+    "use damping γ > 0"
+)
 
 
 @dataclass
@@ -783,8 +789,9 @@ def sigma_sides_small(sizes: Sequence[int]) -> list[tuple[bool, bool]]:
     """For each Σ_{i|i+1} (i = 1..ℓ-1) of a net with these layer sizes d_0..d_ℓ, whether each
     side of Appendix B is solved on the small side: C = Ā_{i-1,i} Ā_{i,i}⁻¹ Ā_{i-1,i}ᵀ has rank
     ≤ d_i + 1, less than dim Ā_{i-1,i-1} = d_{i-1} + 1 where the net narrows, and
-    D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ has rank ≤ d_{i+1} < d_i likewise (see :func:`block_tridiagonal_inverse`).
-    A block with a small side is stored in the low-rank form of :class:`KronSumInverse`."""
+    D = Ψ^G G_{i+1,i+1} Ψ^Gᵀ has rank ≤ d_{i+1} < d_i likewise (see
+    :func:`block_tridiagonal_inverse`). A block with a small side is stored in the low-rank form
+    of :class:`KronSumInverse`."""
     return [(sizes[i] < sizes[i - 1], sizes[i + 1] < sizes[i]) for i in range(1, len(sizes) - 1)]
 
 
@@ -813,7 +820,8 @@ def block_tridiagonal_inverse(
     """
     L = len(A_diag)
     small = sigma_sides_small([A_diag[0].shape[0] - 1] + [G.shape[0] for G in G_diag])
-    # Ψ uses Ā_{i,i}⁻¹, G_{i+1,i+1}⁻¹ (i ≥ 1); the low-rank form of Σ_{1|2} also Ā_{0,0}⁻¹, G_{1,1}⁻¹
+    # Ψ uses Ā_{i,i}⁻¹, G_{i+1,i+1}⁻¹ (i ≥ 1); the low-rank form of Σ_{1|2} also
+    # Ā_{0,0}⁻¹, G_{1,1}⁻¹
     first = 0 if L > 1 and any(small[0]) else 1
     A_inv, G_inv = _diagonal_inverses(A_diag, G_diag, precision, first=first)
     pA = [psi_A(A_off[k], A_inv[k + 1]) for k in range(L - 1)]

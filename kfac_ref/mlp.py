@@ -263,7 +263,3 @@ class MLP(InputChecks):
         if eta:
             grads = [dW + eta * W for dW, W in zip(grads, weights, strict=True)]
         return h, grads, fwd
-
-
-# re-exported for optimizer.py until it imports from kfac_ref.inputs
-from .inputs import check_step_inputs as check_step_inputs  # noqa: E402

@@ -32,12 +32,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import Backend, HostBatch, lapack_threads
+from .backend import Backend
 from .config import KFACConfig
 from .damping import adjust_lambda, choose_gamma, gammas_to_try, reduction_ratio, tied_gamma
 from .errors import ConfigError, NonFiniteError
+from .host import HostBatch
+from .inputs import check_step_inputs
 from .inverse import CurvatureInverse, Precision
-from .mlp import MLP, check_step_inputs
+from .linalg import lapack_threads
+from .mlp import MLP
 from .rescale import (
     Rescaling,
     inner,
@@ -208,12 +211,13 @@ class KFAC:
 
         ``rng`` (a generator on the backend's device with ``random`` and ``standard_normal``:
         NumPy's ``default_rng``, or the run's :class:`kfac_ref.rng.Philox` on CuPy) is the only
-        source of randomness: the τ1 and τ2 subsets and the sampled targets. ``info`` holds floats: k, batch_size, loss (h at θ),
-        lam and gamma (after this iteration's adjustments), alpha, mu, rho and loss_after
-        (NaN except every T1 iterations), model_change (M(δ) − M(0)), the model change for each
-        γ candidate (NaN unless searched), stat_decay (ε_k), refreshed, gamma_searched,
-        grad_norm, delta_norm, stats_cases, fisher_cases, linalg_redone (how many factorizations
-        this step redid in float64, ``KFACConfig.linalg = "auto"``).
+        source of randomness: the τ1 and τ2 subsets and the sampled targets. ``info`` holds
+        floats: k, batch_size, loss (h at θ), lam and gamma (after this iteration's adjustments),
+        alpha, mu, rho and loss_after (NaN except every T1 iterations), model_change
+        (M(δ) − M(0)), the model change for each γ candidate (NaN unless searched), stat_decay
+        (ε_k), refreshed, gamma_searched, grad_norm, delta_norm, stats_cases, fisher_cases,
+        linalg_redone (how many factorizations this step redid in float64,
+        ``KFACConfig.linalg = "auto"``).
 
         ``validate=False`` skips the checks of the data's values (shapes are still checked, and
         the weights' finiteness, queued on the device): for a loop that checked its data once

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy
 
-from .backend import HostBatch, get_array_module
+from .backend import get_array_module
+from .host import HostBatch
 from .mlp import MLP, Forward
 
 

@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy
 
-from .backend import HostBatch, cast, get_array_module, linalg_for, to_numpy
+from .backend import cast, get_array_module, to_numpy
 from .errors import NonFiniteError
+from .host import HostBatch
+from .linalg import linalg_for
 
 
 @dataclass

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 
 from kfac_ref import MLP, dense, get_backend, to_numpy
+from kfac_ref.compare import approximate_fisher
 from kfac_ref.config import KFACConfig
 from kfac_ref.damping import damped_diagonal_factors, layer_pi, reduction_ratio, tied_gamma
 from kfac_ref.errors import ConfigError, NonFiniteError
 from kfac_ref.factors import kronecker_factors
-from kfac_ref.fisher import approximate_fisher, exact_fisher
+from kfac_ref.fisher import exact_fisher
 from kfac_ref.inverse import BlockDiagonalInverse, BlockTridiagonalInverse
 from kfac_ref.optimizer import KFAC
 from kfac_ref.rescale import raw_proposal_from_model

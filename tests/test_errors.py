@@ -10,6 +10,7 @@ import pytest
 
 from kfac_ref.backend import get_backend
 from kfac_ref.compare import approximate_fisher, compare_fisher, dense_F_tilde
+from kfac_ref.dense import check_dense_size
 from kfac_ref.errors import (
     BackendError,
     ConfigError,
@@ -20,7 +21,6 @@ from kfac_ref.errors import (
 )
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import (
-    check_dense_size,
     empirical_fisher,
     exact_fisher,
     fisher_vector_product,

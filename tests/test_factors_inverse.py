@@ -2,7 +2,8 @@
 
 Dense oracles: ``numpy.kron``, :mod:`kfac_ref.dense` (F̆, F̂ from dense blocks, Ψ by dense
 solves, no Appendix B: it shares no code with :mod:`kfac_ref.inverse`), ``numpy.linalg.solve``/
-``inv`` of them, Schur complements of dense F̃ blocks, per-case loops for Ā, enumeration of y for G. Tolerances:
+``inv`` of them, Schur complements of dense F̃ blocks, per-case loops for Ā, enumeration of y
+for G. Tolerances:
 1e-12 for identities of a few matrix products, 1e-9 relative for efficient inverses against a
 dense solve (the nets are chosen with cond(F̂) < 1e7, so round-off stays near 1e-10), 5 % for
 Monte Carlo estimates with 20 000 samples per case.
@@ -18,15 +19,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from kfac_ref import dense
+from kfac_ref.compare import approximate_fisher, damped_diagonal, dense_F_tilde
 from kfac_ref.damping import damped_factors, pi_trace_norm
 from kfac_ref.errors import NonFiniteError
 from kfac_ref.factors import F_tilde_block, kronecker_factors
-from kfac_ref.fisher import (
-    approximate_fisher,
-    damped_diagonal,
-    dense_F_tilde,
-    exact_fisher,
-)
+from kfac_ref.fisher import exact_fisher
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,

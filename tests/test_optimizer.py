@@ -1,6 +1,6 @@
 """The K-FAC optimizer (§6–§8, Algorithm 2) against dense oracles, and end to end.
 
-float64 throughout. The dense oracles build F̆, F̂ (:func:`kfac_ref.fisher.approximate_fisher`)
+float64 throughout. The dense oracles build F̆, F̂ (:func:`kfac_ref.compare.approximate_fisher`)
 and the exact F (:func:`kfac_ref.fisher.exact_fisher`) as P×P matrices and solve with
 ``numpy.linalg``; the optimizer uses the Kronecker/Appendix-B algebra and Fisher-vector products.
 Tolerances: 1e-9 relative for the dense comparisons (condition numbers here are < 1e5).
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from kfac_ref import MLP, get_backend, to_numpy
+from kfac_ref.compare import approximate_fisher
 from kfac_ref.config import KFACConfig, SGDConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
 from kfac_ref.experiments.schedules import draw_minibatch, minibatch_size
 from kfac_ref.experiments.sgd import SGDMomentum
-from kfac_ref.fisher import approximate_fisher, exact_fisher
+from kfac_ref.fisher import exact_fisher
 from kfac_ref.optimizer import KFAC
 from kfac_ref.statistics import choose_subset
 from kfac_ref.vec import weights_to_theta

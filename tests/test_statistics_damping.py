@@ -1,7 +1,8 @@
 """Statistics (§5), damping rules (§6.3, §6.5, §6.6), re-scaling (§7) and KFACConfig.
 
 float64, seeded. Exact values where the paper gives formulas; dense oracles for the statistics
-(:func:`kfac_ref.factors.kronecker_factors`) and for the 2×2 model (:func:`kfac_ref.fisher.exact_fisher`).
+(:func:`kfac_ref.factors.kronecker_factors`) and for the 2×2 model
+(:func:`kfac_ref.fisher.exact_fisher`).
 """
 
 from __future__ import annotations

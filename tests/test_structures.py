@@ -115,7 +115,8 @@ def test_dense_F_hat_inverse_is_block_tridiagonal_and_F_hat_matches_F_tilde_ther
 
 
 def test_dense_psi_is_the_regression_of_one_layer_on_the_next(make_net):
-    """Ψ_{i,i+1} = F̃_{i,i+1} F̃_{i+1,i+1}⁻¹ = (Ā_{i-1,i} Ā_{i,i}⁻¹) ⊗ (G_{i,i+1} G_{i+1,i+1}⁻¹) (§4.3)."""
+    """Ψ_{i,i+1} = F̃_{i,i+1} F̃_{i+1,i+1}⁻¹ = (Ā_{i-1,i} Ā_{i,i}⁻¹) ⊗ (G_{i,i+1} G_{i+1,i+1}⁻¹)
+    (§4.3)."""
     net = make_net((4, 5, 3, 2), "tanh", "gaussian", seed=3, n=30)
     f = kronecker_factors(net.mlp, net.weights, net.X)
     for k in range(2):
@@ -139,7 +140,8 @@ def test_registry_names_classes_and_methods():
     assert structure_of_method("sgd-momentum") is None
     with pytest.raises(
         ConfigError,
-        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, block_tridiagonal, exact",
+        match=r"unknown structure 'kronecker'; choose one of full, block_diagonal, "
+        r"block_tridiagonal, exact",
     ):
         get_structure("kronecker")
 
@@ -251,7 +253,7 @@ def test_gammas_to_try_and_adjust_lambda():
     assert adjust_lambda(10.0, 0.9, 1.0, -0.5, 0.9)[0] == pytest.approx(10.0 / 0.9)  # ρ = 0.2 < 1/4
 
 
-# ------------------------------------------------------------------- the dense structures (§3, §2.2)
+# ---------------------------------------------------------------- the dense structures (§3, §2.2)
 def test_the_exact_fisher_statistic_is_the_gauss_newton_matrix(make_net, oracle):
     net = make_net((4, 3, 3), "tanh", "softmax", seed=4, n=12)
     fwd = net.mlp.forward(net.weights, net.X)
