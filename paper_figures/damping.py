@@ -45,7 +45,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import save_figure, save_json  # noqa: E402
+from _output import save_figure, save_json  # noqa: E402
 from autoencoders import why_not_resumable  # noqa: E402
 from matplotlib.ticker import (  # noqa: E402
     FuncFormatter,

@@ -81,3 +81,31 @@ def test_damaged_mnist_file_is_reported_and_downloaded_again(
     (d / TRAIN_IMAGES).write_bytes(damage(files.gz[TRAIN_IMAGES]))
     with pytest.raises(DataError, match="is damaged"):
         data.load_mnist(data_dir=d, download=False)
+
+
+def test_curves_stand_in_in_a_read_only_or_full_directory_is_generated_with_a_warning(
+    tmp_path, monkeypatch, caplog
+):
+    """Where the stand-in cannot be cached, the data still come (in memory), with one warning
+    said before the work (read-only) or after it (a full disk), and nothing is left behind."""
+    monkeypatch.setenv("KFAC_REF_OFFLINE", "1")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        with caplog.at_level(logging.WARNING):
+            ds = data.load_curves(data_dir=read_only, n_train=8, n_test=4)
+        assert ds.X_train.shape == (8, 784) and list(read_only.iterdir()) == []
+        assert "cannot be cached" in caplog.text and "read-only" in caplog.text
+    finally:
+        read_only.chmod(0o755)
+    caplog.clear()
+
+    def disk_full(path, **arrays):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data.curves, "_save_npz_atomic", disk_full)
+    with caplog.at_level(logging.WARNING):
+        again = data.load_curves(data_dir=tmp_path / "full", n_train=8, n_test=4)
+    np.testing.assert_array_equal(again.X_train, ds.X_train)
+    assert "could not cache the CURVES stand-in" in caplog.text and "No space left" in caplog.text

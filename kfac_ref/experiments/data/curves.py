@@ -22,7 +22,14 @@ from .download import (
     _fetch_original,
     _remember_failure,
 )
-from .files import _as_float_rows, _loadmat, _mat_variable, _resolve_dir, _save_npz_atomic
+from .files import (
+    _as_float_rows,
+    _loadmat,
+    _mat_variable,
+    _resolve_dir,
+    _save_npz_atomic,
+    _unwritable_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -404,9 +411,29 @@ def load_curves(
         cached = _load_curves_cache(cache, n_train, n_test, version)
         if cached is not None:
             return cached
+    why = _unwritable_reason(directory)
+    if why is not None:  # said before the work, which then goes on in memory
+        log.warning(
+            "the CURVES stand-in cannot be cached in %s (%s); it is generated in memory and "
+            "will be generated again next time",
+            directory,
+            why,
+        )
     log.info("generating CURVES v%d (seed %d, %d + %d images)", version, seed, n_train, n_test)
     data = build_curves(seed, n_train, n_test, version)
-    _save_npz_atomic(
-        cache, X_train=data.X_train.astype(np.float32), X_test=data.X_test.astype(np.float32)
-    )
+    if why is None:
+        try:
+            _save_npz_atomic(
+                cache,
+                X_train=data.X_train.astype(np.float32),
+                X_test=data.X_test.astype(np.float32),
+            )
+        except OSError as exc:  # a full disk, say: the data are good, only the cache is lost
+            log.warning(
+                "could not cache the CURVES stand-in in %s (%s: %s); it will be generated "
+                "again next time",
+                directory,
+                type(exc).__name__,
+                exc,
+            )
     return data
