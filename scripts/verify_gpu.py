@@ -190,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stand-in", action="store_true", help="run the parity on the CPU stand-in (no GPU)"
     )
     args = p.parse_args(argv)
-    iters = args.iters or (5 if args.quick else 8)
-    batch = args.batch or (250 if args.quick else 1000)
+    for name in ("iters", "batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} must be a positive integer, got {value}")
+    iters = (5 if args.quick else 8) if args.iters is None else args.iters
+    batch = (250 if args.quick else 1000) if args.batch is None else args.batch
     datasets = ["curves"] if args.quick else ["curves", "mnist", "faces"]
 
     with contextlib.ExitStack() as stack:

@@ -480,6 +480,16 @@ def test_verify_gpu_script_runs_on_the_stand_in(monkeypatch, capsys):
     assert "| curves | block_tridiagonal | float32 |" in out and "Verdict: all checks passed" in out
 
 
+@pytest.mark.parametrize("option", ["--iters", "--batch"])
+def test_verify_gpu_script_refuses_a_non_positive_count(option, capsys):
+    """0 is not read as "the default": it is refused with one error line and status 2."""
+    verify = _load_script("verify_gpu")
+    with pytest.raises(SystemExit) as exc:
+        verify.main(["--stand-in", option, "0"])
+    assert exc.value.code == 2
+    assert f"{option} must be a positive integer, got 0" in capsys.readouterr().err
+
+
 def test_host_batch_fetches_once_and_raises_the_first_failure():
     with fakecupy.installed() as cupy:
         a, b = cupy.ones(3), cupy.asarray(np.array([1.0, np.inf]))
