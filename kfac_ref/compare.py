@@ -25,7 +25,7 @@ from .errors import ConfigError, NonFiniteError
 from .factors import KroneckerFactors, kronecker_factors
 from .fisher import check_dense_inputs, exact_fisher
 from .full import FullInverse
-from .inverse import spd_inverse
+from .linalg import spd_inverse
 from .mlp import MLP
 from .structures import STRUCTURES, get_structure
 from .vec import layer_offsets

@@ -17,7 +17,7 @@ from . import dense
 from .backend import get_array_module
 from .damping import damped_diagonal_factors
 from .dense_structures import DenseInverse
-from .inverse import spd_inverse
+from .linalg import spd_inverse
 from .statistics import upper_pairs
 from .vec import layer_offsets
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import to_numpy
+from .curvature import CurvatureInverse
 from .errors import ConfigError, ShapeError
-from .inverse import CurvatureInverse
 from .mlp import MLP
 from .statistics import FactorStats, stats_shapes
 from .structures import get_structure

@@ -8,10 +8,11 @@ module with its class and one entry below.
 
 from __future__ import annotations
 
+from .curvature import CurvatureInverse
 from .errors import ConfigError
 from .exact import ExactInverse
 from .full import FullInverse
-from .inverse import BlockDiagonalInverse, BlockTridiagonalInverse, CurvatureInverse
+from .inverse import BlockDiagonalInverse, BlockTridiagonalInverse
 
 STRUCTURES: dict[str, type[CurvatureInverse]] = {
     cls.name: cls

@@ -19,6 +19,7 @@ import pytest
 
 from kfac_ref import MLP, dense, get_backend
 from kfac_ref.config import KFACConfig
+from kfac_ref.curvature import CurvatureInverse
 from kfac_ref.damping import (
     adjust_lambda,
     choose_gamma,
@@ -30,7 +31,6 @@ from kfac_ref.errors import ConfigError, NonFiniteError, TooLargeError
 from kfac_ref.experiments import METHODS
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import exact_fisher
-from kfac_ref.inverse import CurvatureInverse
 from kfac_ref.optimizer import KFAC
 from kfac_ref.statistics import FactorStats, batch_statistics
 from kfac_ref.structures import FACTORED, STRUCTURES, get_structure, methods, structure_of_method
