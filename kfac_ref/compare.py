@@ -67,7 +67,7 @@ def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
 def dense_approximation(structure: str) -> Any:
     """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of
     :data:`DENSE_STRUCTURES`):
-    the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
+    the registered structure's :meth:`~kfac_ref.curvature.CurvatureInverse.dense`."""
     return get_structure(structure).dense
 
 

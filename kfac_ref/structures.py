@@ -1,6 +1,6 @@
 """The table of curvature structures (§4): name → class.
 
-Every structure implements :class:`kfac_ref.inverse.CurvatureInverse`; the optimizer
+Every structure implements :class:`kfac_ref.curvature.CurvatureInverse`; the optimizer
 (``KFACConfig.structure``), the CLI's ``--method``, the comparison tools and the figure scripts
 find it here, and nothing else tests a structure's name or class. A new structure is one
 module with its class and one entry below.
