@@ -7,8 +7,9 @@ Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
   :mod:`kfac_ref.outputs`; vec/θ convention: :mod:`kfac_ref.vec`
 * §2.2 exact Fisher, Fisher-vector products: :mod:`kfac_ref.fisher`
 * §3 Kronecker factors Ā, G and F̃: :mod:`kfac_ref.factors`; dense F̃, F̆, F̂: :mod:`kfac_ref.dense`
-* §4 F̆⁻¹, F̂⁻¹ (Ψ, Σ), Appendix B, the structure interface: :mod:`kfac_ref.inverse`; the table
-  of structures: :mod:`kfac_ref.structures`
+* §4 the interface of a curvature structure: :mod:`kfac_ref.curvature`, the table of structures
+  :mod:`kfac_ref.structures`; §4.2 F̆⁻¹ then §4.3 F̂⁻¹ (Ψ, Σ): :mod:`kfac_ref.inverse`;
+  Appendix B, (A ⊗ B ± C ⊗ D)⁻¹ for Σ_{i|i+1}: :mod:`kfac_ref.appendix_b`
 * §5 statistics: :mod:`kfac_ref.statistics`
 * §6 damping (π_i, γ, λ, ρ): :mod:`kfac_ref.damping`
 * §7 re-scaling and momentum (α, μ): :mod:`kfac_ref.rescale`
@@ -17,8 +18,8 @@ Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
 * §10 invariance to affine re-parametrization: :mod:`kfac_ref.reparam`
 * dense comparisons for small nets: :mod:`kfac_ref.compare`; a batch-mode damped natural-gradient
   step (§4.2, §6.3, §7): :mod:`kfac_ref.natgrad`; backends: :mod:`kfac_ref.backend`, their
-  linear algebra :mod:`kfac_ref.linalg`, batched host transfers :mod:`kfac_ref.host`; the run's
-  random generator: :mod:`kfac_ref.rng`
+  linear algebra and the checked SPD inverses :mod:`kfac_ref.linalg`, batched host transfers
+  :mod:`kfac_ref.host`; the run's random generator: :mod:`kfac_ref.rng`
 
 Beside the paper, in the subpackage :mod:`kfac_ref.experiments` (which the modules above never
 import): §13 experiments :mod:`~kfac_ref.experiments.runner`,

@@ -25,7 +25,7 @@ from .errors import ConfigError, NonFiniteError
 from .factors import KroneckerFactors, kronecker_factors
 from .fisher import check_dense_inputs, exact_fisher
 from .full import FullInverse
-from .inverse import spd_inverse
+from .linalg import spd_inverse
 from .mlp import MLP
 from .structures import STRUCTURES, get_structure
 from .vec import layer_offsets
@@ -67,7 +67,7 @@ def dense_F_hat(factors: KroneckerFactors, gamma: float = 0.0) -> Any:
 def dense_approximation(structure: str) -> Any:
     """``build(factors, γ)`` of the dense matrix of ``structure`` (a name of
     :data:`DENSE_STRUCTURES`):
-    the registered structure's :meth:`~kfac_ref.inverse.CurvatureInverse.dense`."""
+    the registered structure's :meth:`~kfac_ref.curvature.CurvatureInverse.dense`."""
     return get_structure(structure).dense
 
 

@@ -117,8 +117,8 @@ def reduction_ratio(h_new: float, h_old: float, model_change: float) -> float:
     """ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)) (§6.5), both on the current mini-batch.
 
     ``model_change`` = M(δ) − M(0), ≤ 0 for the re-scaled update of
-    :func:`kfac_ref.rescale.rescale`. When it is not negative (no predicted decrease: a zero
-    gradient, or a raw proposal δ = Δ that the model says goes uphill,
+    :func:`kfac_ref.rescale.rescaling_from_model`. When it is not negative (no predicted
+    decrease: a zero gradient, or a raw proposal δ = Δ that the model says goes uphill,
     ``KFACConfig.use_rescaling = False``) ρ is NaN, which :func:`update_lambda` treats as a
     failed step, as [code] does for 0: a ratio of two increases says nothing about the model.
     """

@@ -169,17 +169,3 @@ def F_hat_inverse(factors: Any, gamma: float = 0.0) -> Any:
     for k, S in enumerate(sigmas):
         Lambda[sl[k], sl[k]] = xp.linalg.inv(S)
     return Xi.T @ Lambda @ Xi
-
-
-def apply(M_inv: Any, V: Any) -> list[Any]:
-    """M⁻¹ v for a dense M⁻¹ and v in list-of-matrices form, returned in that form; vec stacks
-    columns, vec(X) = X.T.reshape(-1), as :mod:`kfac_ref.vec` states."""
-    xp = get_array_module(M_inv)
-    v = xp.concatenate([x.T.reshape(-1) for x in V])
-    u = M_inv @ v
-    out, start = [], 0
-    for x in V:
-        n = x.size
-        out.append(u[start : start + n].reshape(x.shape[1], x.shape[0]).T)
-        start += n
-    return out

@@ -18,7 +18,7 @@ import numpy
 
 from . import dense
 from .backend import to_numpy
-from .inverse import CurvatureInverse, Shapes
+from .curvature import CurvatureInverse, Shapes
 from .vec import theta_to_weights, weights_to_theta
 
 

@@ -35,8 +35,7 @@ from .cumulants import check_layers, check_size, kronecker_cumulants
 from .damping import check_gamma
 from .errors import ConfigError, ShapeError
 from .inputs import check_eta
-from .inverse import spd_inverse
-from .linalg import lapack_threads
+from .linalg import lapack_threads, spd_inverse
 from .mlp import MLP
 from .vec import vec
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from .backend import get_array_module
 from .damping import damped_diagonal_factors
 from .dense_structures import DenseInverse
-from .inverse import spd_inverse
+from .linalg import spd_inverse
 from .vec import layer_offsets
 
 

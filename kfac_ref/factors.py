@@ -131,9 +131,3 @@ def kronecker_factors(
             f"unknown factor method {method!r}; choose 'exact', 'sample' or 'empirical'"
         )
     return KroneckerFactors(A_bar=all_A_bar(fwd.abar), G=all_G(passes, denom))
-
-
-def F_tilde_block(factors: KroneckerFactors, k: int, l: int) -> Any:
-    """F̃ block (k, l) = Ā_{k,l} ⊗ G_{k+1,l+1} (§3), dense."""
-    xp = get_array_module(factors.G[k][l])
-    return xp.kron(factors.A_bar[k][l], factors.G[k][l])

@@ -17,7 +17,7 @@ from . import dense
 from .backend import get_array_module
 from .damping import damped_diagonal_factors
 from .dense_structures import DenseInverse
-from .inverse import spd_inverse
+from .linalg import spd_inverse
 from .statistics import upper_pairs
 from .vec import layer_offsets
 
@@ -35,7 +35,7 @@ class FullInverse(DenseInverse):
 
     #: P×P arrays a step holds at its peak (measured with tracemalloc, tests/test_errors.py):
     #: F̃ assembled and factorized in float64 (4 float64 arrays at the peak of
-    #: :func:`~kfac_ref.inverse.spd_inverse`) and 4 in the training dtype (the inverse the
+    #: :func:`~kfac_ref.linalg.spd_inverse`) and 4 in the training dtype (the inverse the
     #: state holds, the new one, its cast, and one for the statistics and vectors)
     COPIES: ClassVar[int] = 4
     FLOAT64_COPIES: ClassVar[int] = 4

@@ -1,11 +1,15 @@
-"""Linear algebra that differs by backend, condition estimates, and SciPy's LAPACK threads.
+"""Linear algebra that differs by backend, checked SPD inverses, condition estimates and trust,
+and SciPy's LAPACK threads.
 
 The factorizations the inverses need (Cholesky, SPD inverse, the generalized symmetric
 eigenproblem of §4.3 / Appendix B) are spelled differently by NumPy/SciPy and CuPy/cupyx; one
 :class:`Linalg` per array module hides the difference (reached through :func:`linalg_for`).
 Each factorization reports whether it succeeded without a host synchronization and can add a
-cheap power-iteration estimate of the condition number. :func:`lapack_threads` keeps SciPy's
-own OpenBLAS pool off NumPy's cores during refreshes (NumPy only).
+cheap power-iteration estimate of the condition number. On top of it: :func:`spd_inverses`,
+the checked Cholesky inverses of the damped factors (§4.2, §4.3; NaN refused, jitter where not
+numerically positive definite, one synchronization for all), :class:`Precision` and
+:data:`TRUST` (``KFACConfig.linalg = "auto"``), :func:`chain3`. :func:`lapack_threads` keeps
+SciPy's own OpenBLAS pool off NumPy's cores during refreshes (NumPy only).
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy
 
 from .backend import get_array_module
+from .errors import NonFiniteError
+from .host import HostBatch
 
 
 class Linalg:
@@ -184,6 +192,132 @@ def linalg_for(*arrays: Any) -> Linalg:
     if xp not in _LINALG:
         _LINALG[xp] = Linalg(xp)
     return _LINALG[xp]
+
+
+# ---------------------------------------- SPD inverses, jitter, trust (§4.2, §4.3, App. B)
+def symmetrize(M: Any) -> Any:
+    """(M + Mᵀ)/2: removes round-off asymmetry before a symmetric factorization."""
+    return 0.5 * (M + M.T)
+
+
+def nonfinite_message(name: str) -> str:
+    """The message of :class:`NonFiniteError` for a matrix ``name`` with NaN or inf entries."""
+    return f"{name} contains NaN or infinite entries"
+
+
+def with_jitter(factorize: Callable[[Any], tuple[Any, Any]], M: Any, name: str) -> Any:
+    """``factorize(M + jitter·I)`` for jitter = 1e-10·tr(M)/dim, then ×100 (4 tries), with a
+    warning, after ``factorize(M)`` failed because M is not numerically positive definite.
+
+    ``M`` must already be symmetric and finite. Raises :class:`NonFiniteError` naming ``name``
+    when even the largest jitter fails. (A failure path: it synchronizes once per try.)
+    """
+    xp = get_array_module(M)
+    scale = float(xp.trace(M)) / M.shape[0] or 1.0
+    jitter = 1e-10 * scale
+    for _ in range(4):
+        out, ok = factorize(M + jitter * xp.eye(M.shape[0], dtype=M.dtype))
+        if bool(ok):
+            # outside any try: a warning turned into an error must reach the caller
+            warnings.warn(
+                f"{name} was not positive definite; added jitter {jitter:.3g}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return out
+        jitter *= 100.0
+    raise NonFiniteError(
+        f"{name} is not positive definite even with jitter {jitter / 100:.3g}; increase damping"
+    )
+
+
+#: A factorization in the training dtype is trusted when κ̂·ε ≤ TRUST (κ̂ a lower bound of the
+#: condition number, ε the dtype's machine epsilon): about two correct digits in the worst
+#: direction of the inverse and many more in the others (``KFACConfig.linalg = "auto"``).
+TRUST = 1e-2
+
+
+@dataclass
+class Precision:
+    """``KFACConfig.linalg = "auto"``: Cholesky inverses in ``dtype`` (float64); each Appendix-B
+    block in the training dtype, redone in ``dtype`` where it cannot be trusted (it failed, or
+    κ̂·ε > :data:`TRUST` · min(1 − s₁s₂); see the config's docstring). ``redone`` collects the
+    names of the blocks redone, for the log."""
+
+    dtype: Any
+    redone: list[str] = field(default_factory=list)
+
+    def applies_to(self, M: Any) -> bool:
+        """Whether M is in a lower precision than the fallback (else nothing is redone)."""
+        return get_array_module(M).finfo(M.dtype).eps > get_array_module(M).finfo(self.dtype).eps
+
+
+def trusted(ok: Any, kappa: Any, dtype: Any, xp: Any, slack: Any = 1.0) -> Any:
+    """ok and κ̂·ε ≤ TRUST·slack (0-d, no synchronization)."""
+    return ok & (kappa * float(xp.finfo(dtype).eps) <= TRUST * slack)
+
+
+def _factorize_all(
+    factorize: Callable[..., tuple[Any, ...]],
+    Ms: Sequence[Any],
+    names: Sequence[str],
+    precision: Precision | None = None,
+) -> list[Any]:
+    """``factorize(symmetrize(M))`` for every M, checked with one device→host transfer.
+
+    Every M must be finite (else :class:`NonFiniteError` naming the first bad one) and is
+    factorized; where a factorization fails (not numerically positive definite) it is retried
+    with jitter (:func:`with_jitter`), which warns. With a ``precision`` (``linalg="auto"``)
+    the matrices are factorized in ``precision.dtype`` and the results cast back: a Cholesky
+    inverse costs about one matrix product, so float64 is cheap here, while float32 would need
+    a condition estimate costing a fair part of that (Appendix B is where float32 pays).
+    """
+    if precision is not None and Ms and precision.applies_to(Ms[0]):
+        dtype = Ms[0].dtype
+        done = _factorize_all(factorize, [M.astype(precision.dtype) for M in Ms], names)
+        return [out.astype(dtype) for out in done]
+    batch = HostBatch()
+    for M, name in zip(Ms, names, strict=True):
+        batch.require_finite([M], nonfinite_message(name))
+    sym = [symmetrize(M) for M in Ms]
+    outs = []
+    for i, S in enumerate(sym):
+        out, ok = factorize(S)
+        outs.append(out)
+        batch.value(f"ok{i}", ok)
+    host = batch.fetch()
+    return [
+        out if host[f"ok{i}"] else with_jitter(factorize, S, name)
+        for i, (out, S, name) in enumerate(zip(outs, sym, names, strict=True))
+    ]
+
+
+def spd_inverses(
+    Ms: Sequence[Any], names: Sequence[str], precision: Precision | None = None
+) -> list[Any]:
+    """[M⁻¹] for symmetric positive-definite matrices (one Cholesky each, one sync for all).
+
+    A matrix that is not numerically positive definite is retried with a small jitter
+    (1e-10·tr(M)/dim, then ×100 up to 3 times) and a warning; one with NaN/inf entries raises
+    :class:`NonFiniteError` naming it. ``precision``: see :func:`_factorize_all`.
+    """
+    if not Ms:
+        return []
+    return _factorize_all(linalg_for(*Ms).spd_inverse, Ms, names, precision)
+
+
+def spd_inverse(M: Any, name: str = "matrix") -> Any:
+    """M⁻¹ for symmetric positive-definite M (one Cholesky factorization; jitter as above)."""
+    return spd_inverses([M], [name])[0]
+
+
+def chain3(A: Any, B: Any, C: Any) -> Any:
+    """A B C, multiplied in the order with fewer flops ((AB)C or A(BC)): the layer widths of
+    Ψ^G V Ψ^Āᵀ differ, down to 30 at an autoencoder's code layer."""
+    (a0, a1), b1, c1 = A.shape, B.shape[1], C.shape[1]
+    if a0 * a1 * b1 + a0 * b1 * c1 <= a1 * b1 * c1 + a0 * a1 * c1:
+        return (A @ B) @ C
+    return A @ (B @ C)
 
 
 # ------------------------------------------------------------- thread pools (NumPy only)

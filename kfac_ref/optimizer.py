@@ -34,12 +34,12 @@ from typing import Any
 
 from .backend import Backend
 from .config import KFACConfig
+from .curvature import CurvatureInverse
 from .damping import adjust_lambda, choose_gamma, gammas_to_try, reduction_ratio, tied_gamma
 from .errors import ConfigError, NonFiniteError
 from .host import HostBatch
 from .inputs import check_step_inputs
-from .inverse import CurvatureInverse, Precision
-from .linalg import lapack_threads
+from .linalg import Precision, lapack_threads
 from .mlp import MLP
 from .rescale import (
     Rescaling,

@@ -33,7 +33,6 @@ from typing import Any
 import numpy
 
 from .backend import get_array_module
-from .host import HostBatch
 from .mlp import MLP, Forward
 
 
@@ -157,29 +156,6 @@ def raw_proposal_from_model(Q: numpy.ndarray, r: numpy.ndarray, Delta: Sequence[
     g = float(numpy.asarray(r, dtype=numpy.float64).reshape(-1)[0])
     change = 0.5 * q + g if numpy.isfinite(q) and numpy.isfinite(g) else float("nan")
     return Rescaling(alpha=1.0, mu=0.0, model_change=change, delta=list(Delta))
-
-
-def rescale(
-    grads: Sequence[Any],
-    Delta: Sequence[Any],
-    delta0: Sequence[Any] | None,
-    F_gram: Any,
-    lam_plus_eta: float,
-) -> Rescaling:
-    """α, μ and δ = α Δ + μ δ₀ minimizing M over span{Δ, δ₀} (§7); ``lam_plus_eta`` = λ + η.
-
-    ``F_gram``: [[ΔᵀFΔ, ΔᵀFδ₀], [δ₀ᵀFΔ, δ₀ᵀFδ₀]] (:func:`fisher_gram`, on the device of Δ), or
-    [[ΔᵀFΔ]] when ``delta0`` is None. ``delta0`` = None (or all zero) means no momentum term:
-    μ = 0 and a 1×1 solve, as at the first iteration of the paper ([code] drops zero
-    directions). One synchronization (the 2×2 system comes to the host).
-    """
-    directions = [Delta] if delta0 is None else [Delta, delta0]
-    batch = HostBatch()
-    Q, r = quadratic_model(grads, directions, F_gram, lam_plus_eta)
-    batch.value("Q", Q)
-    batch.value("r", r)
-    host = batch.fetch()
-    return rescaling_from_model(host["Q"], host["r"], Delta, delta0)
 
 
 def quadratic_model_on_span(

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import to_numpy
+from .curvature import CurvatureInverse
 from .errors import ConfigError, ShapeError
-from .inverse import CurvatureInverse
 from .mlp import MLP
 from .statistics import FactorStats, stats_shapes
 from .structures import get_structure
 
 #: Σ_{i|i+1}⁻¹ of F̂ is saved in the low-rank form where the net narrows
-#: (:class:`~kfac_ref.inverse.KronSumInverse`); other formats are refused (CHANGELOG.md)
+#: (:class:`~kfac_ref.appendix_b.KronSumInverse`); other formats are refused (CHANGELOG.md)
 STATE_FORMAT = "kfac_ref.KFACState/3"
 BASE_STATS = ("A_diag", "G_diag", "A_off", "G_off")  # always saved, None or not
 

@@ -227,7 +227,7 @@ def running_statistics(
     max_decay: float = 0.95,
 ) -> tuple[FactorStats, float]:
     """(the statistics after iteration k, ε_k) (§5): the batch estimates of the statistics
-    ``names`` (a structure's :attr:`~kfac_ref.inverse.CurvatureInverse.statistics`) on the
+    ``names`` (a structure's :attr:`~kfac_ref.curvature.CurvatureInverse.statistics`) on the
     cases of ``fwd``, mixed into ``old`` with decay ε_k = min(1 − 1/k, max_decay)."""
     new = batch_statistics(mlp, weights, fwd, rng, names, method)
     eps = stat_decay(k, max_decay)

@@ -1,6 +1,6 @@
 """The table of curvature structures (§4): name → class.
 
-Every structure implements :class:`kfac_ref.inverse.CurvatureInverse`; the optimizer
+Every structure implements :class:`kfac_ref.curvature.CurvatureInverse`; the optimizer
 (``KFACConfig.structure``), the CLI's ``--method``, the comparison tools and the figure scripts
 find it here, and nothing else tests a structure's name or class. A new structure is one
 module with its class and one entry below.
@@ -8,10 +8,11 @@ module with its class and one entry below.
 
 from __future__ import annotations
 
+from .curvature import CurvatureInverse
 from .errors import ConfigError
 from .exact import ExactInverse
 from .full import FullInverse
-from .inverse import BlockDiagonalInverse, BlockTridiagonalInverse, CurvatureInverse
+from .inverse import BlockDiagonalInverse, BlockTridiagonalInverse
 
 STRUCTURES: dict[str, type[CurvatureInverse]] = {
     cls.name: cls

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import scipy.linalg
 
+from kfac_ref.appendix_b import apply_kron_sum_inverse, kron_sum_inverse
 from kfac_ref.compare import (
     compare_fisher,
     damped_diagonal,
@@ -39,10 +40,8 @@ from kfac_ref.factors import kronecker_factors
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,
-    apply_kron_sum_inverse,
     block_diagonal_inverse,
     block_tridiagonal_inverse,
-    kron_sum_inverse,
 )
 from kfac_ref.mlp import MLP
 from kfac_ref.vec import layer_offsets, theta_to_weights, vec, weights_to_theta

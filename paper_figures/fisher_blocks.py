@@ -92,7 +92,7 @@ from kfac_ref.cumulants import kronecker_cumulants
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import checks
 from kfac_ref.experiments.cli import run_script
-from kfac_ref.inverse import spd_inverse
+from kfac_ref.linalg import spd_inverse
 
 FIG2, FIG3 = "fig2_fisher_vs_ftilde", "fig3_ftilde_inverse"
 JSON_NAME, WEIGHTS_NAME = "fisher_blocks.json", "fisher_blocks_weights.npz"

@@ -39,7 +39,7 @@ Frobenius errors in the panel titles (vs F̃, resp. F̃⁻¹, and for the invers
 F⁻¹ of F + the same damping), and a footer line naming the data and the training. The matrices
 are those of the 1680 parameters of W_2..W_5 on ``--cases`` training cases (see ``_matrices.py``;
 F̆, F̂ via ``kfac_ref.compare.dense_F_tilde`` / ``dense_F_hat``, inverses via
-``kfac_ref.inverse.spd_inverse``).
+``kfac_ref.linalg.spd_inverse``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import numpy as np
 from kfac_ref.backend import to_numpy
 from kfac_ref.compare import block_relative_errors, relative_error
 from kfac_ref.experiments.cli import run_script
-from kfac_ref.inverse import spd_inverse
+from kfac_ref.linalg import spd_inverse
 
 FIG5, FIG6 = "fig5_approximations_of_ftilde", "fig6_approximate_inverses"
 JSON_NAME, WEIGHTS_NAME = "inverse_quality.json", "inverse_quality_weights.npz"

@@ -14,21 +14,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kfac_ref import dense, inverse
+from kfac_ref import dense, linalg
+from kfac_ref.appendix_b import (
+    KronSumInverse,
+    apply_kron_sum_inverse,
+    kron_sum_inverse,
+    sigma_sides_small,
+)
 from kfac_ref.compare import damped_diagonal
 from kfac_ref.config import KFACConfig
 from kfac_ref.errors import ConfigError
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.inverse import (
     BlockTridiagonalInverse,
-    KronSumInverse,
-    Precision,
     apply_block_tridiagonal_inverse,
-    apply_kron_sum_inverse,
     block_tridiagonal_inverse,
-    kron_sum_inverse,
-    sigma_sides_small,
 )
+from kfac_ref.linalg import Precision
 from kfac_ref.optimizer import KFAC
 from kfac_ref.state import STATE_FORMAT
 from kfac_ref.vec import weights_to_theta
@@ -126,7 +128,7 @@ def test_float64_redo_of_low_rank_blocks(make_net, monkeypatch):
     _, _, A_diag, G_diag, A_off, G_off = _factors(make_net, (8, 6, 4, 2, 4, 6, 8), 0.05)
     exact = block_tridiagonal_inverse(A_diag, G_diag, A_off, G_off)
     f32 = [[M.astype(np.float32) for M in Ms] for Ms in (A_diag, G_diag, A_off, G_off)]
-    monkeypatch.setattr(inverse, "TRUST", 0.0)
+    monkeypatch.setattr(linalg, "TRUST", 0.0)
     prec = Precision(np.float64)
     got = block_tridiagonal_inverse(*f32, prec)
     assert len(prec.redone) == len(got.sigma_cond) == 5

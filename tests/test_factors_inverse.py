@@ -1,7 +1,8 @@
 """Kronecker factors and F̃ (§3), F̆⁻¹ (§4.2), F̂ and F̂⁻¹ (§4.3), Appendix B, damping (§6.3).
 
 Dense oracles: ``numpy.kron``, :mod:`kfac_ref.dense` (F̆, F̂ from dense blocks, Ψ by dense
-solves, no Appendix B: it shares no code with :mod:`kfac_ref.inverse`), ``numpy.linalg.solve``/
+solves, no Appendix B: it shares no code with :mod:`kfac_ref.inverse`,
+:mod:`kfac_ref.appendix_b`), ``numpy.linalg.solve``/
 ``inv`` of them, Schur complements of dense F̃ blocks, per-case loops for Ā, enumeration of y
 for G. Tolerances:
 1e-12 for identities of a few matrix products, 1e-9 relative for efficient inverses against a
@@ -19,20 +20,19 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from kfac_ref import dense
+from kfac_ref.appendix_b import apply_kron_sum_inverse, kron_sum_inverse
 from kfac_ref.compare import approximate_fisher, damped_diagonal, dense_F_tilde
 from kfac_ref.damping import damped_factors, pi_trace_norm
 from kfac_ref.errors import NonFiniteError
-from kfac_ref.factors import F_tilde_block, kronecker_factors
+from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import exact_fisher
 from kfac_ref.inverse import (
     apply_block_diagonal_inverse,
     apply_block_tridiagonal_inverse,
-    apply_kron_sum_inverse,
     block_diagonal_inverse,
     block_tridiagonal_inverse,
-    kron_sum_inverse,
-    spd_inverse,
 )
+from kfac_ref.linalg import spd_inverse
 from kfac_ref.vec import layer_offsets, per_case_vec_grad, weights_to_theta
 
 INV_RTOL = 1e-9
@@ -126,10 +126,7 @@ def test_F_tilde_blocks_are_kronecker_products(make_net):
     Ft = dense_F_tilde(f)
     sl = _blocks(net.mlp)
     for k, l in itertools.product(range(3), repeat=2):
-        np.testing.assert_array_equal(Ft[sl[k], sl[l]], F_tilde_block(f, k, l))
-        np.testing.assert_allclose(
-            F_tilde_block(f, k, l), np.kron(f.A_bar[k][l], f.G[k][l]), rtol=1e-15
-        )
+        np.testing.assert_array_equal(Ft[sl[k], sl[l]], np.kron(f.A_bar[k][l], f.G[k][l]))
     np.testing.assert_array_equal(
         Ft, approximate_fisher(net.mlp, net.weights, net.X, "full", 0.0, f)
     )

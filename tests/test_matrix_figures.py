@@ -26,7 +26,7 @@ from kfac_ref.compare import approximate_fisher, relative_error
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import data
 from kfac_ref.fisher import exact_fisher
-from kfac_ref.inverse import spd_inverse
+from kfac_ref.linalg import spd_inverse
 from kfac_ref.mlp import MLP
 
 FIGURES = Path(__file__).resolve().parents[1] / "paper_figures"

@@ -13,18 +13,10 @@ import numpy as np
 import pytest
 
 from kfac_ref import MLP, get_backend
+from kfac_ref.appendix_b import apply_kron_sum_inverse, generalized_eigh, kron_sum_inverses
 from kfac_ref.config import KFACConfig
 from kfac_ref.errors import ConfigError, NonFiniteError
-from kfac_ref.inverse import (
-    TRUST,
-    Precision,
-    apply_kron_sum_inverse,
-    chain3,
-    generalized_eigh,
-    kron_sum_inverses,
-    spd_inverses,
-)
-from kfac_ref.linalg import linalg_for
+from kfac_ref.linalg import TRUST, Precision, chain3, linalg_for, spd_inverses
 from kfac_ref.optimizer import KFAC
 
 EPS32 = float(np.finfo(np.float32).eps)

@@ -28,7 +28,7 @@ from kfac_ref.errors import ConfigError
 from kfac_ref.factors import kronecker_factors
 from kfac_ref.fisher import exact_fisher, fisher_vector_product
 from kfac_ref.optimizer import KFAC
-from kfac_ref.rescale import fisher_gram, rescale
+from kfac_ref.rescale import fisher_gram, quadratic_model, rescaling_from_model
 from kfac_ref.statistics import (
     FactorStats,
     batch_factor_stats,
@@ -211,6 +211,17 @@ def test_fisher_gram_is_the_dense_exact_fisher_quadratic_form(net):
     np.testing.assert_allclose(S, Vm.T @ F @ Vm, rtol=1e-12)
     Fv = weights_to_theta(fisher_vector_product(mlp, W, X, theta_to_weights(V[1], mlp.shapes)))
     assert S[0, 1] == pytest.approx(V[0] @ Fv, rel=1e-12)
+
+
+def rescale(grads, Delta, delta0, F_gram, lam_plus_eta):
+    """α, μ, δ minimizing M over span{Δ, δ₀} (or span{Δ} for ``delta0`` None) from a Fisher
+    Gram matrix: the package's two steps of §7, :func:`~kfac_ref.rescale.quadratic_model` and
+    :func:`~kfac_ref.rescale.rescaling_from_model`, on NumPy arrays."""
+    directions = [Delta] if delta0 is None else [Delta, delta0]
+    Q, r = quadratic_model(grads, directions, F_gram, lam_plus_eta)
+    return rescaling_from_model(
+        np.asarray(Q, dtype=np.float64), np.asarray(r, dtype=np.float64), Delta, delta0
+    )
 
 
 def _gram(mlp, W, X, directions):
