@@ -60,6 +60,7 @@ from kfac_ref.experiments import (  # noqa: E402
     RunConfig,
     autoencoder,
     batch_size,
+    checkpoint,
     finished_log,
     io,
     load_run_data,
@@ -226,7 +227,7 @@ def table(curves: dict[str, dict[str, list[float]]], iters: int) -> list[dict[st
 # ------------------------------------------------------------------------- (a) one step
 def probe(args: argparse.Namespace, cfg: RunConfig, out: Path) -> dict[str, Any]:
     """The one-step changes of h and M against γ at the run's last checkpoint (float64)."""
-    payload = io.load_checkpoint(out / io.CHECKPOINT_NAME)
+    payload = checkpoint.load_checkpoint(out / checkpoint.CHECKPOINT_NAME)
     be = get_backend(args.backend, "float64")
     mlp = autoencoder(cfg.dataset, cfg.layers)
     kcfg = cfg.kfac_config()
