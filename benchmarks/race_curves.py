@@ -82,7 +82,8 @@ from kfac_ref.experiments import (  # noqa: E402
     reconstruction_error,
     run_experiment,
 )
-from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.experiments.cli import ArgumentParser  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 from kfac_ref.experiments.schedules import (  # noqa: E402
     average_decay,
     draw_minibatch,

@@ -60,7 +60,8 @@ from kfac_ref.experiments import (  # noqa: E402
     run_data_info,
     run_experiment,
 )
-from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.experiments.cli import ArgumentParser  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 from kfac_ref.structures import STRUCTURES, methods  # noqa: E402
 
 LABELS = {

@@ -67,7 +67,8 @@ from kfac_ref.experiments import (  # noqa: E402
     run_data_info,
     run_experiment,
 )
-from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.experiments.cli import ArgumentParser  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 from kfac_ref.optimizer import KFAC, curvature_inverses, natural_gradient_direction  # noqa: E402
 from kfac_ref.rescale import (  # noqa: E402
     quadratic_model_on_span,
