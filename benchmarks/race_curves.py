@@ -82,7 +82,8 @@ from kfac_ref.experiments import (  # noqa: E402
     reconstruction_error,
     run_experiment,
 )
-from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.experiments.cli import ArgumentParser  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 from kfac_ref.experiments.schedules import (  # noqa: E402
     average_decay,
     draw_minibatch,
@@ -412,11 +413,6 @@ class CompileClock:
                 self.by_event[name] += duration
 
 
-def batch_indices(seed: int, k: int, n: int, m: int) -> numpy.ndarray:
-    """The cases kfac_ref's run draws at iteration k (kfac_ref.experiments.runner)."""
-    return draw_minibatch(n, m, seed, k)
-
-
 def stop_reason(err: float | None, out_of_time: bool) -> str:
     """Why a run ended: diverged (no finite error), target (0.1 reached), max_seconds, max_iters."""
     if err is None:
@@ -528,7 +524,7 @@ def race_kfac_jax(
         k += 1
         m = batch_size(k)
         # the mini-batch kfac_ref's run draws at k, put on the device outside the clock
-        Xb = jax.block_until_ready(jax.device_put(X_train[batch_indices(args.seed, k, n, m)]))
+        Xb = jax.block_until_ready(jax.device_put(X_train[draw_minibatch(n, m, args.seed, k)]))
         key, sub = jax.block_until_ready(jax.random.split(key))
         c = average_decay(k, 200, 0.99)  # RunConfig's average_start and average_decay
         if not args.kfac_jax_cold:

@@ -25,7 +25,9 @@ Beside the paper, in the subpackage :mod:`kfac_ref.experiments` (which the modul
 import): §13 experiments :mod:`~kfac_ref.experiments.runner`,
 :mod:`~kfac_ref.experiments.schedules`, the SGD baseline :mod:`~kfac_ref.experiments.sgd`, data
 :mod:`~kfac_ref.experiments.data`; edge I/O :mod:`~kfac_ref.experiments.io`,
-:mod:`~kfac_ref.experiments.cli`.
+:mod:`~kfac_ref.experiments.checkpoint`, :mod:`~kfac_ref.experiments.run_lock`; the command
+line :mod:`~kfac_ref.experiments.cli`, :mod:`~kfac_ref.experiments.commands`,
+:mod:`~kfac_ref.experiments.exit_status`.
 """
 
 from .backend import Backend, get_array_module, get_backend, to_numpy

@@ -145,7 +145,7 @@ class KFACConfig:
             its refresh) in the training dtype, as the authors' code does (``eig(single(mat))``,
             Appendix B), each block redone in float64 when its float32 result cannot be
             trusted: the factorization failed, or κ̂ ε₃₂ / min(1 − s₁s₂) > 10⁻²
-            (``kfac_ref.inverse.TRUST``), with κ̂ = λ̂_max(A) λ̂_max(A⁻¹) from 3 block power
+            (``kfac_ref.linalg.TRUST``), with κ̂ = λ̂_max(A) λ̂_max(A⁻¹) from 3 block power
             iterations (O(n²) beside the O(n³) eigendecomposition): nearly dependent layers,
             or factors whose spectra span more decades than the damping πγ, γ/π can cover. The
             Cholesky inverses (F̆, Ψ, Σ_ℓ) stay in float64: they cost about one matrix product,

@@ -16,24 +16,18 @@ T1 iterations it follows the reduction ratio ρ = (h(θ+δ) − h(θ)) / (M(δ) 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 from .backend import get_array_module
 from .errors import ConfigError, NonFiniteError
+from .inputs import is_finite_nonnegative
 
 
 def check_gamma(gamma: Any) -> float:
     """γ as a float; :class:`ConfigError` naming γ unless it is a finite number ≥ 0 (§6.3:
     the damped factors Ā + πγI, G + (γ/π)I need γ ≥ 0; γ = 0 is no damping)."""
-    ok = (
-        isinstance(gamma, numbers.Real)
-        and not isinstance(gamma, bool)
-        and math.isfinite(gamma)
-        and gamma >= 0
-    )
-    if not ok:
+    if not is_finite_nonnegative(gamma):
         raise ConfigError(
             "γ (gamma, the factored Tikhonov damping of §6.3) must be a finite number ≥ 0, "
             f"got {gamma!r}"

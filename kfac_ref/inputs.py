@@ -25,15 +25,19 @@ if TYPE_CHECKING:
     from .outputs import OutputDistribution
 
 
+def is_finite_nonnegative(value: Any) -> bool:
+    """True when ``value`` is a real number (not a bool), finite and ≥ 0."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 def check_eta(eta: Any) -> None:
     """:class:`ConfigError` unless the ℓ2 weight cost η (§2.1) is a finite number ≥ 0."""
-    ok = (
-        isinstance(eta, numbers.Real)
-        and not isinstance(eta, bool)
-        and math.isfinite(eta)
-        and eta >= 0
-    )
-    if not ok:
+    if not is_finite_nonnegative(eta):
         raise ConfigError(f"η (eta, the ℓ2 weight cost) must be a finite number ≥ 0, got {eta!r}")
 
 

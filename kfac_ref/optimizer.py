@@ -72,7 +72,7 @@ def curvature_inverse(
     ([code]). ``tikhonov="exact"``: (F̆ + γ²I)⁻¹ exactly (eqn. 6, :mod:`kfac_ref.tikhonov`).
     ``linalg_dtype`` (e.g. float64) is the precision of the factorizations; the result is cast
     back to the statistics' dtype. ``precision``: factorize in the statistics' dtype and redo
-    in float64 what cannot be trusted (:class:`~kfac_ref.inverse.Precision`).
+    in float64 what cannot be trusted (:class:`~kfac_ref.linalg.Precision`).
     """
     cls = get_structure(structure) if isinstance(structure, str) else structure
     return cls.from_stats(stats, gamma, linalg_dtype, precision, pi, tikhonov)

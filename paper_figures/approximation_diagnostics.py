@@ -48,8 +48,9 @@ from kfac_ref.config import KFACConfig
 from kfac_ref.diagnostics import check_diagnose_size, diagnose_kfac
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import autoencoder, reconstruction_error
-from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter, run_script
+from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter
 from kfac_ref.experiments.data import downscale_images, make_curves
+from kfac_ref.experiments.exit_status import run_script
 from kfac_ref.experiments.io import require_writable_dir
 from kfac_ref.mlp import MLP
 from kfac_ref.optimizer import KFAC

@@ -53,13 +53,15 @@ from kfac_ref.experiments import (  # noqa: E402
     METHODS,
     RUN_FILES,
     RunConfig,
+    checkpoint,
     checks,
     finished_log,
     io,
     run_data_info,
     run_experiment,
 )
-from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.experiments.cli import ArgumentParser  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 from kfac_ref.structures import STRUCTURES, methods  # noqa: E402
 
 LABELS = {
@@ -312,8 +314,8 @@ def why_not_resumable(out: Path, cfg: RunConfig, data: dict[str, Any]) -> str | 
     """None when ``out`` holds a checkpoint of this very run (settings and data), else what the
     directory holds instead. Reads only JSON (``config.json``, ``log.jsonl``); the checkpoint
     itself is checked again, without any pickle, when it is resumed."""
-    if not (out / io.CHECKPOINT_NAME).is_file():
-        return f"it has no {io.CHECKPOINT_NAME} to continue from"
+    if not (out / checkpoint.CHECKPOINT_NAME).is_file():
+        return f"it has no {checkpoint.CHECKPOINT_NAME} to continue from"
     try:
         saved = RunConfig.from_json(
             json.loads(io.read_text(out / "config.json", "configuration")),

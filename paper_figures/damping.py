@@ -53,20 +53,23 @@ from matplotlib.ticker import (  # noqa: E402
     SymmetricalLogLocator,
 )
 
-from kfac_ref.backend import get_backend, to_numpy  # noqa: E402
+from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES, get_backend, to_numpy  # noqa: E402
 from kfac_ref.errors import ConfigError  # noqa: E402
 from kfac_ref.experiments import (  # noqa: E402
     RUN_FILES,
     RunConfig,
     autoencoder,
     batch_size,
+    checkpoint,
     finished_log,
     io,
     load_run_data,
     run_data_info,
     run_experiment,
 )
-from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.experiments.cli import ArgumentParser  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
+from kfac_ref.experiments.schedules import draw_minibatch  # noqa: E402
 from kfac_ref.optimizer import KFAC, curvature_inverses, natural_gradient_direction  # noqa: E402
 from kfac_ref.rescale import (  # noqa: E402
     quadratic_model_on_span,
@@ -133,8 +136,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="runs of part (b) ('defaults' is always run: part (a) probes it)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of θ₀, mini-batches and the probe")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=None)
+    p.add_argument("--dtype", choices=KNOWN_DTYPES, default="float32")
+    p.add_argument("--backend", choices=KNOWN_BACKENDS, default=None)
     p.add_argument("--data-dir", default=None, help="data directory")
     p.add_argument("--runs", default="runs", help="directory of the training runs")
     p.add_argument("--overwrite", action="store_true", help="retrain runs with other settings")
@@ -226,7 +229,7 @@ def table(curves: dict[str, dict[str, list[float]]], iters: int) -> list[dict[st
 # ------------------------------------------------------------------------- (a) one step
 def probe(args: argparse.Namespace, cfg: RunConfig, out: Path) -> dict[str, Any]:
     """The one-step changes of h and M against γ at the run's last checkpoint (float64)."""
-    payload = io.load_checkpoint(out / io.CHECKPOINT_NAME)
+    payload = checkpoint.load_checkpoint(out / checkpoint.CHECKPOINT_NAME)
     be = get_backend(args.backend, "float64")
     mlp = autoencoder(cfg.dataset, cfg.layers)
     kcfg = cfg.kfac_config()
@@ -235,7 +238,7 @@ def probe(args: argparse.Namespace, cfg: RunConfig, out: Path) -> dict[str, Any]
     X_train, _, _ = load_run_data(cfg, be)
     n = X_train.shape[0]
     m = batch_size(cfg, state.k + 1, n)
-    idx = np.sort(np.random.default_rng([args.seed, 2015]).choice(n, size=m, replace=False))
+    idx = np.sort(draw_minibatch(n, m, args.seed, 2015))
     X = X_train[be.xp.asarray(idx)] if m < n else X_train
     h, grads, fwd = mlp.loss_and_grad(W, X, X, kcfg.eta)
     h = float(h)

@@ -91,7 +91,7 @@ from kfac_ref.compare import block_mean_abs, block_relative_errors, relative_err
 from kfac_ref.cumulants import kronecker_cumulants
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import checks
-from kfac_ref.experiments.cli import run_script
+from kfac_ref.experiments.exit_status import run_script
 from kfac_ref.linalg import spd_inverse
 
 FIG2, FIG3 = "fig2_fisher_vs_ftilde", "fig3_ftilde_inverse"

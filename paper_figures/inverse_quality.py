@@ -56,7 +56,7 @@ import numpy as np
 
 from kfac_ref.backend import to_numpy
 from kfac_ref.compare import block_relative_errors, relative_error
-from kfac_ref.experiments.cli import run_script
+from kfac_ref.experiments.exit_status import run_script
 from kfac_ref.linalg import spd_inverse
 
 FIG5, FIG6 = "fig5_approximations_of_ftilde", "fig6_approximate_inverses"

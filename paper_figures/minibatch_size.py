@@ -51,7 +51,8 @@ from autoencoders import QUICK as FIGS_10_11_QUICK  # noqa: E402
 
 from kfac_ref.backend import KNOWN_BACKENDS, KNOWN_DTYPES  # noqa: E402
 from kfac_ref.experiments import RunConfig, io, run_data_info  # noqa: E402
-from kfac_ref.experiments.cli import ArgumentParser, run_script  # noqa: E402
+from kfac_ref.experiments.cli import ArgumentParser  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 
 METHODS = ("kfac-blockdiag", "kfac-blockdiag-nomomentum", "sgd-momentum")
 #: --quick shares autoencoders.py --quick's problem (2000 cases), so their runs can be shared

@@ -37,7 +37,8 @@ import numpy as np
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import checks
 from kfac_ref.experiments import structures_compare as experiment
-from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter, run_script
+from kfac_ref.experiments.cli import ArgumentParser, HelpFormatter
+from kfac_ref.experiments.exit_status import run_script
 from kfac_ref.experiments.structures_compare import FIRST_BATCH, LAYERS
 from kfac_ref.structures import STRUCTURES
 

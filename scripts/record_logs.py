@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kfac_ref.backend import KNOWN_DTYPES
-from kfac_ref.experiments import RunConfig, io, run_experiment
+from kfac_ref.experiments import RunConfig, checkpoint, run_experiment
 
 
 def settings() -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -113,7 +113,7 @@ def main(out: Path) -> dict[str, Any]:
         (d / "log_notime.jsonl").write_text(text)
         summary[name] = {
             "log": hashlib.sha256(text.encode()).hexdigest(),
-            "ckpt": payload_hash(io.load_checkpoint(d / io.CHECKPOINT_NAME)),
+            "ckpt": payload_hash(checkpoint.load_checkpoint(d / checkpoint.CHECKPOINT_NAME)),
             "last_loss": records[-1]["loss"],
         }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy  # noqa: E402
 
-from kfac_ref.backend import cupy_available, get_backend, to_numpy  # noqa: E402
+from kfac_ref.backend import KNOWN_DTYPES, cupy_available, get_backend, to_numpy  # noqa: E402
 from kfac_ref.config import KFACConfig  # noqa: E402
 from kfac_ref.experiments import AUTOENCODERS, autoencoder  # noqa: E402
 from kfac_ref.optimizer import KFAC  # noqa: E402
@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_tests:
             verdicts["GPU tests"], lines = run_gpu_tests()
             report += ["", "### 1. GPU tests", *lines]
-        verdicts["parity"], lines = parity(datasets, iters, batch, ["float64", "float32"])
+        dtypes = sorted(KNOWN_DTYPES, reverse=True)  # float64 first
+        verdicts["parity"], lines = parity(datasets, iters, batch, dtypes)
         report += ["", f"### 2. CuPy vs NumPy, autoencoders, batch {batch}", "", *lines]
         if not args.skip_bench:
             verdicts["step_cost"], lines = run_step_cost(args.quick)

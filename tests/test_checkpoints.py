@@ -4,8 +4,8 @@ refused, in one line naming the file, when damaged, hostile or impossible.
 Table-driven: each row crafts one kind of file from a good checkpoint (a damaged member, a zip
 bomb, an ``.npy`` header declaring 10¹² elements, deeply nested JSON, a scalar stored as a
 string, λ = NaN, all-NaN statistics, a FIFO) and names a fragment of the error. The loader
-(:func:`kfac_ref.experiments.io.load_checkpoint`) checks every header before reading data; the
-bomb's test measures the peak memory of the refusal (tracemalloc).
+(:func:`kfac_ref.experiments.checkpoint.load_checkpoint`) checks every header before reading
+data; the bomb's test measures the peak memory of the refusal (tracemalloc).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from kfac_ref.errors import ConfigError, DataError, KFACError
-from kfac_ref.experiments import io, run_experiment
+from kfac_ref.experiments import checkpoint, run_experiment
 
 
 # ------------------------------------------------------------------- crafting archives
@@ -72,7 +72,7 @@ def test_crafted_pickle_checkpoint_runs_no_code(tmp_path, tiny_data, tiny_config
     with pytest.raises(ConfigError, match="has no checkpoint.npz"):
         run_experiment(tiny_config(), tmp_path, data=tiny_data, resume=True, progress=False)
     with pytest.raises(DataError, match="not an .npz archive"):
-        io.load_checkpoint(tmp_path / "checkpoint.pkl")
+        checkpoint.load_checkpoint(tmp_path / "checkpoint.pkl")
     (tmp_path / "checkpoint.npz").write_bytes(evil)  # a pickle in disguise
     with pytest.raises(DataError, match="not an .npz archive"):
         run_experiment(tiny_config(), tmp_path, data=tiny_data, resume=True, progress=False)
@@ -82,8 +82,8 @@ def test_crafted_pickle_checkpoint_runs_no_code(tmp_path, tiny_data, tiny_config
 def test_npz_with_a_pickled_member_runs_no_code(tmp_path, evil_pickle):
     evil, sentinel = evil_pickle
     meta = {
-        "format": io.CHECKPOINT_FORMAT,
-        "version": io.CHECKPOINT_VERSION,
+        "format": checkpoint.CHECKPOINT_FORMAT,
+        "version": checkpoint.CHECKPOINT_VERSION,
         "arrays": {"a0": {"dtype": "|O", "shape": [1]}},
         "payload": {"x": {"__array__": "a0"}},
     }
@@ -91,12 +91,12 @@ def test_npz_with_a_pickled_member_runs_no_code(tmp_path, evil_pickle):
     _write_npz(
         tmp_path / "checkpoint.npz",
         {
-            io.META_MEMBER: _npy_of(np.frombuffer(json.dumps(meta).encode(), np.uint8)),
+            checkpoint.META_MEMBER: _npy_of(np.frombuffer(json.dumps(meta).encode(), np.uint8)),
             "a0": _npy_header("|O", (1,)) + evil,
         },
     )
     with pytest.raises(DataError, match=r"member a0 has dtype '\|O'; .* never unpickled"):
-        io.load_checkpoint(tmp_path / "checkpoint.npz")
+        checkpoint.load_checkpoint(tmp_path / "checkpoint.npz")
     assert not sentinel.exists()
 
 
@@ -115,11 +115,11 @@ def _rewrite(path: Path, change) -> None:
 
 
 def _meta(members):
-    return json.loads(members[io.META_MEMBER].tobytes())
+    return json.loads(members[checkpoint.META_MEMBER].tobytes())
 
 
 def _set_meta(members, meta):
-    members[io.META_MEMBER] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    members[checkpoint.META_MEMBER] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
 
 
 def _shrink_first_array(m):
@@ -127,7 +127,7 @@ def _shrink_first_array(m):
 
 
 def _drop_meta(m):
-    del m[io.META_MEMBER]
+    del m[checkpoint.META_MEMBER]
 
 
 def _version_1(m):
@@ -218,14 +218,14 @@ def test_checkpoint_meta_round_trips_json_state_exactly(tmp_path):
         "flag": True,
         "arrays": [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(0)],
     }
-    io.save_checkpoint(tmp_path / "c.npz", payload)
-    back = io.load_checkpoint(tmp_path / "c.npz")
+    checkpoint.save_checkpoint(tmp_path / "c.npz", payload)
+    back = checkpoint.load_checkpoint(tmp_path / "c.npz")
     assert back["rng"] == rng_state and back["x"] == 0.1 + 0.2 and np.isnan(back["nan"])
     assert back["none"] is None and back["flag"] is True
     np.testing.assert_array_equal(back["arrays"][0], payload["arrays"][0])
     assert back["arrays"][0].dtype == np.float32
     with pytest.raises(TypeError, match="neither an array nor JSON"):
-        io.save_checkpoint(tmp_path / "d.npz", {"bad": object()})
+        checkpoint.save_checkpoint(tmp_path / "d.npz", {"bad": object()})
     assert not (tmp_path / "d.npz").exists() and not [
         p for p in tmp_path.iterdir() if p.name.startswith(".")
     ]
@@ -243,9 +243,11 @@ def _bomb(path: Path, table_agrees: bool) -> None:
     n = BOMB_BYTES // 8
     header = _npy_header("<f8", (n,))
     if table_agrees:
-        meta = json.loads(np.load(pyio.BytesIO(members[io.META_MEMBER])).tobytes())
+        meta = json.loads(np.load(pyio.BytesIO(members[checkpoint.META_MEMBER])).tobytes())
         meta["arrays"]["a0"] = {"dtype": "<f8", "shape": [n]}
-        members[io.META_MEMBER] = _npy_of(np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        members[checkpoint.META_MEMBER] = _npy_of(
+            np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        )
     members["a0"] = header
     _write_npz(path, members, deflated={"a0": BOMB_BYTES})
 
@@ -253,23 +255,23 @@ def _bomb(path: Path, table_agrees: bool) -> None:
 def _meta_bomb(path: Path) -> None:
     """__meta__ replaced by a deflated run of BOMB_BYTES zeros its header declares."""
     members = _members(path)
-    members[io.META_MEMBER] = _npy_header("|u1", (BOMB_BYTES,))
-    _write_npz(path, members, deflated={io.META_MEMBER: BOMB_BYTES})
+    members[checkpoint.META_MEMBER] = _npy_header("|u1", (BOMB_BYTES,))
+    _write_npz(path, members, deflated={checkpoint.META_MEMBER: BOMB_BYTES})
 
 
 def _huge_header(path: Path) -> None:
     """Member a0's header (and the table) declare 10¹² float64 entries; it holds 8 bytes."""
     members = _members(path)
-    meta = json.loads(np.load(pyio.BytesIO(members[io.META_MEMBER])).tobytes())
+    meta = json.loads(np.load(pyio.BytesIO(members[checkpoint.META_MEMBER])).tobytes())
     meta["arrays"]["a0"] = {"dtype": "<f8", "shape": [10**12]}
-    members[io.META_MEMBER] = _npy_of(np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    members[checkpoint.META_MEMBER] = _npy_of(np.frombuffer(json.dumps(meta).encode(), np.uint8))
     members["a0"] = _npy_header("<f8", (10**12,)) + bytes(8)
     _write_npz(path, members)
 
 
 def _meta_text(path: Path, text: bytes) -> None:
     members = _members(path)
-    members[io.META_MEMBER] = _npy_of(np.frombuffer(text, np.uint8))
+    members[checkpoint.META_MEMBER] = _npy_of(np.frombuffer(text, np.uint8))
     _write_npz(path, members)
 
 
@@ -367,7 +369,7 @@ def test_zip_bomb_is_refused_before_it_is_inflated(tmp_path, tiny_data, tiny_con
         tracemalloc.start()
         try:
             with pytest.raises(DataError):
-                io.load_checkpoint(path)  # the default bound: 4 × the file's size
+                checkpoint.load_checkpoint(path)  # the default bound: 4 × the file's size
             with pytest.raises(DataError):
                 run_experiment(
                     tiny_config(iters=6), tmp_path, data=tiny_data, resume=True, progress=False
@@ -384,7 +386,7 @@ def test_every_scalar_of_a_checkpoint_is_checked(tmp_path, tiny_data, tiny_confi
     type (a number, None or a boolean by a string; a string by a list): the resume succeeds or
     ends in a one-line kfac_ref error, never another exception."""
     good = _good_checkpoint(tmp_path / "good", tiny_data, tiny_config)
-    payload = json.loads(np.load(good)[io.META_MEMBER].tobytes())["payload"]
+    payload = json.loads(np.load(good)[checkpoint.META_MEMBER].tobytes())["payload"]
     leaves, stack = [], [((), payload)]
     while stack:
         keys, node = stack.pop()
@@ -432,7 +434,7 @@ def test_fifo_in_place_of_a_checkpoint_is_refused_not_waited_on(tmp_path, tiny_d
     _alarm(10)
     try:
         with pytest.raises(DataError, match="is not a regular file"):
-            io.load_checkpoint(path)
+            checkpoint.load_checkpoint(path)
         with pytest.raises(ConfigError, match="has no checkpoint.npz"):
             run_experiment(
                 tiny_config(iters=6), tmp_path, data=tiny_data, resume=True, progress=False
@@ -442,9 +444,9 @@ def test_fifo_in_place_of_a_checkpoint_is_refused_not_waited_on(tmp_path, tiny_d
 
 
 def test_meta_over_its_bound_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
-    io.save_checkpoint(tmp_path / "c.npz", {"records": [{"x": 1.0}] * 100})
-    monkeypatch.setattr(io, "META_MAX_BYTES", 200)
+    checkpoint.save_checkpoint(tmp_path / "c.npz", {"records": [{"x": 1.0}] * 100})
+    monkeypatch.setattr(checkpoint, "META_MAX_BYTES", 200)
     with pytest.raises(DataError, match=r"__meta__ has [\d,]+ bytes, over the limit of 200"):
-        io.load_checkpoint(tmp_path / "c.npz")
+        checkpoint.load_checkpoint(tmp_path / "c.npz")
     with pytest.raises(DataError, match="over the 200 a checkpoint may hold"):
-        io.save_checkpoint(tmp_path / "d.npz", {"records": [{"x": 1.0}] * 100})
+        checkpoint.save_checkpoint(tmp_path / "d.npz", {"records": [{"x": 1.0}] * 100})

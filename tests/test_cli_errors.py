@@ -143,13 +143,18 @@ def test_train_defaults_are_the_run_configs():
     """``train``'s defaults are RunConfig's (taken from its fields, so they cannot drift)."""
     import dataclasses
 
-    from kfac_ref.experiments import RunConfig
+    from kfac_ref.experiments import RunConfig, cli
+    from kfac_ref.experiments.commands import run_config
 
     args = build_parser().parse_args(["train", "--out", "x"])
     fields = {f.name: f.default for f in dataclasses.fields(RunConfig)}
     shared = sorted(set(vars(args)) & set(fields) - {"kfac"})
     assert len(shared) == 20, shared
     assert {n: getattr(args, n) for n in shared} == {n: fields[n] for n in shared}
+    # every field is an option (or --kfac), or named as one the command line leaves alone
+    assert set(cli.TRAIN_OPTIONS) | {"kfac"} | set(cli.NOT_OPTIONS) == set(fields)
+    assert not set(cli.TRAIN_OPTIONS) & set(cli.NOT_OPTIONS)
+    assert run_config(args) == RunConfig()  # the options given back as the run they name
 
 
 # -------------------------------------------------------------------------- compare

@@ -260,12 +260,12 @@ def _optimizer_records(records):
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["kfac-blockdiag", "kfac-tridiag", "sgd-momentum"])
 def test_experiment_runner_checkpoint_and_resume_on_cupy(cupy_kind, tmp_path, method):
-    from kfac_ref.experiments import io
+    from kfac_ref.experiments import checkpoint
 
     data = _tiny_data()
     whole = run_experiment(_tiny_run(method=method), tmp_path / "whole", data=data, progress=False)
     run_experiment(_tiny_run(method=method, iters=5), tmp_path / "split", data=data, progress=False)
-    payload = io.load_checkpoint(tmp_path / "split" / io.CHECKPOINT_NAME)
+    payload = checkpoint.load_checkpoint(tmp_path / "split" / checkpoint.CHECKPOINT_NAME)
     assert (
         payload["rng"]["kind"] == "philox4x32-10"
         and json.loads(json.dumps(payload["rng"])) == payload["rng"]
@@ -281,14 +281,14 @@ def test_experiment_runner_checkpoint_and_resume_on_cupy(cupy_kind, tmp_path, me
 
 @pytest.mark.gpu
 def test_resume_without_saved_generator_is_refused_on_cupy(cupy_kind, tmp_path):
-    from kfac_ref.experiments import io
+    from kfac_ref.experiments import checkpoint
 
     data = _tiny_data()
     run_experiment(_tiny_run(iters=5), tmp_path, data=data, progress=False)
-    payload = io.load_checkpoint(tmp_path / io.CHECKPOINT_NAME)
+    payload = checkpoint.load_checkpoint(tmp_path / checkpoint.CHECKPOINT_NAME)
     del payload["rng"]
-    io.save_checkpoint(
-        tmp_path / io.CHECKPOINT_NAME, {k: v for k, v in payload.items() if k != "format"}
+    checkpoint.save_checkpoint(
+        tmp_path / checkpoint.CHECKPOINT_NAME, {k: v for k, v in payload.items() if k != "format"}
     )
     with pytest.raises(ConfigError, match="no device generator state"):
         run_experiment(_tiny_run(), tmp_path, data=data, progress=False, resume=True)

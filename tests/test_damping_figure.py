@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kfac_ref.experiments import autoencoder, io
+from kfac_ref.experiments import autoencoder, checkpoint, io
 from kfac_ref.experiments.data import load_dataset
 from kfac_ref.fisher import fisher_vector_product
 
@@ -90,7 +90,9 @@ def test_damping_figure_tiny(tmp_path, monkeypatch, curves_dir, capsys):
     p = result["probe"]
     assert len(p["gammas"]) == 3 and all(len(p[d]["dh_raw"]) == 3 for d in fig.DAMPINGS)
     cfg = fig.run_config(args, "defaults")
-    payload = io.load_checkpoint(fig.run_dir(args, cfg, "defaults") / io.CHECKPOINT_NAME)
+    payload = checkpoint.load_checkpoint(
+        fig.run_dir(args, cfg, "defaults") / checkpoint.CHECKPOINT_NAME
+    )
     mlp = autoencoder("curves", cfg.layers)
     W = [np.asarray(w, dtype=float) for w in payload["weights"]]
     stats = payload["opt_state"]["stats"]

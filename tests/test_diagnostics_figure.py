@@ -19,7 +19,7 @@ try:
 finally:
     sys.path.remove(str(FIGURES))
 
-from kfac_ref.experiments.cli import run_script  # noqa: E402
+from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 
 TINY = [
     "--ae-side",

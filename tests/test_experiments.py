@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from kfac_ref.errors import ConfigError, DataError, NonFiniteError
-from kfac_ref.experiments import RunConfig, autoencoder, io, reconstruction_error, run_experiment
+from kfac_ref.experiments import (
+    RunConfig,
+    autoencoder,
+    checkpoint,
+    io,
+    reconstruction_error,
+    run_experiment,
+)
 from kfac_ref.experiments.cli import main as cli_main
 
 LAYERS = [16, 10, 3, 10, 16]
@@ -92,8 +99,8 @@ def test_resumed_run_is_identical_to_uninterrupted(tmp_path, tiny_data):
         if "train_error" in a and "train_error" in b:
             assert a["train_error"] == b["train_error"]
     a, b = (
-        io.load_checkpoint(tmp_path / "a" / "checkpoint.npz"),
-        io.load_checkpoint(tmp_path / "b" / "checkpoint.npz"),
+        checkpoint.load_checkpoint(tmp_path / "a" / "checkpoint.npz"),
+        checkpoint.load_checkpoint(tmp_path / "b" / "checkpoint.npz"),
     )
     for Wa, Wb in zip(a["weights"] + a["average"], b["weights"] + b["average"], strict=True):
         np.testing.assert_array_equal(Wa, Wb)
@@ -132,7 +139,7 @@ def test_non_finite_stops_with_log_and_last_checkpoint_intact(tmp_path, tiny_dat
     with pytest.raises(NonFiniteError, match="iteration 8"):
         run_experiment(tiny_config(), tmp_path, data=tiny_data, progress=False)
     assert [r["iteration"] for r in io.read_jsonl(tmp_path / "log.jsonl")] == list(range(1, 8))
-    assert io.load_checkpoint(tmp_path / "checkpoint.npz")["k"] == 5
+    assert checkpoint.load_checkpoint(tmp_path / "checkpoint.npz")["k"] == 5
     assert not (tmp_path / "result.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
@@ -147,7 +154,7 @@ def test_nan_in_data_is_refused(tmp_path, tiny_data):
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"not an archive")
     with pytest.raises(DataError, match="corrupt"):
-        io.load_checkpoint(tmp_path / "checkpoint.npz")
+        checkpoint.load_checkpoint(tmp_path / "checkpoint.npz")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from kfac_ref.errors import ConfigError
 from kfac_ref.experiments import data, io, run_data_info
-from kfac_ref.experiments.cli import run_script
+from kfac_ref.experiments.exit_status import run_script
 
 
 def _figure(name: str):

@@ -21,7 +21,7 @@ from kfac_ref.errors import (
     ShapeError,
     TargetError,
 )
-from kfac_ref.experiments import RunConfig, io, run_experiment
+from kfac_ref.experiments import RunConfig, checkpoint, run_experiment
 from kfac_ref.experiments.sgd import SGDMomentum
 from kfac_ref.fisher import exact_fisher, fisher_vector_product
 from kfac_ref.mlp import MLP
@@ -459,7 +459,7 @@ def test_a_float32_run_given_float64_data_stays_float32(tmp_path, tiny_config, t
     """run_experiment casts the data at its edge to the run's dtype."""
     assert tiny_data[0].dtype == np.float64
     run_experiment(tiny_config(dtype="float32"), tmp_path, data=tiny_data, progress=False)
-    payload = io.load_checkpoint(tmp_path / io.CHECKPOINT_NAME)
+    payload = checkpoint.load_checkpoint(tmp_path / checkpoint.CHECKPOINT_NAME)
     assert {W.dtype for W in payload["weights"]} == {np.dtype(np.float32)}
     stats = payload["opt_state"]["stats"]["A_diag"]
     assert {A.dtype for A in stats} == {np.dtype(np.float32)}

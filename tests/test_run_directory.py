@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from kfac_ref.errors import ConfigError
-from kfac_ref.experiments import RunConfig, batch_size, io, run_experiment
+from kfac_ref.experiments import RunConfig, batch_size, checkpoint, io, run_experiment, run_lock
+from kfac_ref.experiments.run_dir import array_digest
 
 LAYERS = [16, 6, 3, 6, 16]
 REPO = Path(__file__).resolve().parents[1]
@@ -52,27 +53,27 @@ def tiny_config(**kw) -> RunConfig:
 
 # --------------------------------------------------------------------------- the lock
 def test_a_held_lock_refuses_a_second_writer_naming_the_holder(tmp_path, tiny_data):
-    with io.RunLock(tmp_path):
-        assert (tmp_path / io.LOCK_NAME).read_text().startswith(f"pid {os.getpid()} on host ")
+    with run_lock.RunLock(tmp_path):
+        assert (tmp_path / run_lock.LOCK_NAME).read_text().startswith(f"pid {os.getpid()} on host ")
         with pytest.raises(ConfigError, match=rf"in use by another process \(pid {os.getpid()}"):
             run_experiment(tiny_config(), tmp_path, data=tiny_data, progress=False)
-    assert not (tmp_path / io.LOCK_NAME).exists()  # released and removed
+    assert not (tmp_path / run_lock.LOCK_NAME).exists()  # released and removed
     assert not any(tmp_path.iterdir())  # the refused run wrote nothing
     run_experiment(tiny_config(), tmp_path, data=tiny_data, progress=False)
-    assert not (tmp_path / io.LOCK_NAME).exists()
+    assert not (tmp_path / run_lock.LOCK_NAME).exists()
 
 
 def test_lock_is_released_when_the_run_fails(tmp_path, tiny_data):
     with pytest.raises(ConfigError):
         run_experiment(tiny_config(n_train=10**6), tmp_path, progress=False)
-    assert not (tmp_path / io.LOCK_NAME).exists()
+    assert not (tmp_path / run_lock.LOCK_NAME).exists()
     run_experiment(tiny_config(), tmp_path, data=tiny_data, progress=False)
 
 
 HOLD = """
 import sys, time
-from kfac_ref.experiments import io
-lock = io.RunLock(sys.argv[1]).acquire()
+from kfac_ref.experiments import run_lock
+lock = run_lock.RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(60)
 """
@@ -89,10 +90,10 @@ def _holder(directory: Path) -> subprocess.Popen:
 def test_lock_of_a_killed_process_is_taken_over_with_a_line(tmp_path, tiny_data, caplog):
     proc = _holder(tmp_path)
     with pytest.raises(ConfigError, match=rf"pid {proc.pid} on host"):
-        io.RunLock(tmp_path).acquire()
+        run_lock.RunLock(tmp_path).acquire()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (tmp_path / io.LOCK_NAME).exists()  # left behind by the killed holder
+    assert (tmp_path / run_lock.LOCK_NAME).exists()  # left behind by the killed holder
     # and a temporary checkpoint a killed writer left mid-write
     (tmp_path / ".checkpoint.npz.abc123.npz.tmp").write_bytes(b"half")
     (tmp_path / "notes.txt").write_text("mine")  # not ours: kept
@@ -144,9 +145,9 @@ def test_two_processes_one_directory_exactly_one_run(tmp_path):
     assert "in use by another process (pid" in loser and len(loser.strip().splitlines()) == 1
     seed = json.loads((out / "config.json").read_text())["seed"]
     assert json.loads((out / "result.json").read_text())["config"]["seed"] == seed
-    payload = io.load_checkpoint(out / io.CHECKPOINT_NAME)
+    payload = checkpoint.load_checkpoint(out / checkpoint.CHECKPOINT_NAME)
     assert payload["config"]["seed"] == seed and payload["k"] == 40
-    assert not (out / io.LOCK_NAME).exists()
+    assert not (out / run_lock.LOCK_NAME).exists()
 
 
 # --------------------------------------------------------------------- data identity
@@ -158,7 +159,7 @@ def test_resume_onto_other_data_is_refused_naming_both(tmp_path, tiny_data):
     msg = str(info.value)
     assert "it was trained on" in msg and "but the data now are" in msg
     assert "--resume-other-data" in msg and msg.count("SHA-256") == 2
-    assert io.load_checkpoint(tmp_path / io.CHECKPOINT_NAME)["k"] == 2  # untouched
+    assert checkpoint.load_checkpoint(tmp_path / checkpoint.CHECKPOINT_NAME)["k"] == 2  # untouched
     fewer = (tiny_data[0][:60], tiny_data[1])
     with pytest.raises(ConfigError, match="64 training"):
         run_experiment(tiny_config(), tmp_path, data=fewer, resume=True, progress=False)
@@ -170,18 +171,18 @@ def test_resume_onto_other_data_is_refused_naming_both(tmp_path, tiny_data):
     log = run_experiment(
         tiny_config(), tmp_path, data=other, resume=True, progress=False, allow_other_data=True
     )
-    assert log[3]["resumed_on_other_data"]["train_sha256"] == io.array_digest(other[0])
+    assert log[3]["resumed_on_other_data"]["train_sha256"] == array_digest(other[0])
     assert "resumed_on_other_data" not in log[1]
 
 
 def test_fingerprint_is_of_the_arrays_not_their_dtype_on_the_device(tmp_path, tiny_data):
-    a = io.array_digest(tiny_data[0])
-    assert a == io.array_digest(tiny_data[0].copy()) and len(a) == 64
-    assert a != io.array_digest(tiny_data[0].astype(np.float32))
+    a = array_digest(tiny_data[0])
+    assert a == array_digest(tiny_data[0].copy()) and len(a) == 64
+    assert a != array_digest(tiny_data[0].astype(np.float32))
     changed = tiny_data[0].copy()
     changed[5, 5] = np.nextafter(changed[5, 5], 2.0)  # one ulp
-    assert a != io.array_digest(changed)
-    assert io.array_digest(np.zeros((0, 3))) != io.array_digest(np.zeros((3, 0)))
+    assert a != array_digest(changed)
+    assert array_digest(np.zeros((0, 3))) != array_digest(np.zeros((3, 0)))
 
 
 # ------------------------------------------------------------------ validate, then act

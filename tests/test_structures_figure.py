@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kfac_ref.experiments.cli import run_script
+from kfac_ref.experiments.exit_status import run_script
 from kfac_ref.structures import STRUCTURES
 
 FOLDER = Path(__file__).resolve().parent.parent / "paper_figures"

@@ -13,8 +13,14 @@ the math modules of :mod:`kfac_ref` and none of them uses anything here
 * :mod:`~kfac_ref.experiments.structures_compare`: every curvature structure in one optimizer on
   a small autoencoder (the figure ``paper_figures/structures_compare.py``, notebook 06)
 * :mod:`~kfac_ref.experiments.data`: the data sets (MNIST, CURVES, FACES)
-* :mod:`~kfac_ref.experiments.io`: checkpoints and atomic files
-* :mod:`~kfac_ref.experiments.cli`: the command line (``python -m kfac_ref``)
+* :mod:`~kfac_ref.experiments.checkpoint`: checkpoints, saved and loaded without running code
+* :mod:`~kfac_ref.experiments.run_lock`: one writer per run directory (``run.lock``)
+* :mod:`~kfac_ref.experiments.io`: atomic files, JSON-lines logs, reading regular files only
+* :mod:`~kfac_ref.experiments.cli`: the command line (``python -m kfac_ref``): its parser, whose
+  ``train`` options are RunConfig's fields
+* :mod:`~kfac_ref.experiments.commands`: what its subcommands do (``train``, ``compare``)
+* :mod:`~kfac_ref.experiments.exit_status`: a failure as one line and an exit status (the
+  command line, the figure scripts)
 """
 
 from .run_config import (

@@ -1,11 +1,12 @@
 """The run directory (orchestration edge): which files hold a run, what its checkpoint holds and
 how it is checked before a resume (settings, data fingerprint, shapes, finiteness), and reading a
 finished run's log. :func:`kfac_ref.experiments.runner.run_experiment` writes it, one process at a
-time (:class:`kfac_ref.experiments.io.RunLock`).
+time (:class:`kfac_ref.experiments.run_lock.RunLock`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from ..errors import ConfigError, DataError, KFACError, ShapeError
 from ..mlp import MLP
 from ..rng import RunGenerator
 from . import io
+from .checkpoint import CHECKPOINT_NAME
 from .run_config import MAY_CHANGE_ON_RESUME, RunConfig
 
 #: Every file a run writes; a directory holding any of them holds a run.
@@ -27,7 +29,7 @@ RUN_FILES = (
     "config.json",
     "log.jsonl",
     "result.json",
-    io.CHECKPOINT_NAME,
+    CHECKPOINT_NAME,
 )
 
 
@@ -151,6 +153,13 @@ def restore(
     )
 
 
+def array_digest(a: numpy.ndarray) -> str:
+    """SHA-256 of a host array's dtype, shape and C-ordered bytes (a data set's fingerprint)."""
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(numpy.ascontiguousarray(a).reshape(-1).view(numpy.uint8))
+    return h.hexdigest()
+
+
 #: what of a run's data must not change on --resume (its label and origin may: files move)
 FINGERPRINT_KEYS = ("n_train", "n_test", "train_sha256", "test_sha256")
 
@@ -164,8 +173,8 @@ def data_fingerprint(X_train: Any, X_test: Any, info: dict[str, Any]) -> dict[st
         "data_origin": info["data_origin"],
         "n_train": int(X_train.shape[0]),
         "n_test": int(test.shape[0]),
-        "train_sha256": io.array_digest(to_numpy(X_train)),
-        "test_sha256": io.array_digest(test),
+        "train_sha256": array_digest(to_numpy(X_train)),
+        "test_sha256": array_digest(test),
     }
 
 
@@ -205,10 +214,10 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
             "--resume continues a run and --overwrite replaces it; pass only one of them"
         )
     existing = [n for n in RUN_FILES if (out / n).exists()]
-    if resume and not (out / io.CHECKPOINT_NAME).is_file():
+    if resume and not (out / CHECKPOINT_NAME).is_file():
         held = f"it holds {', '.join(existing)} but" if existing else "it"
         raise ConfigError(
-            f"cannot resume {out}: {held} has no {io.CHECKPOINT_NAME} (none written yet, or not a "
+            f"cannot resume {out}: {held} has no {CHECKPOINT_NAME} (none written yet, or not a "
             "run "
             "directory); run without --resume to start the run"
         )

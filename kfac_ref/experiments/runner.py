@@ -31,6 +31,7 @@ from ..optimizer import KFAC
 from ..rng import RunGenerator
 from ..state import state_shapes
 from . import checks, io
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .run_config import RunConfig, autoencoder, batch_size, make_optimizer
 from .run_dir import (
     RUN_FILES,
@@ -41,6 +42,7 @@ from .run_dir import (
     data_fingerprint,
     restore,
 )
+from .run_lock import RunLock
 from .schedules import draw_minibatch, iterate_average
 
 log = logging.getLogger(__name__)
@@ -145,7 +147,7 @@ def run_experiment(
 
     A directory holding any of :data:`RUN_FILES` is never written into unless ``resume`` or
     ``overwrite`` says so; the directory must take files before anything is loaded or trained.
-    One process at a time writes a run directory (:class:`io.RunLock`, held until this returns
+    One process at a time writes a run directory (:class:`RunLock`, held until this returns
     or raises); temporary files of a killed earlier writer are removed once the lock is held.
     Everything that can fail (settings, data, initial weights, the configuration's JSON) is
     checked before an earlier run's files are deleted.
@@ -168,7 +170,7 @@ def run_experiment(
     if resume and overwrite:
         check_run_dir(out, resume, overwrite)  # the usage error, before anything is created
     io.require_writable_dir(out, "run directory")
-    lock = io.RunLock(out).acquire()
+    lock = RunLock(out).acquire()
     try:
         if lock.took_over:
             log.warning(
@@ -200,7 +202,7 @@ def _run_locked(
     """:func:`run_experiment` once its directory's lock is held."""
     from tqdm.auto import tqdm
 
-    ckpt_path, log_path = out / io.CHECKPOINT_NAME, out / "log.jsonl"
+    ckpt_path, log_path = out / CHECKPOINT_NAME, out / "log.jsonl"
     earlier = check_run_dir(out, resume, overwrite)
     config_text = json.dumps(cfg.to_json(), indent=2)  # fails now, not after a deletion
     backend = get_backend(cfg.backend, cfg.dtype)
@@ -224,7 +226,7 @@ def _run_locked(
 
     same_data = True
     if resume:
-        payload = io.load_checkpoint(ckpt_path, max_bytes=_checkpoint_budget(mlp, opt))
+        payload = load_checkpoint(ckpt_path, max_bytes=_checkpoint_budget(mlp, opt))
         st = restore(payload, cfg, mlp, opt, backend, ckpt_path)
         same_data = check_same_data(payload.get("data"), fingerprint, ckpt_path, allow_other_data)
         try:
@@ -304,7 +306,7 @@ def _run_locked(
             else:
                 bar.update(1)
             if k % cfg.checkpoint_every == 0 or done:
-                io.save_checkpoint(ckpt_path, checkpoint_payload(cfg, opt, st, gen, fingerprint))
+                save_checkpoint(ckpt_path, checkpoint_payload(cfg, opt, st, gen, fingerprint))
                 io.write_jsonl_atomic(log_path, st.records)
                 saved = k
         bar.close()
