@@ -27,7 +27,8 @@ import): §13 experiments :mod:`~kfac_ref.experiments.runner`,
 :mod:`~kfac_ref.experiments.cli`.
 """
 
-from .backend import Backend, get_array_module, get_backend, to_numpy
+from typing import TYPE_CHECKING
+
 from .errors import (
     BackendError,
     ConfigError,
@@ -38,7 +39,36 @@ from .errors import (
     TargetError,
     TooLargeError,
 )
-from .mlp import MLP, Forward
+
+if TYPE_CHECKING:
+    from .backend import Backend, get_array_module, get_backend, to_numpy
+    from .mlp import MLP, Forward
+
+# The network and the backends are loaded on first use, so that importing a leaf module (the
+# options, kfac_ref.config; the errors) loads nothing else of the package.
+_LAZY = {
+    "Backend": "backend",
+    "get_array_module": "backend",
+    "get_backend": "backend",
+    "to_numpy": "backend",
+    "MLP": "mlp",
+    "Forward": "mlp",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.2.0"
 

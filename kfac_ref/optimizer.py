@@ -50,7 +50,7 @@ from .rescale import (
 )
 from .state import KFACState, check_state_scalars, load_state_dict, state_dict
 from .statistics import FactorStats, choose_subset, running_statistics, subset_forward
-from .structures import get_structure
+from .structures import configured_structure, get_structure
 from .tikhonov import ExactTikhonovInverse
 
 
@@ -165,7 +165,7 @@ class KFAC:
         self.mlp = mlp
         self.config = config
         self.backend = backend
-        self.structure = get_structure(config.structure)
+        self.structure = configured_structure(config)
         self.structure.check_network(mlp, backend.dtype)
 
     def init_state(self, weights: Sequence[Any]) -> KFACState:

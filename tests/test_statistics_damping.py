@@ -39,6 +39,7 @@ from kfac_ref.statistics import (
     subset_size,
     update_stats,
 )
+from kfac_ref.structures import configured_structure
 from kfac_ref.vec import theta_to_weights, weights_to_theta
 
 BE = get_backend("numpy", "float64")
@@ -323,7 +324,7 @@ def test_config_defaults_cite_the_paper():
 )
 def test_config_validation_names_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):
-        KFACConfig(**kw)
+        configured_structure(KFACConfig(**kw))  # the structure checks its name and damping
 
 
 def test_factor_stats_arrays_order():
