@@ -167,8 +167,6 @@ class KFACConfig:
             and float32 saves little there. ``"float64"``: every
             factorization in float64 (cast back).
             ``"training"``: the training dtype throughout, no fallback.
-        linalg_float64: the older spelling of ``linalg``: True → ``"float64"``, False →
-            ``"training"``; None (default) leaves ``linalg`` as given.
         lapack_threads: threads of SciPy's LAPACK while the damped inverses are computed, where
             SciPy's BLAS is not NumPy's (the PyPI wheels each bundle OpenBLAS): 1 (default)
             stops its idle threads busy-waiting on the cores NumPy's products need between
@@ -206,7 +204,6 @@ class KFACConfig:
     adapt_lambda: bool = True  # §6.5
     inverse_recompute_first: int = 3  # [code] iter <= 3
     linalg: str = "auto"  # see the docstring; [code] eig(single(mat))
-    linalg_float64: bool | None = None  # older spelling of linalg
     lapack_threads: int | None = 1  # SciPy's own OpenBLAS during refreshes
     stats_method: str = "sample"  # §5; "exact" is a test hook
 
@@ -224,8 +221,6 @@ class KFACConfig:
             _flag(name, getattr(self, name))
         self._check_damping()
         _choice("linalg", self.linalg, LINALG_MODES)
-        if self.linalg_float64 is not None:
-            _flag("linalg_float64", self.linalg_float64)
         if self.lapack_threads is not None:
             _positive_int("lapack_threads", self.lapack_threads)
         _nonnegative("eta", self.eta)

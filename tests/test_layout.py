@@ -129,3 +129,15 @@ def test_the_configuration_is_a_leaf_of_the_imports():
         "kfac_ref.errors",
         "kfac_ref.errors.ConfigError",
     }
+
+
+def test_the_step_is_algorithm_2_on_one_screen():
+    """``KFAC.step`` reads as Algorithm 2 (§8): at most 40 statements, nested ones included; the
+    log record (:mod:`kfac_ref.step_info`) and the host transfers (:mod:`kfac_ref.host`) are
+    objects of their own."""
+    path = PACKAGE / "optimizer.py"
+    tree = ast.parse(path.read_text(), str(path))
+    (kfac,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KFAC"]
+    (step,) = [n for n in kfac.body if isinstance(n, ast.FunctionDef) and n.name == "step"]
+    count = sum(isinstance(node, ast.stmt) for s in step.body for node in ast.walk(s))
+    assert count <= 40, count
