@@ -6,14 +6,15 @@ Curvature", ICML 2015 (arXiv:1503.05671). Module map (paper section → module):
 * §2.1 network, backward pass: :mod:`kfac_ref.mlp`, :mod:`kfac_ref.activations`,
   :mod:`kfac_ref.outputs`; vec/θ convention: :mod:`kfac_ref.vec`
 * §2.2 exact Fisher, Fisher-vector products: :mod:`kfac_ref.fisher`
-* §3 Kronecker factors Ā, G and F̃: :mod:`kfac_ref.factors`; dense F̃, F̆, F̂: :mod:`kfac_ref.dense`
+* §3 Kronecker factors Ā, G and F̃: :mod:`kfac_ref.factors`; dense F̃, F̆, F̂: :mod:`kfac_ref.dense`,
+  the size check of dense P×P matrices: :mod:`kfac_ref.memory`
 * §4 F̆⁻¹, F̂⁻¹ (Ψ, Σ), Appendix B, the structure interface: :mod:`kfac_ref.inverse`; the table
   of structures: :mod:`kfac_ref.structures`
 * §5 statistics: :mod:`kfac_ref.statistics`
 * §6 damping (π_i, γ, λ, ρ): :mod:`kfac_ref.damping`
 * §7 re-scaling and momentum (α, μ): :mod:`kfac_ref.rescale`
 * §8 the optimizer: :mod:`kfac_ref.optimizer`, its state and checkpoints :mod:`kfac_ref.state`,
-  options :mod:`kfac_ref.config`
+  the log record of a step :mod:`kfac_ref.step_info`, options :mod:`kfac_ref.config`
 * §10 invariance to affine re-parametrization: :mod:`kfac_ref.reparam`
 * dense comparisons for small nets: :mod:`kfac_ref.compare`; a batch-mode damped natural-gradient
   step (§4.2, §6.3, §7): :mod:`kfac_ref.natgrad`; backends: :mod:`kfac_ref.backend`, their
