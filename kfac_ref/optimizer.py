@@ -18,8 +18,11 @@ Each piece of the damping and re-scaling can be switched off alone, for the abla
 (F̆ + γ²I inverted exactly), ``pi="one"`` (π_i = 1), ``adapt_gamma`` (γ = √(λ + η), steps 3 and 5
 then refresh the inverses whenever λ moved γ) and ``adapt_lambda`` (λ = λ0, ρ still logged).
 
+Iteration k counts from 1, as in Algorithm 2; ``KFACState.k`` is the number of iterations done.
 The math lives in the modules named above; :meth:`KFAC.step` is Algorithm 2 as one named call
-per step, and checks that what it returns is finite. The curvature structure (F̆, F̂, …) is a
+per step, and checks that what it returns is finite: what the host needs of iteration k is
+queued on the device and fetched together (:class:`~kfac_ref.host.IterationHost`), and the log
+record is a :class:`~kfac_ref.step_info.StepInfo`. The curvature structure (F̆, F̂, …) is a
 class from :mod:`kfac_ref.structures`, chosen by ``KFACConfig.structure``. What is carried between
 iterations, and its checkpoint form, is :mod:`kfac_ref.state`. The only randomness is the
 generator passed to :meth:`KFAC.step` (subsets and sampled targets), so a run resumed from
@@ -218,12 +221,12 @@ class KFAC:
         rescalings = self._rescalings(
             weights, subset_forward(fwd, idx_fisher), grads, inverses, state, host
         )
-        # 5. the γ whose δ has the lowest M(δ) (§6.6); θ ← θ + δ.
+        #    with several γ, the one whose δ has the lowest M(δ) (§6.6); θ ← θ + δ.
         c = self._choose_gamma(k, gammas, rescalings)
         delta = rescalings[c].delta
         new_weights = [W + d for W, d in zip(weights, delta, strict=True)]
         self._queue_update(grads, delta, new_weights, host)
-        # 6. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule for λ (§6.5).
+        # 5. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule for λ (§6.5).
         lam_due = k % cfg.T1 == 0
         if lam_due:
             h_new = mlp.loss(new_weights, X, Y, cfg.eta, validate=False)
@@ -352,7 +355,7 @@ class KFAC:
         host.value("delta_sq", inner(delta, delta))
 
     def _lambda(self, lam: float, fetched: dict[str, Any], best: Rescaling) -> tuple[float, float]:
-        """Step 6, every T1 iterations: ρ = (h(θ + δ) − h(θ)) / (M(δ) − M(0)) on the mini-batch
+        """Step 5, every T1 iterations: ρ = (h(θ + δ) − h(θ)) / (M(δ) − M(0)) on the mini-batch
         and λ by the Levenberg–Marquardt rule (§6.5); (λ, ρ). With ``adapt_lambda=False`` λ
         stays and ρ is only logged."""
         cfg, h, h_new = self.config, fetched["h"], fetched["h_new"]
