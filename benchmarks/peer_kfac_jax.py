@@ -88,7 +88,7 @@ BENCH_EXTRA = "pip install -e '.[bench]'"
 N_BATCHES = 4  # random mini-batches, cycled
 #: kfac_ref doing kfac-jax's work (``--matched``): statistics and quadratic model on the whole
 #: mini-batch, one γ (no search within the timed windows), inverses in float32.
-MATCHED = {"tau1": 1.0, "tau2": 1.0, "T2": PERIOD * 10**6, "linalg_float64": False}
+MATCHED = {"tau1": 1.0, "tau2": 1.0, "T2": PERIOD * 10**6, "linalg": "training"}
 BUSY_LOAD = 0.10  # warn when other processes take more of the CPU than this
 MAX_RETRIES = 3  # with --wait-quiet: re-runs of a window that was busier than BUSY_LOAD
 
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# kfac_ref settings: {'matched to kfac-jax' if args.matched else 'paper'} (τ1 = "
         f"{c.tau1:g}, "
         f"τ2 = {c.resolved.tau2:g}, T3 = {c.T3}, γ search every T2 = {c.T2}, "
-        f"inverses in {'float64' if c.linalg_float64 else 'float32'})",
+        f"factorizations: linalg = {c.linalg!r})",
         flush=True,
     )
     t0 = time.perf_counter()

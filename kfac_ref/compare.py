@@ -26,6 +26,7 @@ from .factors import KroneckerFactors, kronecker_factors
 from .fisher import check_dense_inputs, exact_fisher
 from .full import FullInverse
 from .linalg import spd_inverse
+from .memory import check_dense_size, per_case_entries
 from .mlp import MLP
 from .structures import STRUCTURES, get_structure
 from .vec import layer_offsets
@@ -117,14 +118,14 @@ def check_compare_size(
     """Refuse (:class:`~kfac_ref.errors.TooLargeError`) a :func:`compare_fisher` of ``n_cases``
     cases that would not fit in ``max_bytes`` (default 2 GiB), before anything is allocated:
     its P×P matrices (:data:`COMPARE_COPIES`) and the exact Fisher's per-case gradients
-    (:func:`kfac_ref.dense.per_case_entries`). ``advice`` ends the message."""
-    dense.check_dense_size(
+    (:func:`kfac_ref.memory.per_case_entries`). ``advice`` ends the message."""
+    check_dense_size(
         mlp.n_params,
         itemsize,
         max_bytes,
         copies=COMPARE_COPIES,
         n_cases=n_cases,
-        per_case=dense.per_case_entries(mlp.layer_sizes),
+        per_case=per_case_entries(mlp.layer_sizes),
         advice=advice,
     )
 

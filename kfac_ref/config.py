@@ -17,9 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .damping import PI_CHOICES, omega1, omega2
 from .errors import ConfigError
-from .structures import STRUCTURES
 
 CONSTANT_SETS = ("paper", "code")
 STATS_METHODS = ("sample", "exact")
@@ -27,8 +25,22 @@ LINALG_MODES = ("auto", "float64", "training")
 MOMENTUM_SCHEDULES = ("sutskever", "constant")
 TIKHONOV_CHOICES = ("factored", "exact")  # §6.3; "exact" is the paper's eqn. 6
 
+#: the choices of π_i (§6.3): the trace norm, or 1 (:func:`kfac_ref.damping.layer_pi`)
+PI_CHOICES = ("trace", "one")
+LM_BASE = 19.0 / 20.0  # §6.5 and [code] ``drop = 19/20``
 TAU2_PAPER = 1.0 / 4.0  # §8: τ2 = 1/4 of the mini-batch for the exact-Fisher products
 TAU2_CODE = 1.0  # [code] ``ratio_BV = 1`` ("a value below 1 is dangerous")
+
+
+def omega1(T1: int, base: float = LM_BASE) -> float:
+    """ω1 = (19/20)^{T1} (§6.5): the per-adjustment λ factor, compensating for adjusting only
+    every T1 iterations ([code] ``drop^lambda_adj_interval``)."""
+    return base**T1
+
+
+def omega2(T2: int, base: float = LM_BASE) -> float:
+    """ω2 = (√(19/20))^{T2} (§6.6; [code] ``sqrt(drop)^gamma_adj_interval``): γ ~ √λ in scale."""
+    return math.sqrt(base) ** T2
 
 
 def _real(name: str, value: object) -> None:
@@ -87,7 +99,10 @@ class KFACConfig:
 
     Attributes:
         structure: a name of :data:`kfac_ref.structures.STRUCTURES`: ``"block_diagonal"``
-            (F̆, §4.2) or ``"block_tridiagonal"`` (F̂, §4.3).
+            (F̆, §4.2) or ``"block_tridiagonal"`` (F̂, §4.3). The name, and the damping options
+            it implements, are checked where the structure is looked up
+            (:func:`kfac_ref.structures.configured_structure`: :class:`~kfac_ref.optimizer.KFAC`,
+            the experiments' configuration), so that this module imports no structure.
         eta: ℓ2 weight cost η in h(θ) (§13: 1e-5 for all three autoencoders).
         lam0: initial λ (§6.5, [code] ``initlambda = 150`` for the autoencoders).
         gamma0: initial γ; ``None`` → √(λ0 + η) (§6.6, [code] ``initgamma``).
@@ -152,8 +167,6 @@ class KFACConfig:
             and float32 saves little there. ``"float64"``: every
             factorization in float64 (cast back).
             ``"training"``: the training dtype throughout, no fallback.
-        linalg_float64: the older spelling of ``linalg``: True → ``"float64"``, False →
-            ``"training"``; None (default) leaves ``linalg`` as given.
         lapack_threads: threads of SciPy's LAPACK while the damped inverses are computed, where
             SciPy's BLAS is not NumPy's (the PyPI wheels each bundle OpenBLAS): 1 (default)
             stops its idle threads busy-waiting on the cores NumPy's products need between
@@ -191,12 +204,12 @@ class KFACConfig:
     adapt_lambda: bool = True  # §6.5
     inverse_recompute_first: int = 3  # [code] iter <= 3
     linalg: str = "auto"  # see the docstring; [code] eig(single(mat))
-    linalg_float64: bool | None = None  # older spelling of linalg
     lapack_threads: int | None = 1  # SciPy's own OpenBLAS during refreshes
     stats_method: str = "sample"  # §5; "exact" is a test hook
 
     def __post_init__(self) -> None:
-        _choice("structure", self.structure, tuple(STRUCTURES))
+        if not isinstance(self.structure, str):  # the name is checked against the table
+            raise ConfigError(f"structure must be a name, got {self.structure!r}")
         _choice("constants", self.constants, CONSTANT_SETS)
         _choice("stats_method", self.stats_method, STATS_METHODS)
         for name in ("eta", "lam0", "tau1", "max_stat_decay", "lam_min", "lam_max"):
@@ -208,8 +221,6 @@ class KFACConfig:
             _flag(name, getattr(self, name))
         self._check_damping()
         _choice("linalg", self.linalg, LINALG_MODES)
-        if self.linalg_float64 is not None:
-            _flag("linalg_float64", self.linalg_float64)
         if self.lapack_threads is not None:
             _positive_int("lapack_threads", self.lapack_threads)
         _nonnegative("eta", self.eta)
@@ -253,8 +264,9 @@ class KFACConfig:
             )
 
     def _check_damping(self) -> None:
-        """The damping options (§6.3, §6.6): known values, implemented for the structure,
-        and no option that would be silently ignored."""
+        """The damping options (§6.3, §6.6): known values and no option that would be silently
+        ignored. Whether the structure implements them is checked where the structure is
+        looked up (:func:`kfac_ref.structures.configured_structure`)."""
         _choice("tikhonov", self.tikhonov, TIKHONOV_CHOICES)
         _choice("pi", self.pi, PI_CHOICES)
         if self.tikhonov == "exact" and self.pi != "trace":
@@ -262,7 +274,6 @@ class KFACConfig:
                 f"pi={self.pi!r} has no effect with tikhonov='exact' (no factored damping); "
                 "leave pi at 'trace'"
             )
-        STRUCTURES[self.structure].check_damping(self.pi, self.tikhonov)
         if not self.adapt_gamma and self.gamma0 is not None:
             raise ConfigError(
                 f"gamma0={self.gamma0!r} is ignored with adapt_gamma=False (γ = √(λ + η)); "

@@ -49,6 +49,7 @@ from . import dense
 from .backend import get_array_module
 from .errors import ConfigError, TooLargeError
 from .factors import KroneckerFactors
+from .memory import DEFAULT_MAX_BYTES
 from .mlp import MLP, Forward
 
 #: cases per chunk of the contractions (bounds the per-case work arrays)
@@ -108,9 +109,9 @@ def check_size(
     what: str = "the §3.1 cumulant matrices",
 ) -> int:
     """:class:`DenseSizeError` (a :class:`ConfigError`) naming P and the limit when
-    :func:`work_bytes` exceeds ``max_bytes`` (default :data:`kfac_ref.dense.DEFAULT_MAX_BYTES`);
+    :func:`work_bytes` exceeds ``max_bytes`` (default :data:`kfac_ref.memory.DEFAULT_MAX_BYTES`);
     returns the estimate."""
-    limit = dense.DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
     need = work_bytes(mlp, layers, n_cases, itemsize, copies)
     if need > limit:
         P = n_params_of(mlp, layers)

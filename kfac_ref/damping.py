@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backend import get_array_module
+from .config import LM_BASE as LM_BASE  # ω1, ω2 and the π_i choices are defined with the
+from .config import PI_CHOICES as PI_CHOICES  # configuration they resolve (a leaf of the
+from .config import omega1 as omega1  # imports) and named here, with the damping they set
+from .config import omega2 as omega2
 from .errors import ConfigError, NonFiniteError
 from .inputs import is_finite_nonnegative
 
@@ -45,10 +49,6 @@ def pi_trace_norm(A_ii: Any, G_ii: Any) -> Any:
     num = xp.trace(A_ii) / A_ii.shape[0]
     den = xp.trace(G_ii) / G_ii.shape[0]
     return xp.sqrt(xp.maximum(num, tiny) / xp.maximum(den, tiny))
-
-
-#: the choices of π_i (§6.3): the trace norm, or 1
-PI_CHOICES = ("trace", "one")
 
 
 def layer_pi(A_ii: Any, G_ii: Any, pi: str = "trace") -> Any:
@@ -91,20 +91,8 @@ def damped_diagonal_factors(
 
 
 # ----------------------------------------------------------- §6.5 Levenberg–Marquardt rule
-LM_BASE = 19.0 / 20.0  # §6.5 and [code] ``drop = 19/20``
 RHO_LOW = 0.25  # §6.5: ρ < 1/4 → raise λ
 RHO_HIGH = 0.75  # §6.5: ρ > 3/4 → lower λ
-
-
-def omega1(T1: int, base: float = LM_BASE) -> float:
-    """ω1 = (19/20)^{T1} (§6.5): the per-adjustment λ factor, compensating for adjusting only
-    every T1 iterations ([code] ``drop^lambda_adj_interval``)."""
-    return base**T1
-
-
-def omega2(T2: int, base: float = LM_BASE) -> float:
-    """ω2 = (√(19/20))^{T2} (§6.6; [code] ``sqrt(drop)^gamma_adj_interval``): γ ~ √λ in scale."""
-    return math.sqrt(base) ** T2
 
 
 def reduction_ratio(h_new: float, h_old: float, model_change: float) -> float:

@@ -5,7 +5,7 @@ F̃⁻¹ itself (:mod:`kfac_ref.full`, §3) and the exact natural gradient's (F 
 what they hold while building it (:attr:`DenseInverse.COPIES`,
 :attr:`DenseInverse.FLOAT64_COPIES`); applying, casting, saving and the size check are here.
 Vectors are in the θ ordering of :mod:`kfac_ref.vec`. For small networks: the P×P matrix must
-fit (:func:`kfac_ref.dense.check_dense_size`, else :class:`~kfac_ref.errors.TooLargeError`).
+fit (:func:`kfac_ref.memory.check_dense_size`, else :class:`~kfac_ref.errors.TooLargeError`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import numpy
 
-from . import dense
 from .backend import to_numpy
 from .curvature import CurvatureInverse, Shapes
+from .memory import check_dense_size
 from .vec import theta_to_weights, weights_to_theta
 
 
@@ -51,7 +51,7 @@ class DenseInverse(CurvatureInverse):
 
     @classmethod
     def check_network(cls, mlp: Any, dtype: Any) -> None:
-        dense.check_dense_size(
+        check_dense_size(
             mlp.n_params,
             numpy.dtype(dtype).itemsize,
             None,

@@ -50,7 +50,7 @@ def check_diagnose_size(
 ) -> int:
     """Bytes :func:`diagnose` needs on ``n_cases`` cases; :class:`~kfac_ref.errors.ConfigError`
     (a :class:`~kfac_ref.cumulants.DenseSizeError`) naming the parameter count and the limit
-    when over ``max_bytes`` (default :data:`kfac_ref.dense.DEFAULT_MAX_BYTES`, 2 GiB).
+    when over ``max_bytes`` (default :data:`kfac_ref.memory.DEFAULT_MAX_BYTES`, 2 GiB).
 
     Counts :data:`DIAGNOSE_COPIES` float64 P×P matrices, the forward pass of all cases and the
     per-chunk case work (:func:`kfac_ref.cumulants.work_bytes`; the per-case quantities are

@@ -7,7 +7,7 @@ replaced by the inverse of the exact Fisher of the τ1-subsets, averaged like th
 computed exactly). The damping is the one K-FAC's γ adds to F̃: D_γ = F̆(γ) − F̆(0), block-diagonal,
 (Ā + πγI) ⊗ (G + γ/π I) − Ā ⊗ G for each layer (§6.3), which is also how
 :func:`kfac_ref.compare.compare_fisher` damps F. The network's P×P matrix must fit
-(:func:`kfac_ref.dense.check_dense_size`, else :class:`~kfac_ref.errors.TooLargeError`).
+(:func:`kfac_ref.memory.check_dense_size`, else :class:`~kfac_ref.errors.TooLargeError`).
 """
 
 from __future__ import annotations

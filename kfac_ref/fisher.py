@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import dense
 from .backend import get_array_module
-from .dense import check_dense_size
 from .errors import ConfigError, NonFiniteError, ShapeError
+from .memory import check_dense_size, per_case_entries
 from .mlp import MLP
 from .vec import per_case_vec_grad
 
@@ -53,7 +52,7 @@ def check_dense_inputs(
         X.dtype.itemsize,
         max_bytes,
         n_cases=X.shape[0],
-        per_case=dense.per_case_entries(mlp.layer_sizes),
+        per_case=per_case_entries(mlp.layer_sizes),
     )
 
 

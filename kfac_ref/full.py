@@ -5,7 +5,7 @@ approximate, so a run with it measures what their structure costs.
 Built from the running statistics of every factor pair (``A_upper``, ``G_upper`` of
 :class:`~kfac_ref.statistics.FactorStats`, the lower blocks by symmetry); the diagonal blocks
 are damped as in F̆ and F̂, (Ā + πγI) ⊗ (G + γ/π I), the others not. The network's P×P matrix
-must fit (:func:`kfac_ref.dense.check_dense_size`, else :class:`~kfac_ref.errors.TooLargeError`).
+must fit (:func:`kfac_ref.memory.check_dense_size`, else :class:`~kfac_ref.errors.TooLargeError`).
 """
 
 from __future__ import annotations

@@ -101,3 +101,23 @@ def _host_value(x: Any) -> Any:
     if isinstance(x, (bool, int, float, numpy.ndarray, numpy.generic)):
         return x
     return None
+
+
+class IterationHost(HostBatch):
+    """The :class:`HostBatch` of iteration k of Algorithm 2 (§8): what the step brings to the
+    host, fetched together; a failed check names the iteration and the quantity
+    (``"iteration k: the gradient ∇h is not finite"``)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def finite(self, arrays: Any, what: str) -> None:
+        """Queue the check that every entry of ``arrays`` (``what``, e.g. "the gradient ∇h") is
+        finite."""
+        self.require_finite(arrays, f"iteration {self.k}: {what} is not finite")
+
+    def finite_scalar(self, key: str, x: Any, what: str) -> None:
+        """Queue the 0-d ``x`` (``what``, e.g. "the loss h(θ)"), which must be finite; after
+        :meth:`fetch` it is ``host[key]``."""
+        self.scalar(key, x, f"iteration {self.k}: {what} is not finite")

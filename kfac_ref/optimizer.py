@@ -18,8 +18,11 @@ Each piece of the damping and re-scaling can be switched off alone, for the abla
 (F̆ + γ²I inverted exactly), ``pi="one"`` (π_i = 1), ``adapt_gamma`` (γ = √(λ + η), steps 3 and 5
 then refresh the inverses whenever λ moved γ) and ``adapt_lambda`` (λ = λ0, ρ still logged).
 
+Iteration k counts from 1, as in Algorithm 2; ``KFACState.k`` is the number of iterations done.
 The math lives in the modules named above; :meth:`KFAC.step` is Algorithm 2 as one named call
-per step, and checks that what it returns is finite. The curvature structure (F̆, F̂, …) is a
+per step, and checks that what it returns is finite: what the host needs of iteration k is
+queued on the device and fetched together (:class:`~kfac_ref.host.IterationHost`), and the log
+record is a :class:`~kfac_ref.step_info.StepInfo`. The curvature structure (F̆, F̂, …) is a
 class from :mod:`kfac_ref.structures`, chosen by ``KFACConfig.structure``. What is carried between
 iterations, and its checkpoint form, is :mod:`kfac_ref.state`. The only randomness is the
 generator passed to :meth:`KFAC.step` (subsets and sampled targets), so a run resumed from
@@ -37,7 +40,7 @@ from .config import KFACConfig
 from .curvature import CurvatureInverse
 from .damping import adjust_lambda, choose_gamma, gammas_to_try, reduction_ratio, tied_gamma
 from .errors import ConfigError, NonFiniteError
-from .host import HostBatch
+from .host import IterationHost
 from .inputs import check_step_inputs
 from .linalg import Precision, lapack_threads
 from .mlp import MLP
@@ -50,7 +53,8 @@ from .rescale import (
 )
 from .state import KFACState, check_state_scalars, load_state_dict, state_dict
 from .statistics import FactorStats, choose_subset, running_statistics, subset_forward
-from .structures import get_structure
+from .step_info import StepInfo
+from .structures import configured_structure, get_structure
 from .tikhonov import ExactTikhonovInverse
 
 
@@ -104,49 +108,11 @@ def inverse_refresh_due(k: int, have_inverse: bool, first: int, T3: int) -> bool
     return not have_inverse or k <= first or k % T3 == 0
 
 
-def step_record(
-    k: int,
-    n: int,
-    h: float,
-    lam: float,
-    gamma: float,
-    best: Rescaling,
-    rho: float,
-    h_new: float,
-    eps: float,
-    refresh: bool,
-    search: bool,
-    rescalings: Sequence[Rescaling],
-    host: dict[str, Any],
-    idx_stats: Any,
-    idx_fisher: Any,
-    redone: int = 0,
-) -> dict[str, float]:
-    """The log record of one step (the keys :meth:`KFAC.step` documents)."""
-    changes = [r.model_change for r in rescalings] if search else [math.nan] * 3
-    return {
-        "k": k,
-        "batch_size": n,
-        "loss": h,
-        "lam": lam,
-        "gamma": gamma,
-        "alpha": best.alpha,
-        "mu": best.mu,
-        "rho": rho,
-        "loss_after": h_new,
-        "model_change": best.model_change,
-        "model_change_gamma_down": changes[0],
-        "model_change_gamma_same": changes[1],
-        "model_change_gamma_up": changes[2],
-        "stat_decay": eps,
-        "refreshed": int(refresh),
-        "gamma_searched": int(search),
-        "grad_norm": math.sqrt(host["grad_sq"]),
-        "delta_norm": math.sqrt(host["delta_sq"]),
-        "stats_cases": n if idx_stats is None else int(idx_stats.shape[0]),
-        "fisher_cases": n if idx_fisher is None else int(idx_fisher.shape[0]),
-        "linalg_redone": redone,
-    }
+def linalg_mode(linalg: str, factored: bool) -> str:
+    """The precision of the damped inverses' factorizations (``KFACConfig.linalg``) for a
+    structure: ``"auto"`` stays ``"auto"`` for the Kronecker-factored ones and is
+    ``"float64"`` for the dense F̃, F (small nets); ``"float64"``, ``"training"`` as given."""
+    return "float64" if linalg == "auto" and not factored else linalg
 
 
 class KFAC:
@@ -154,7 +120,9 @@ class KFAC:
 
     Args:
         mlp: the network (its output distribution defines the loss and the Fisher).
-        config: the meta-parameters (:class:`~kfac_ref.config.KFACConfig`).
+        config: the meta-parameters (:class:`~kfac_ref.config.KFACConfig`); a new one is set by
+            assignment (``opt.config = dataclasses.replace(opt.config, T2=40)``), and its
+            structure and factorization precision are looked up then, once.
         backend: where the state lives (NumPy/CuPy and the dtype of the weights).
 
     Use: ``state = opt.init_state(weights)``, then for each mini-batch
@@ -163,39 +131,24 @@ class KFAC:
 
     def __init__(self, mlp: MLP, config: KFACConfig, backend: Backend) -> None:
         self.mlp = mlp
-        self.config = config
         self.backend = backend
-        self.structure = get_structure(config.structure)
-        self.structure.check_network(mlp, backend.dtype)
+        self.config = config
+
+    @property
+    def config(self) -> KFACConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: KFACConfig) -> None:
+        structure = configured_structure(config)
+        structure.check_network(self.mlp, self.backend.dtype)
+        self._config, self.structure = config, structure
+        self.linalg = linalg_mode(config.linalg, structure.factored)
 
     def init_state(self, weights: Sequence[Any]) -> KFACState:
         """The state before iteration 1: λ = λ0, γ = γ0, no statistics, no previous update."""
         self.mlp.check_weights(weights)
         return KFACState(k=0, lam=float(self.config.lam0), gamma=float(self.config.resolved.gamma0))
-
-    def _inverses(
-        self, k: int, stats: FactorStats, gammas: Sequence[float], redone: list[str]
-    ) -> list[CurvatureInverse]:
-        """The damped inverse for each γ at iteration k, its factorizations in the precision of
-        ``KFACConfig.linalg``; what was redone in float64 is appended to ``redone``."""
-        cfg, f64 = self.config, self.backend.xp.float64
-        mode = cfg.linalg
-        if cfg.linalg_float64 is not None:  # the older spelling
-            mode = "float64" if cfg.linalg_float64 else "training"
-        if mode == "auto" and not self.structure.factored:
-            mode = "float64"  # dense F̃, F: small nets, factorized in float64 as before
-        linalg_dtype = f64 if mode == "float64" else None
-        precision = Precision(f64) if mode == "auto" else None
-        try:
-            with lapack_threads(cfg.lapack_threads, self.backend.xp):
-                inverses = curvature_inverses(
-                    stats, gammas, self.structure, linalg_dtype, precision, cfg.pi, cfg.tikhonov
-                )
-        except NonFiniteError as exc:
-            raise NonFiniteError(f"iteration {k}: damped inverse with {exc}") from None
-        if precision is not None:
-            redone.extend(precision.redone)
-        return inverses
 
     # ------------------------------------------------------------------ step
     def step(
@@ -207,17 +160,21 @@ class KFAC:
         rng: Any,
         validate: bool = True,
     ) -> tuple[list[Any], KFACState, dict[str, float]]:
-        """One iteration of Algorithm 2 on the mini-batch (X, Y); returns (θ + δ, state, info).
+        """Iteration k of Algorithm 2 on the mini-batch S_k = (X, Y); returns (θ + δ, state, info).
+
+        k counts from 1 as in Algorithm 2 (the recompute at k ≤ 3, ε_k = min(1 − 1/k, 0.95),
+        the periods T1, T2, T3): ``state.k`` is the number of iterations done, so this one is
+        k = ``state.k`` + 1, the state returned has ``k`` = k and ``info["k"]`` is k.
 
         ``rng`` (a generator on the backend's device with ``random`` and ``standard_normal``:
         NumPy's ``default_rng``, or the run's :class:`kfac_ref.rng.Philox` on CuPy) is the only
         source of randomness: the τ1 and τ2 subsets and the sampled targets. ``info`` holds
-        floats: k, batch_size, loss (h at θ), lam and gamma (after this iteration's adjustments),
-        alpha, mu, rho and loss_after (NaN except every T1 iterations), model_change
-        (M(δ) − M(0)), the model change for each γ candidate (NaN unless searched), stat_decay
-        (ε_k), refreshed, gamma_searched, grad_norm, delta_norm, stats_cases, fisher_cases,
-        linalg_redone (how many factorizations this step redid in float64,
-        ``KFACConfig.linalg = "auto"``).
+        floats (:meth:`kfac_ref.step_info.StepInfo.record`): k, batch_size, loss (h at θ), lam
+        and gamma (after this iteration's adjustments), alpha, mu, rho and loss_after (NaN
+        except every T1 iterations), model_change (M(δ) − M(0)), the model change for each γ
+        candidate (NaN unless searched), stat_decay (ε_k), refreshed, gamma_searched,
+        grad_norm, delta_norm, stats_cases, fisher_cases, linalg_redone (how many
+        factorizations this step redid in float64, ``KFACConfig.linalg = "auto"``).
 
         ``validate=False`` skips the checks of the data's values (shapes are still checked, and
         the weights' finiteness, queued on the device): for a loop that checked its data once
@@ -230,36 +187,22 @@ class KFAC:
             TargetError: targets the output distribution cannot have (Bernoulli outside [0, 1]).
             ShapeError, ConfigError: arrays of the wrong shape or dtype; λ, γ not finite and > 0.
         """
-        cfg, mlp = self.config, self.mlp
-        const = cfg.resolved  # γ0, ω1, ω2, τ2, γ clamps with the Nones filled in
+        cfg, mlp, const = self.config, self.mlp, self.config.resolved  # const: γ0, ω1, ω2, τ2, …
         check_state_scalars(state, ("lam", "gamma"))
         k, n = state.k + 1, X.shape[0]
-        # What the host needs (the loss, the §7 systems, finiteness flags) is queued on the device
+        # What the host needs (losses, the §7 systems, finiteness flags) is queued on the device
         # and fetched together: one transfer when nothing is refreshed (README, Backends).
-        batch = HostBatch()
-        check_step_inputs(mlp, k, weights, X, Y, batch, validate)
+        host = IterationHost(k)
+        check_step_inputs(mlp, k, weights, X, Y, host, validate)
         # 1. h(θ) and ∇h on the whole mini-batch, real targets, with ηθ (§2.1).
         h, grads, fwd = mlp.loss_and_grad(weights, X, Y, cfg.eta, validate=False)
-        batch.scalar("h", h, f"iteration {k}: the loss h(θ) is not finite")
-        batch.require_finite(grads, f"iteration {k}: the gradient ∇h is not finite")
+        host.finite_scalar("h", h, "the loss h(θ)")
+        host.finite(grads, "the gradient ∇h")
         # 2. the statistics on a τ1-subset, reusing its rows of the forward pass (§5).
         idx_stats = choose_subset(n, cfg.tau1, rng)
-        stats, eps = running_statistics(
-            mlp,
-            weights,
-            subset_forward(fwd, idx_stats),
-            state.stats,
-            rng,
-            k,
-            self.structure.statistics,
-            cfg.stats_method,
-            cfg.max_stat_decay,
-        )
-        batch.require_finite(stats.arrays(), f"iteration {k}: the factor statistics is not finite")
+        stats, eps = self._statistics(k, weights, subset_forward(fwd, idx_stats), state, rng)
+        host.finite(stats.arrays(), "the factor statistics")
         # 3. the damped inverses: at k ≤ 3 and every T3 (§4, §6.3, §8); three γ every T2 (§6.6).
-        refresh = inverse_refresh_due(
-            k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3
-        )
         search = cfg.adapt_gamma and k % cfg.T2 == 0
         if cfg.adapt_gamma:
             gammas = gammas_to_try(
@@ -267,77 +210,101 @@ class KFAC:
             )
         else:  # γ = √(λ + η) (§6.3); a new γ needs new inverses
             gammas = (tied_gamma(state.lam, cfg.eta),)
-            refresh = refresh or gammas[0] != state.gamma
-        if refresh:
-            batch.fetch()  # the inverses must not start from non-finite statistics
-        redone: list[str] = []
-        inverses = (
-            self._inverses(k, stats, gammas, redone) if refresh else [state.inverse] * len(gammas)
+        refresh = inverse_refresh_due(
+            k, state.inverse is not None, cfg.inverse_recompute_first, cfg.T3
+        ) or (not cfg.adapt_gamma and gammas[0] != state.gamma)
+        inverses, redone = (
+            self._inverses(stats, gammas, host) if refresh else ([state.inverse] * len(gammas), 0)
         )
         # 4. Δ = −F⁻¹∇h; α, μ on the quadratic model with the exact Fisher on a τ2-subset (§7).
         idx_fisher = choose_subset(n, const.tau2, rng)
         rescalings = self._rescalings(
-            k, weights, subset_forward(fwd, idx_fisher), grads, inverses, state, batch
+            weights, subset_forward(fwd, idx_fisher), grads, inverses, state, host
         )
-        # 5. the γ whose δ has the lowest M(δ) (§6.6); θ ← θ + δ.
+        #    with several γ, the one whose δ has the lowest M(δ) (§6.6); θ ← θ + δ.
         c = self._choose_gamma(k, gammas, rescalings)
-        best = rescalings[c]
-        new_weights = [W + d for W, d in zip(weights, best.delta, strict=True)]
-        self._queue_update(k, grads, best.delta, new_weights, batch)
-        # 6. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule for λ (§6.5).
+        delta = rescalings[c].delta
+        new_weights = [W + d for W, d in zip(weights, delta, strict=True)]
+        self._queue_update(grads, delta, new_weights, host)
+        # 5. every T1 iterations: ρ on the mini-batch and the Levenberg–Marquardt rule for λ (§6.5).
         lam_due = k % cfg.T1 == 0
         if lam_due:
-            batch.scalar(
-                "h_new",
-                mlp.loss(new_weights, X, Y, cfg.eta, validate=False),
-                f"iteration {k}: the loss h(θ + δ) is not finite",
-            )
-        host = batch.fetch()
-        h, h_new, lam, rho, gamma = host["h"], math.nan, state.lam, math.nan, float(gammas[c])
-        if lam_due and cfg.adapt_lambda:
-            h_new = host["h_new"]
-            lam, rho = adjust_lambda(
-                lam, h_new, h, best.model_change, const.omega1, cfg.lam_min, cfg.lam_max
-            )
-        elif lam_due:  # λ fixed at λ0; ρ for the log
-            h_new = host["h_new"]
-            rho = reduction_ratio(h_new, h, best.model_change)
-        new_state = KFACState(
-            k=k, lam=lam, gamma=gamma, stats=stats, inverse=inverses[c], delta=best.delta
+            h_new = mlp.loss(new_weights, X, Y, cfg.eta, validate=False)
+            host.finite_scalar("h_new", h_new, "the loss h(θ + δ)")
+        fetched = host.fetch()
+        lam, rho = (
+            self._lambda(state.lam, fetched, rescalings[c]) if lam_due else (state.lam, math.nan)
         )
-        info = step_record(
+        info = StepInfo(
+            k=k,
+            batch_size=n,
+            lam=lam,
+            gamma=float(gammas[c]),
+            rescalings=rescalings,
+            chosen=c,
+            searched=search,
+            rho=rho,
+            host=fetched,
+            stat_decay=eps,
+            refreshed=refresh,
+            stats_subset=idx_stats,
+            fisher_subset=idx_fisher,
+            linalg_redone=redone,
+        )
+        new_state = KFACState(k, lam, info.gamma, stats, inverses[c], delta)
+        return new_weights, new_state, info.record()
+
+    def _statistics(
+        self, k: int, weights: Sequence[Any], fwd_stats: Any, state: KFACState, rng: Any
+    ) -> tuple[FactorStats, float]:
+        """Step 2: the running statistics of the structure (§5) updated with the τ1-subset's
+        forward pass ``fwd_stats`` and targets sampled from the model; (statistics, ε_k)."""
+        cfg = self.config
+        return running_statistics(
+            self.mlp,
+            weights,
+            fwd_stats,
+            state.stats,
+            rng,
             k,
-            n,
-            h,
-            lam,
-            gamma,
-            best,
-            rho,
-            h_new,
-            eps,
-            refresh,
-            search,
-            rescalings,
-            host,
-            idx_stats,
-            idx_fisher,
-            len(redone),
+            self.structure.statistics,
+            cfg.stats_method,
+            cfg.max_stat_decay,
         )
-        return new_weights, new_state, info
+
+    def _inverses(
+        self, stats: FactorStats, gammas: Sequence[float], host: IterationHost
+    ) -> tuple[list[CurvatureInverse], int]:
+        """Step 3: the damped inverse for each γ, its factorizations in the precision of
+        ``KFACConfig.linalg`` (:attr:`linalg`), and how many of them were redone in float64.
+        What is queued on ``host`` is fetched first: the inverses must not start from
+        non-finite statistics."""
+        host.fetch()
+        f64 = self.backend.xp.float64
+        linalg_dtype = f64 if self.linalg == "float64" else None
+        precision = Precision(f64) if self.linalg == "auto" else None
+        cfg = self.config
+        try:
+            with lapack_threads(cfg.lapack_threads, self.backend.xp):
+                inverses = curvature_inverses(
+                    stats, gammas, self.structure, linalg_dtype, precision, cfg.pi, cfg.tikhonov
+                )
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"iteration {host.k}: damped inverse with {exc}") from None
+        return inverses, 0 if precision is None else len(precision.redone)
 
     def _rescalings(
         self,
-        k: int,
         weights: Sequence[Any],
         fwd_fisher: Any,
         grads: Sequence[Any],
         inverses: Sequence[CurvatureInverse],
         state: KFACState,
-        batch: HostBatch,
+        host: IterationHost,
     ) -> list[Rescaling]:
-        """For each inverse: Δ = −F⁻¹∇h and the §7 solution δ = αΔ + μδ₀ (or δ = Δ without
-        re-scaling, §6.4); the quadratic models of all γ candidates come to the host together
-        (one fetch of ``batch``)."""
+        """Step 4: for each inverse, Δ = −F⁻¹∇h and the §7 solution δ = αΔ + μδ₀ (or δ = Δ
+        without re-scaling, §6.4); the quadratic models of all γ candidates come to the host
+        together (one fetch of ``host``)."""
         cfg = self.config
         delta0 = state.delta if cfg.use_momentum and cfg.use_rescaling else None
         Deltas = [natural_gradient_direction(inverse, grads) for inverse in inverses]
@@ -357,16 +324,16 @@ class KFAC:
                 lam_plus_eta,
                 J_Delta=J[c],
             )
-            batch.value(f"Q{c}", Q)
-            batch.value(f"r{c}", r)
-        host = batch.fetch()
+            host.value(f"Q{c}", Q)
+            host.value(f"r{c}", r)
+        fetched = host.fetch()
         if not cfg.use_rescaling:
             return [
-                raw_proposal_from_model(host[f"Q{c}"], host[f"r{c}"], Delta)
+                raw_proposal_from_model(fetched[f"Q{c}"], fetched[f"r{c}"], Delta)
                 for c, Delta in enumerate(Deltas)
             ]
         return [
-            rescaling_from_model(host[f"Q{c}"], host[f"r{c}"], Delta, delta0)
+            rescaling_from_model(fetched[f"Q{c}"], fetched[f"r{c}"], Delta, delta0)
             for c, Delta in enumerate(Deltas)
         ]
 
@@ -379,17 +346,23 @@ class KFAC:
 
     @staticmethod
     def _queue_update(
-        k: int,
-        grads: Sequence[Any],
-        delta: Sequence[Any],
-        new_weights: Sequence[Any],
-        batch: HostBatch,
+        grads: Sequence[Any], delta: Sequence[Any], new_weights: Sequence[Any], host: IterationHost
     ) -> None:
         """Queue the checks of δ and θ + δ and the norms ‖∇h‖², ‖δ‖² for the log."""
-        batch.require_finite(delta, f"iteration {k}: the update δ is not finite")
-        batch.require_finite(new_weights, f"iteration {k}: the new weights θ + δ is not finite")
-        batch.value("grad_sq", inner(grads, grads))
-        batch.value("delta_sq", inner(delta, delta))
+        host.finite(delta, "the update δ")
+        host.finite(new_weights, "the new weights θ + δ")
+        host.value("grad_sq", inner(grads, grads))
+        host.value("delta_sq", inner(delta, delta))
+
+    def _lambda(self, lam: float, fetched: dict[str, Any], best: Rescaling) -> tuple[float, float]:
+        """Step 5, every T1 iterations: ρ = (h(θ + δ) − h(θ)) / (M(δ) − M(0)) on the mini-batch
+        and λ by the Levenberg–Marquardt rule (§6.5); (λ, ρ). With ``adapt_lambda=False`` λ
+        stays and ρ is only logged."""
+        cfg, h, h_new = self.config, fetched["h"], fetched["h_new"]
+        if cfg.adapt_lambda:
+            omega1 = cfg.resolved.omega1
+            return adjust_lambda(lam, h_new, h, best.model_change, omega1, cfg.lam_min, cfg.lam_max)
+        return lam, reduction_ratio(h_new, h, best.model_change)
 
     # ----------------------------------------------------------- checkpoints
     def state_dict(self, state: KFACState) -> dict[str, Any]:

@@ -8,6 +8,7 @@ module with its class and one entry below.
 
 from __future__ import annotations
 
+from .config import KFACConfig
 from .curvature import CurvatureInverse
 from .errors import ConfigError
 from .exact import ExactInverse
@@ -37,6 +38,20 @@ def get_structure(name: str) -> type[CurvatureInverse]:
         raise ConfigError(
             f"unknown structure {name!r}; choose one of {', '.join(STRUCTURES)}"
         ) from None
+
+
+def configured_structure(cfg: KFACConfig) -> type[CurvatureInverse]:
+    """The structure class of ``cfg.structure``, checked: :class:`ConfigError` for a name not in
+    :data:`STRUCTURES` (naming the choices) or damping options (``cfg.pi``, ``cfg.tikhonov``,
+    §6.3) the structure does not implement (naming the structures that do). The optimizer and
+    the experiments' configuration look the structure up here."""
+    if cfg.structure not in STRUCTURES:
+        raise ConfigError(
+            f"structure must be one of {', '.join(STRUCTURES)}; got {cfg.structure!r}"
+        )
+    cls = STRUCTURES[cfg.structure]
+    cls.check_damping(cfg.pi, cfg.tikhonov)
+    return cls
 
 
 def structure_of_method(method: str) -> type[CurvatureInverse] | None:

@@ -52,7 +52,7 @@ def settings() -> list[tuple[str, str, str, dict[str, Any]]]:
             {"T1": 2, "T2": 4, "T3": 2, "use_momentum": False, "stats_method": "exact"},
         )
     )
-    out.append(("kfac-blockdiag", "float32", "code", {"linalg_float64": False, "T2": 6, "T3": 3}))
+    out.append(("kfac-blockdiag", "float32", "code", {"linalg": "training", "T2": 6, "T3": 3}))
     return out
 
 

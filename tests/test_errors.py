@@ -11,7 +11,6 @@ import pytest
 from kfac_ref.appendix_b import kron_sum_inverse
 from kfac_ref.backend import get_backend
 from kfac_ref.compare import approximate_fisher, compare_fisher, dense_F_tilde
-from kfac_ref.dense import check_dense_size
 from kfac_ref.errors import (
     BackendError,
     ConfigError,
@@ -28,6 +27,7 @@ from kfac_ref.fisher import (
     monte_carlo_fisher,
 )
 from kfac_ref.linalg import spd_inverse
+from kfac_ref.memory import check_dense_size
 from kfac_ref.mlp import MLP
 from kfac_ref.vec import theta_to_weights
 
@@ -284,7 +284,7 @@ def test_compare_estimate_bounds_its_measured_peak(sizes, n):
     """What check_compare_size counts (13 P×P matrices and 4P + 3Σd + d_ℓ² entries per case)
     against compare_fisher's measured peak: within [1, 1.6] × the peak."""
     from kfac_ref.compare import COMPARE_COPIES
-    from kfac_ref.dense import per_case_entries
+    from kfac_ref.memory import per_case_entries
 
     mlp = MLP(sizes, "tanh", "softmax")
     W = mlp.init_gaussian(0)

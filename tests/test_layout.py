@@ -100,8 +100,8 @@ def test_the_figure_helpers_take_their_math_from_the_package() -> None:
 
 
 def test_the_fisher_of_section_2_2_sits_below_the_structures():
-    """§2.2 (``fisher``) imports nothing of §3–§4 at module level: the dense F̃, F̆, F̂ built
-    through the structure table live in :mod:`kfac_ref.compare`."""
+    """§2.2 (``fisher``) imports nothing of §3–§4: the dense F̃, F̆, F̂ built through the
+    structure table live in :mod:`kfac_ref.compare`, the size check both use in ``memory``."""
     path = PACKAGE / "fisher.py"
     top = ast.parse(path.read_text(), str(path)).body
     imported = {
@@ -110,7 +110,35 @@ def test_the_fisher_of_section_2_2_sits_below_the_structures():
         if isinstance(node, ast.ImportFrom) and node.level == 1
         for alias in node.names
     }
-    assert imported <= {"backend", "dense", "errors", "mlp", "vec"}, imported
+    assert imported <= {"backend", "errors", "memory", "mlp", "vec"}, imported
     from kfac_ref import compare, fisher
 
     assert not hasattr(fisher, "DENSE_STRUCTURES") and hasattr(compare, "approximate_fisher")
+
+
+def test_the_configuration_is_a_leaf_of_the_imports():
+    """``kfac_ref.config`` (the options, §5–§8) imports nothing of the package but its errors:
+    no structure, no damping; the structure name is checked where it is looked up
+    (:func:`kfac_ref.structures.configured_structure`)."""
+    code = (
+        "import sys, kfac_ref.config; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kfac_ref'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(["kfac_ref", "kfac_ref.config", "kfac_ref.errors"]), out.stdout
+    assert {m for m in imported_modules(PACKAGE / "config.py", "kfac_ref") if "kfac_ref" in m} <= {
+        "kfac_ref.errors",
+        "kfac_ref.errors.ConfigError",
+    }
+
+
+def test_the_step_is_algorithm_2_on_one_screen():
+    """``KFAC.step`` reads as Algorithm 2 (§8): at most 40 statements, nested ones included; the
+    log record (:mod:`kfac_ref.step_info`) and the host transfers (:mod:`kfac_ref.host`) are
+    objects of their own."""
+    path = PACKAGE / "optimizer.py"
+    tree = ast.parse(path.read_text(), str(path))
+    (kfac,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KFAC"]
+    (step,) = [n for n in kfac.body if isinstance(n, ast.FunctionDef) and n.name == "step"]
+    count = sum(isinstance(node, ast.stmt) for s in step.body for node in ast.walk(s))
+    assert count <= 40, count

@@ -225,8 +225,9 @@ def test_inverse_recomputed_at_k_le_3_and_every_T3(small):
 # ------------------------------------------------------------------- dtypes, backends
 @pytest.mark.parametrize("structure", STRUCTURES)
 def test_float32_training_keeps_float32_and_agrees_with_float64(small, structure):
-    """Factorizations in float64 (``linalg_float64``), everything else float32: three steps agree
-    with the float64 run to float32 accuracy, and no array is promoted."""
+    """Factorizations as ``KFACConfig.linalg = "auto"`` makes them (Cholesky in float64),
+    everything else float32: three steps agree with the float64 run to float32 accuracy, and
+    no array is promoted."""
     mlp, W, X1, X2 = small
     be32 = get_backend("numpy", "float32")
     cfg = exact_config(structure)

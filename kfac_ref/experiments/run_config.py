@@ -20,7 +20,7 @@ from ..config import CONSTANT_SETS, KFACConfig, SGDConfig
 from ..errors import ConfigError, DataError
 from ..mlp import MLP
 from ..optimizer import KFAC
-from ..structures import STRUCTURES, methods, structure_of_method
+from ..structures import STRUCTURES, configured_structure, methods, structure_of_method
 from .schedules import minibatch_size
 from .sgd import SGDMomentum
 
@@ -254,7 +254,7 @@ class RunConfig:
         structure = (structure_of_method(base) or structure_of_method(RunConfig.method)).name
         eta = AUTOENCODERS[self.dataset]["eta"]  # ℓ2 weight cost η of the data set
         try:
-            return KFACConfig(
+            kcfg = KFACConfig(
                 **{
                     "eta": eta,
                     "constants": self.constants,
@@ -263,6 +263,8 @@ class RunConfig:
                     "structure": structure,
                 }
             )
+            configured_structure(kcfg)  # the damping options the structure implements
+            return kcfg
         except TypeError as exc:  # a wrongly typed value the checks did not anticipate
             raise ConfigError(f"invalid --kfac value: {exc}") from None
 
