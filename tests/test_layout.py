@@ -142,3 +142,14 @@ def test_the_step_is_algorithm_2_on_one_screen():
     (step,) = [n for n in kfac.body if isinstance(n, ast.FunctionDef) and n.name == "step"]
     count = sum(isinstance(node, ast.stmt) for s in step.body for node in ast.walk(s))
     assert count <= 40, count
+
+
+def test_every_package_module_holds_one_thing_on_at_most_450_lines():
+    """A module over 450 lines is a sign that it holds several things: split it by what it does
+    (as §4.2/§4.3 in ``inverse.py`` and Appendix B in ``appendix_b.py`` are)."""
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 450
+    }
+    assert not long, long
