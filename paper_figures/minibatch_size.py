@@ -57,7 +57,7 @@ from kfac_ref.experiments.exit_status import run_script  # noqa: E402
 METHODS = ("kfac-blockdiag", "kfac-blockdiag-nomomentum", "sgd-momentum")
 #: --quick shares autoencoders.py --quick's problem (2000 cases), so their runs can be shared
 QUICK = {**FIGS_10_11_QUICK, "iters": 40, "eval_every": 2, "m": [250, 500, 1000]}
-FULL = {"iters": 200, "eval_every": 5, "m": [2000, 4000, 6000]}
+FULL = {"iters": 200, "eval_every": 10, "m": [2000, 4000, 6000]}
 SGD_LR = 0.02  # the middle of autoencoders.py's MNIST grid
 
 

@@ -479,3 +479,22 @@ def test_minibatch_size_figure_fits_the_progress_exponent(tmp_path, monkeypatch)
     assert fig.progress_exponent({100: slow, 200: fast})["exponent"] == pytest.approx(1.0)
     f = fig.progress_exponent({100: slow, 400: fast})
     assert f["iterations_to_target"] == {100: 8, 400: 4} and f["exponent"] == pytest.approx(0.5)
+
+
+def test_autoencoder_figure_full_scale_sgd_grid_evaluates_as_its_budget_run():
+    """At full scale an SGD grid run is evaluated as rarely as the budget run that continues it
+    (FACES' evaluations are the dearest); the quick grid keeps the quick cadence. FACES' fixed-m
+    grid is the one measured (1000, 2000, 5000)."""
+    fig = _load_figure_script("autoencoders")
+    full = fig.parse_args(["--datasets", "curves", "mnist", "faces"])
+    for dataset, every in (("curves", 250), ("mnist", 250), ("faces", 500)):
+        configs = fig.run_configs(full, dataset, "sgd-momentum")
+        assert len(configs) == 3
+        assert {c.eval_every for c in configs} == {every}
+        assert {c.iters for c in configs} == {1000}
+    kfac = fig.run_configs(full, "faces", "kfac-blockdiag")[0]
+    assert kfac.eval_every == 25  # K-FAC's cadence is untouched
+    fixed = fig.run_configs(full, "faces", "kfac-blockdiag-nomomentum")
+    assert [c.kfac_batch for c in fixed] == [1000, 2000, 5000]
+    quick = fig.parse_args(["--quick"])
+    assert {c.eval_every for c in fig.run_configs(quick, "curves", "sgd-momentum")} == {10}
