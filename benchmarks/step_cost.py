@@ -190,12 +190,14 @@ def breakdown(
     return out
 
 
-def peak_memory(dataset: str, dtype: str) -> dict[str, Any]:
+def peak_memory(dataset: str, dtype: str, cases: int | None = None) -> dict[str, Any]:
     """One heaviest-kind iteration (γ search, λ rule) of each factored structure at the whole
-    training set of ``dataset``, and the process's peak resident memory (``ru_maxrss``)."""
+    training set of ``dataset`` (or ``cases`` cases), and the process's peak resident memory
+    (``ru_maxrss``)."""
     import resource
 
     layers, output, n = FULL_BATCH[dataset]
+    n = n if cases is None else cases
     backend = get_backend("numpy", dtype)
     hidden = len(layers) - 2
     acts = ["linear" if i == hidden // 2 else "logistic" for i in range(hidden)]
@@ -264,10 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         help="peak memory of one full-batch iteration of each structure on this data set's "
         "network and training-set size (random inputs)",
     )
+    parser.add_argument(
+        "--cases",
+        type=int,
+        help="with --peak-memory: this many cases instead of the whole training set (two sizes "
+        "give the memory per case)",
+    )
     args = parser.parse_args(argv)
+    if args.cases is not None and (args.cases < 1 or not args.peak_memory):
+        parser.error("--cases needs --peak-memory and a positive number of cases")
 
     if args.peak_memory:
-        result = peak_memory(args.peak_memory, args.dtype)
+        result = peak_memory(args.peak_memory, args.dtype, args.cases)
         print(json.dumps(result, indent=1))
         if args.json:
             with open(args.json, "w") as f:

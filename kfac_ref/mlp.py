@@ -22,6 +22,12 @@ from .errors import ConfigError
 from .inputs import InputChecks
 from .outputs import OutputDistribution, get_output
 
+#: :meth:`MLP.jvps` stacks its directions only while the stacked activities of the widest layer
+#: take at most this many bytes; above it (the full batches of §13, e.g. FACES' 103,500 cases ×
+#: 2000 units × 4 directions) it takes one direction at a time, which bounds an iteration's peak
+#: memory as the paper's processing of large mini-batches "in chunks" does.
+JVPS_STACK_BYTES = 2 * 2**30
+
 
 @dataclass
 class Forward:
@@ -171,6 +177,19 @@ class MLP(InputChecks):
                 abar.append(_append_one(a_k))
         return Forward(abar=abar, s=s, dphi=dphi)
 
+    def network_output(self, weights: Sequence[Any], X: Any) -> Any:
+        """s_ℓ for the batch X, by the operations of :meth:`forward` (so the same numbers) but
+        keeping one layer's activities at a time: for h(θ + δ) and evaluations, whose memory
+        would otherwise hold a second forward cache beside the iteration's."""
+        self.check_weights(weights)
+        self.check_input_shape(X)
+        abar = _append_one(X)
+        for k, W in enumerate(weights):
+            s_k = abar @ W.T
+            if k < self.n_layers - 1:
+                abar = _append_one(self.activations[k].forward(s_k))
+        return s_k
+
     def backward(self, weights: Sequence[Any], fwd: Forward, ds_out: Any) -> list[Any]:
         """Backward pass (§2.1): per-case g_i = Ds_i for every layer, given Ds_ℓ of shape (n, d_ℓ).
 
@@ -201,13 +220,15 @@ class MLP(InputChecks):
         The directions travel together as an (m, n, d_i) array: R s_i = V_i ā_{i-1} is one
         batched product per layer, and W_i R ā_{i-1} one (m·n, d_{i-1}) × (d_{i-1}, d_i) product
         (the §7 re-scaling needs J Δ for each γ candidate and J δ₀). Returns m arrays
-        of shape (n, d_ℓ), views of one buffer.
+        of shape (n, d_ℓ), views of one buffer; where that stack would exceed
+        :data:`JVPS_STACK_BYTES`, one :meth:`jvp` per direction instead.
         """
         m = len(Vs)
-        if m == 1:
-            return [self.jvp(weights, fwd, Vs[0])]
-        xp = get_array_module(fwd.abar[0])
         n = fwd.abar[0].shape[0]
+        stacked_bytes = m * n * max(W.shape[0] for W in weights) * fwd.abar[0].dtype.itemsize
+        if m == 1 or stacked_bytes > JVPS_STACK_BYTES:  # one direction at a time
+            return [self.jvp(weights, fwd, V) for V in Vs]
+        xp = get_array_module(fwd.abar[0])
 
         def first_term(k: int) -> Any:  # (m, n, d_k): V_k ā_{k-1} for every direction
             return fwd.abar[k][None] @ xp.stack([V[k].T for V in Vs])
@@ -237,7 +258,7 @@ class MLP(InputChecks):
         """
         if validate:
             self.validate(weights, X, Y, eta)
-        out = self.forward(weights, X).output
+        out = self.network_output(weights, X)
         return self.objective_from_output(weights, out, Y, eta)
 
     def objective_from_output(self, weights: Sequence[Any], out: Any, Y: Any, eta: float) -> Any:

@@ -110,6 +110,25 @@ def test_forward_and_loss_match_independent_implementation(make_net, output):
     else:
         per_case = -(Y * scipy.special.log_softmax(s3, axis=1)).sum(axis=1)
     assert float(net.mlp.loss(net.weights, net.X, Y)) == pytest.approx(per_case.mean(), rel=1e-13)
+    np.testing.assert_allclose(
+        net.mlp.network_output(net.weights, net.X), s3, rtol=1e-13, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_network_output_is_the_forward_pass_output_bit_for_bit(make_net, dtype):
+    """The memory-light pass (h(θ + δ), evaluations) gives exactly the cached pass's s_ℓ, so
+    using it changes no number; it keeps no per-layer activities."""
+    net = make_net((6, 5, 4, 5, 6), ["logistic", "linear", "tanh"], "bernoulli", seed=2)
+    W = [w.astype(dtype) for w in net.weights]
+    X = net.X.astype(dtype)
+    out = net.mlp.network_output(W, X)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, net.mlp.forward(W, X).output)
+    Y = net.Y.astype(dtype)
+    assert net.mlp.loss(W, X, Y, 1e-3) == net.mlp.objective_from_output(
+        W, net.mlp.forward(W, X).output, Y, 1e-3
+    )
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

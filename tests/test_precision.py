@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+import kfac_ref.mlp as mlp_module
 from kfac_ref import MLP, get_backend
 from kfac_ref.appendix_b import apply_kron_sum_inverse, generalized_eigh, kron_sum_inverses
 from kfac_ref.config import KFACConfig
@@ -188,6 +189,26 @@ def test_jvps_match_jvp_for_each_direction(make_net):
         np.testing.assert_allclose(J, net.mlp.jvp(net.weights, fwd, V), rtol=1e-12, atol=1e-14)
     (one,) = net.mlp.jvps(net.weights, fwd, Vs[:1])
     np.testing.assert_array_equal(one, net.mlp.jvp(net.weights, fwd, Vs[0]))
+
+
+def test_jvps_takes_one_direction_at_a_time_above_the_memory_bound(make_net, monkeypatch):
+    """Above ``JVPS_STACK_BYTES`` (the full batches of §13) the directions are not stacked: the
+    products are :meth:`MLP.jvp`'s, one array per direction, equal to the stacked ones."""
+    net = make_net((5, 4, 6, 3), ["logistic", "tanh"], "bernoulli", seed=3)
+    fwd = net.mlp.forward(net.weights, net.X)
+    rng = np.random.default_rng(1)
+    Vs = [net.weights_of(rng.standard_normal(net.theta.size)) for _ in range(3)]
+    stacked = net.mlp.jvps(net.weights, fwd, Vs)
+    assert all(J.base is not None for J in stacked)  # views of one (3, n, d_ℓ) buffer
+    bound = 3 * net.X.shape[0] * 6 * net.X.dtype.itemsize  # exactly the stacked widest layer
+    monkeypatch.setattr(mlp_module, "JVPS_STACK_BYTES", bound)
+    at_bound = net.mlp.jvps(net.weights, fwd, Vs)
+    assert all(J.base is not None for J in at_bound)
+    monkeypatch.setattr(mlp_module, "JVPS_STACK_BYTES", bound - 1)
+    single = net.mlp.jvps(net.weights, fwd, Vs)
+    for J, S, V in zip(single, stacked, Vs, strict=True):
+        np.testing.assert_array_equal(J, net.mlp.jvp(net.weights, fwd, V))
+        np.testing.assert_allclose(J, S, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("shapes", [((30, 2), (2, 40), (40, 3)), ((3, 40), (40, 2), (2, 30))])

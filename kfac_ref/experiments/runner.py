@@ -53,7 +53,7 @@ def reconstruction_error(mlp: MLP, weights: Sequence[Any], X: Any, chunk: int = 
     total = 0.0
     for start in range(0, X.shape[0], chunk):
         Xc = X[start : start + chunk]
-        pred = mlp.output.predict(mlp.forward(weights, Xc).output)
+        pred = mlp.output.predict(mlp.network_output(weights, Xc))
         total += float(((pred - Xc) ** 2).sum())
     return total / X.shape[0]
 
