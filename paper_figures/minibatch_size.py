@@ -178,6 +178,8 @@ def draw(result: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
                 ax.plot(c[xkey], c["train_error"], f"C{j}-", lw=1.5, label=f"m = {m:,}")
             ax.set_yscale("log")
             ax.set_xlabel("iterations" if xkey == "iteration" else "training cases processed")
+            if xkey == "cases":  # six-digit tick labels would run into each other
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(3, 3), useMathText=True)
             ax.set_ylabel("training error (squared error per case)")
             ax.grid(True, which="both", alpha=0.3)
             if row == 0:
