@@ -180,7 +180,8 @@ class MLP(InputChecks):
     def network_output(self, weights: Sequence[Any], X: Any) -> Any:
         """s_ℓ for the batch X, by the operations of :meth:`forward` (so the same numbers) but
         keeping one layer's activities at a time: for h(θ + δ) and evaluations, whose memory
-        would otherwise hold a second forward cache beside the iteration's."""
+        would otherwise hold a second forward cache beside the iteration's. A subclass that
+        changes :meth:`forward` overrides this too (:class:`kfac_ref.reparam.ReparametrizedMLP`)."""
         self.check_weights(weights)
         self.check_input_shape(X)
         abar = _append_one(X)

@@ -222,6 +222,11 @@ class ReparametrizedMLP(MLP):
                 abar.append(_append_one(a_k) @ self.omegas[k + 1].T)
         return Forward(abar=abar, s=s, dphi=dphi)
 
+    def network_output(self, weights: Sequence[Any], X: Any) -> Any:
+        """s†_ℓ from :meth:`forward` (the base class's memory-light pass is the untransformed
+        network's)."""
+        return self.forward(weights, X).output
+
     def backward(self, weights: Sequence[Any], fwd: Forward, ds_out: Any) -> list[Any]:
         """g†_i = Φ_i⁻ᵀ (Da_i ⊙ φ'(s_i)), Da_i = (Ω_iᵀ W†_{i+1}ᵀ g†_{i+1}) without the last
         entry."""
