@@ -119,9 +119,15 @@ SGD_BUDGET_CADENCE = {
     "full": {"eval_every": 250, "checkpoint_every": 2000},
 }
 #: At full scale the SGD grid runs are evaluated as rarely as the budget run that continues the
-#: winner (only their last error is used), and on FACES half as often again: one evaluation of the
-#: 145,000 faces through its 7.5 million weights costs as much as about a hundred SGD iterations.
-SGD_FULL_EVAL_EVERY = {"curves": 250, "mnist": 250, "faces": 500}
+#: winner (only their last error is used). An evaluation passes the training set twice (raw and
+#: averaged iterate) and the test set forward: on FACES (145,000 faces through 7.5 million
+#: weights) that costs as much as about a hundred SGD iterations at m = 500, on MNIST about ninety
+#: (by operation count), so the tens of thousands of budgeted iterations are evaluated rarely.
+SGD_FULL_EVAL_EVERY = {"curves": 250, "mnist": 1000, "faces": 500}
+#: At full scale K-FAC without momentum (grid and budget run) is evaluated every so many
+#: iterations: at MNIST's m = 2000 an evaluation costs about as much as seven iterations and the
+#: budget holds about ten thousand, where FACES' run holds under a thousand dearer ones.
+FIXED_M_FULL_EVAL_EVERY = {"curves": 100, "mnist": 250, "faces": 25}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -281,6 +287,8 @@ def run_configs(args: argparse.Namespace, dataset: str, method: str) -> list[Run
     )
     if method in FIXED_M_METHODS:
         common.update(iters=SGD_MAX_ITERS, max_seconds=fixed_m_tune_seconds(args))
+        if not args.quick:
+            common["eval_every"] = FIXED_M_FULL_EVAL_EVERY[dataset]
         grid = args.fixed_m if args.fixed_m is not None else FIXED_M_GRID[_kind(args)][dataset]
         return [RunConfig(kfac_batch=m, **common) for m in grid]
     if method != "sgd-momentum":

@@ -483,11 +483,12 @@ def test_minibatch_size_figure_fits_the_progress_exponent(tmp_path, monkeypatch)
 
 def test_autoencoder_figure_full_scale_sgd_grid_evaluates_as_its_budget_run():
     """At full scale an SGD grid run is evaluated as rarely as the budget run that continues it
-    (FACES' evaluations are the dearest); the quick grid keeps the quick cadence. FACES' fixed-m
-    grid is the one measured (1000, 2000, 5000)."""
+    (FACES' evaluations are the dearest); K-FAC without momentum has its own full-scale cadence;
+    the quick grids keep the quick cadence. FACES' fixed-m grid is the one measured (1000, 2000,
+    5000)."""
     fig = _load_figure_script("autoencoders")
     full = fig.parse_args(["--datasets", "curves", "mnist", "faces"])
-    for dataset, every in (("curves", 250), ("mnist", 250), ("faces", 500)):
+    for dataset, every in (("curves", 250), ("mnist", 1000), ("faces", 500)):
         configs = fig.run_configs(full, dataset, "sgd-momentum")
         assert len(configs) == 3
         assert {c.eval_every for c in configs} == {every}
@@ -496,5 +497,12 @@ def test_autoencoder_figure_full_scale_sgd_grid_evaluates_as_its_budget_run():
     assert kfac.eval_every == 25  # K-FAC's cadence is untouched
     fixed = fig.run_configs(full, "faces", "kfac-blockdiag-nomomentum")
     assert [c.kfac_batch for c in fixed] == [1000, 2000, 5000]
+    # K-FAC without momentum: its own full-scale cadence, grid and budget run alike
+    for dataset, every in (("curves", 100), ("mnist", 250), ("faces", 25)):
+        configs = fig.run_configs(full, dataset, "kfac-blockdiag-nomomentum")
+        assert {c.eval_every for c in configs} == {every}
     quick = fig.parse_args(["--quick"])
     assert {c.eval_every for c in fig.run_configs(quick, "curves", "sgd-momentum")} == {10}
+    assert {
+        c.eval_every for c in fig.run_configs(quick, "curves", "kfac-blockdiag-nomomentum")
+    } == {10}
