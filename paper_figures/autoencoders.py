@@ -125,8 +125,9 @@ SGD_BUDGET_CADENCE = {
 #: (by operation count), so the tens of thousands of budgeted iterations are evaluated rarely.
 SGD_FULL_EVAL_EVERY = {"curves": 250, "mnist": 1000, "faces": 500}
 #: At full scale K-FAC without momentum (grid and budget run) is evaluated every so many
-#: iterations: at MNIST's m = 2000 an evaluation costs about as much as seven iterations and the
-#: budget holds about ten thousand, where FACES' run holds under a thousand dearer ones.
+#: iterations: at MNIST's m = 2000 an evaluation costs about seven iterations (by operation
+#: count) and the budget holds about ten thousand, where FACES' run holds under a thousand
+#: dearer ones.
 FIXED_M_FULL_EVAL_EVERY = {"curves": 100, "mnist": 250, "faces": 25}
 
 
